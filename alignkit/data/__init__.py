@@ -1,0 +1,1 @@
+"""Preference data: templates, sources, tokenization."""

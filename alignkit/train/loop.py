@@ -1,0 +1,258 @@
+"""The one training loop (reward model and DPO share it): AdamW + warm-up/cosine schedule, gradient
+accumulation, bf16 autocast, periodic eval, TensorBoard scalars, atomic checkpoints and exact resume.
+Plain torch by default; DeepSpeed (ZeRO JSON config) when `train.deepspeed` is set.
+
+A task plugs in three things: `collate(items) -> batch`, `step(model, batch) -> (loss, metrics)` and
+`evaluate(model, items) -> metrics`. Batches are drawn in a seeded, length-grouped order that depends only
+on (seed, epoch), so a resumed run replays exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from alignkit.config import TrainConfig
+from alignkit.data.tokenize import length_grouped_order
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_dir, atomic_write_json
+
+
+class Task(Protocol):
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]: ...
+    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def evaluate(self, model: nn.Module, items: Sequence[Any]) -> dict[str, float]: ...
+
+
+class TrainingError(AlignkitError):
+    pass
+
+
+def cosine_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier at `step` (0-based): linear warm-up to 1, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast(bf16: bool, device: torch.device):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class Plan:
+    """How many optimizer steps, and which micro-batch of which epoch each step consumes."""
+
+    batches_per_epoch: int
+    grad_accum: int
+    total_steps: int
+    seed: int
+
+    def micro_batches(self, step: int, orders: Callable[[int], list[list[int]]]) -> list[list[int]]:
+        out = []
+        for k in range(step * self.grad_accum, (step + 1) * self.grad_accum):
+            epoch, index = divmod(k, self.batches_per_epoch)
+            out.append(orders(epoch)[index])
+        return out
+
+
+def make_plan(n_items: int, lengths: list[int], cfg: TrainConfig, seed: int, world_size: int = 1) -> Plan:
+    batches = math.ceil(n_items / cfg.batch_size) // world_size
+    if batches < 1:
+        raise AlignkitError(f"{n_items} training items are fewer than one batch per process")
+    per_epoch = batches // cfg.grad_accum
+    total = cfg.max_steps or max(1, math.floor(cfg.epochs * batches / cfg.grad_accum))
+    if cfg.max_steps is None and per_epoch < 1:
+        raise AlignkitError(f"one optimizer step needs {cfg.grad_accum} batches but an epoch has {batches}")
+    return Plan(batches, cfg.grad_accum, total, seed)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2) -> Path:
+    target = ckpt_root / f"step-{step:06d}"
+    if engine is not None:  # DeepSpeed owns its (possibly sharded) states
+        engine.save_checkpoint(str(ckpt_root), tag=target.name)
+        atomic_write_json(target / "alignkit_state.json", _rng_state_json(step))
+    else:
+        with atomic_dir(target) as tmp:
+            torch.save(_trainable_state(model), tmp / "trainable.pt")
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state()}, tmp / "optimizer.pt")
+            (tmp / "alignkit_state.json").write_text(json.dumps(_rng_state_json(step)))
+    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _rng_state_json(step: int) -> dict:
+    return {"step": step}
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    done = [p for p in sorted(ckpt_root.glob("step-*")) if (p / "alignkit_state.json").exists()]
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> int:
+    step = json.loads((path / "alignkit_state.json").read_text())["step"]
+    if engine is not None:
+        engine.load_checkpoint(str(path.parent), tag=path.name)
+        return step
+    state = torch.load(path / "trainable.pt", map_location="cpu")
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    if missing or set(state) - set(params):
+        raise AlignkitError(f"checkpoint {path} does not match this run's trainable parameters "
+                            f"(e.g. {(missing or sorted(set(state) - set(params)))[:3]}); was the config changed?")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+    rest = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(rest["optimizer"])
+    scheduler.load_state_dict(rest["scheduler"])
+    torch.set_rng_state(rest["rng"]["torch"])
+    random.setstate(rest["rng"]["python"])
+    return step
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _deepspeed_engine(model, params, optimizer, scheduler, cfg: TrainConfig):
+    import deepspeed
+    ds_config = json.loads(Path(cfg.deepspeed).read_text())
+    ds_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds_config["gradient_accumulation_steps"] = cfg.grad_accum
+    ds_config.pop("train_batch_size", None)
+    ds_config["gradient_clipping"] = cfg.max_grad_norm
+    if cfg.bf16:
+        ds_config["bf16"] = {"enabled": True}
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=params, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine, optimizer, scheduler
+
+
+def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: Sequence[Any],
+          lengths: list[int], cfg: TrainConfig, *, seed: int, checkpoint_dir: Path,
+          tensorboard_dir: Path | None, resume: bool = False, desc: str = "train") -> dict[str, Any]:
+    """Train `model` in place. Returns {'steps', 'last_train', 'eval_history', 'final_eval'}."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise AlignkitError("no trainable parameters; check the `trainable` options")
+    engine = None
+    rank, world = 0, 1
+    if cfg.deepspeed:
+        import torch.distributed as dist
+        import deepspeed
+        deepspeed.init_distributed()
+        rank, world = dist.get_rank(), dist.get_world_size()
+    plan = make_plan(len(train_items), lengths, cfg, seed, world)
+    warmup = math.floor(cfg.warmup_ratio * plan.total_steps)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_lr_factor(s, warmup, plan.total_steps))
+    if cfg.deepspeed:
+        engine, optimizer, scheduler = _deepspeed_engine(model, params, optimizer, scheduler, cfg)
+    device = next(model.parameters()).device if engine is None else engine.device
+
+    orders_cache: dict[int, list[list[int]]] = {}
+
+    def orders(epoch: int) -> list[list[int]]:
+        if epoch not in orders_cache:
+            batches = length_grouped_order(lengths, cfg.batch_size, seed * 1000 + epoch)
+            orders_cache[epoch] = batches[rank::world][:plan.batches_per_epoch]
+        return orders_cache[epoch]
+
+    start = 0
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            start = load_checkpoint(found, model, optimizer, scheduler, engine)
+            print(f"{desc}: resumed from {found} (step {start}/{plan.total_steps})", flush=True)
+    writer = None
+    if tensorboard_dir is not None and rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(tensorboard_dir), purge_step=start if start else None)
+
+    def run_eval(step: int) -> dict[str, float]:
+        model.eval()
+        with torch.inference_mode(), autocast(cfg.bf16, device):
+            metrics = task.evaluate(engine or model, eval_items)
+        model.train()
+        if writer:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    writer.add_scalar(f"eval/{key}", value, step)
+            writer.flush()
+        return metrics
+
+    history: list[dict] = []
+    last: dict[str, float] = {}
+    model.train()
+    bar = tqdm(range(start, plan.total_steps), initial=start, total=plan.total_steps, desc=desc,
+               disable=rank != 0, dynamic_ncols=True)
+    for step in bar:
+        sums: dict[str, float] = {}
+        for indices in plan.micro_batches(step, orders):
+            batch = {k: v.to(device) for k, v in task.collate([train_items[i] for i in indices]).items()}
+            with autocast(cfg.bf16, device):
+                loss, metrics = task.step(engine or model, batch)
+            if not torch.isfinite(loss):
+                last_ckpt = latest_checkpoint(checkpoint_dir)
+                raise TrainingError(
+                    f"non-finite loss ({loss.item()}) at step {step + 1}, micro-batch of items {indices}. "
+                    f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. "
+                    f"Lower train.lr, turn off train.bf16, or check those rows.")
+            if engine is not None:
+                engine.backward(loss)
+                engine.step()
+            else:
+                (loss / plan.grad_accum).backward()
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / plan.grad_accum
+        if engine is None:
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        last = sums
+        done = step + 1
+        bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items() if k in ("loss", "accuracy", "reward_accuracy")})
+        if writer and (done % cfg.log_every == 0 or done == plan.total_steps):
+            for key, value in sums.items():
+                writer.add_scalar(f"train/{key}", value, done)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], done)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total_steps and eval_items:
+            history.append({"step": done, **run_eval(done)})
+        if cfg.save_every and done % cfg.save_every == 0 and done < plan.total_steps:
+            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, engine)
+    bar.close()
+    final = run_eval(plan.total_steps) if eval_items else {}
+    if writer:
+        writer.close()
+    return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
+            "rank": rank}

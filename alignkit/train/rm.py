@@ -1,0 +1,146 @@
+"""Reward-model training and evaluation: data -> split -> tokens -> the shared loop -> HF checkpoint."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from typing import Sequence
+
+import torch
+
+from alignkit.config import RunConfig
+from alignkit.data.sources import load_pairs, resolve_source, split_by_prompt
+from alignkit.data.templates import PreferencePair
+from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.losses import bradley_terry_loss, pairwise_accuracy
+from alignkit.models import RewardModel, load_tokenizer, make_trainable
+from alignkit.stats import accuracy_summary
+from alignkit.train.loop import train
+
+
+class RewardTask:
+    """Plugs the Bradley-Terry objective into the shared loop."""
+
+    def __init__(self, pad_id: int, margin: float = 0.0, center_coef: float = 0.0, eval_batch_size: int = 8):
+        self.pad_id, self.margin, self.center_coef = pad_id, margin, center_coef
+        self.eval_batch_size = eval_batch_size
+
+    def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
+        return collate_pairs(list(items), self.pad_id)
+
+    def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        _, end = model(batch["input_ids"], batch["attention_mask"])
+        half = end.shape[0] // 2
+        return end[:half], end[half:]
+
+    def step(self, model, batch):
+        better, worse = self.end_scores(model, batch)
+        loss = bradley_terry_loss(better, worse, margin=self.margin, center_coef=self.center_coef)
+        return loss, {"accuracy": pairwise_accuracy(better, worse).detach(),
+                      "reward_margin": (better - worse).mean().detach()}
+
+    def pair_scores(self, model, items: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(better, worse) end scores, each (N,), in the order of `items` (batched by length)."""
+        device = next(model.parameters()).device
+        better = torch.empty(len(items))
+        worse = torch.empty(len(items))
+        order = sorted(range(len(items)), key=lambda i: items[i].length)
+        for start in range(0, len(order), self.eval_batch_size):
+            chunk = order[start:start + self.eval_batch_size]
+            batch = {k: v.to(device) for k, v in self.collate([items[i] for i in chunk]).items()}
+            b, w = self.end_scores(model, batch)
+            better[chunk], worse[chunk] = b.float().cpu(), w.float().cpu()
+        return better, worse
+
+    def evaluate(self, model, items: Sequence[EncodedPair]) -> dict:
+        better, worse = self.pair_scores(model, items)
+        rewards = torch.cat([better, worse])
+        correct = ((better > worse).float() + 0.5 * (better == worse).float()).tolist()
+        summary = accuracy_summary(correct)
+        return {"accuracy": summary["accuracy"], "n": summary["n"], "ci95": summary["ci95"],
+                "loss": bradley_terry_loss(better, worse).item(),
+                "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item()}
+
+
+def _write_pairs(path, pairs: list[PreferencePair]) -> None:
+    atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs))
+
+
+def prepare_data(cfg: RunConfig) -> tuple[list[PreferencePair], list[PreferencePair], dict]:
+    """Load train/eval pairs as configured; write the split to outputs/<profile>/data/."""
+    d = cfg.data
+    info: dict = {}
+    train_pairs: list[PreferencePair] = []
+    if d.train_path is not None:
+        source = resolve_source(d.train_path, d.local_name)
+        train_pairs, report = load_pairs(source, d.train_template, name=d.train_subset, split=d.train_split,
+                                         max_rows=d.max_pairs, seed=cfg.seed)
+        info["train_source"] = {"path": source, "rows": report.rows, "skipped": report.skipped}
+    if d.eval_path is not None:
+        eval_pairs, report = load_pairs(d.eval_path, d.eval_template, name=d.eval_subset, split=d.eval_split)
+        info["eval_source"] = {"path": d.eval_path, "rows": report.rows, "skipped": report.skipped}
+    elif train_pairs:
+        train_pairs, eval_pairs = split_by_prompt(train_pairs, d.test_fraction, cfg.seed)
+        info["split"] = {"by": "prompt", "test_fraction": d.test_fraction, "seed": cfg.seed}
+    else:
+        raise AlignkitError("nothing to evaluate: no training data (data.train_path is empty) and no "
+                            "data.eval_path; pass --eval-data PATH (e.g. outputs/<profile>/data/test.jsonl "
+                            "with --eval-template ALIGNKIT)")
+    data_dir = cfg.out / "data"
+    if train_pairs:
+        _write_pairs(data_dir / "train.jsonl", train_pairs)
+        overlap = {p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs}
+        info["prompt_overlap"] = len(overlap)
+    _write_pairs(data_dir / "test.jsonl", eval_pairs)
+    info.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
+    atomic_write_json(data_dir / "split.json", {
+        **info, "train_prompt_ids": sorted({p.prompt_id for p in train_pairs}),
+        "test_prompt_ids": sorted({p.prompt_id for p in eval_pairs})})
+    return train_pairs, eval_pairs, info
+
+
+def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
+    """Train (unless there is no train data) and evaluate a reward model; returns the metrics written."""
+    t0 = time.time()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    train_pairs, eval_pairs, data_info = prepare_data(cfg)
+    tokenizer = load_tokenizer(cfg.model.name)
+    encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
+    train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
+    eval_items, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
+    model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
+    task = RewardTask(tokenizer.pad_token_id, cfg.reward.margin, cfg.reward.center_coef,
+                      cfg.train.eval_batch_size)
+    rm_dir = cfg.out / "rm"
+    metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": cfg.to_dict(), "data": data_info,
+                     "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
+    if train_items:
+        model.backbone = make_trainable(model.backbone, cfg.trainable)
+        result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
+                       seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
+                       tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train")
+        if result["rank"] != 0:
+            return {}
+        model.eval()
+        with torch.inference_mode():
+            metrics["train"] = task.evaluate(model, train_items)
+        metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
+                       last_train_step=result["last_train"])
+        with atomic_dir(rm_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
+        out = rm_dir / "metrics.json"
+    else:
+        model.eval()
+        with torch.inference_mode():
+            metrics["eval"] = task.evaluate(model, eval_items)
+        out = cfg.out / "rm_eval" / "metrics.json"
+    metrics["wall_time_s"] = round(time.time() - t0, 1)
+    atomic_write_json(out, metrics)
+    metrics["metrics_path"] = str(out)
+    return metrics
+
