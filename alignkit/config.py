@@ -141,6 +141,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if optional or base is str:
             return None if optional else ""
         raise AlignkitError(f"option {key} cannot be empty")
+    if base is float and isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads '3e-4' (no dot) as text
+        except ValueError:
+            pass
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if base is int and isinstance(value, float) and value.is_integer():

@@ -172,10 +172,10 @@ def hh_rlhf(row: Mapping) -> PreferencePair:
     for key, messages in (("chosen", chosen), ("rejected", rejected)):
         if len(messages) < 2 or messages[-1]["role"] != "assistant":
             raise RowError(key, "transcript must end with an Assistant reply")
-        if not messages[-1]["content"]:
-            raise RowError(key, "empty final Assistant reply")
+        if not messages[-1]["content"]:  # a few real HH rows have one; nothing to learn from it
+            raise SkipRow("empty final reply")
     if chosen[:-1] != rejected[:-1]:
-        raise RowError("rejected", "chosen and rejected transcripts differ before the last reply")
+        raise SkipRow("transcripts differ before the last reply")  # happens in real HH-RLHF rows
     prompt = tuple(chosen[:-1])
     return _ordered(prompt, [chosen[-1]["content"], rejected[-1]["content"]], 0, {})
 

@@ -1,0 +1,57 @@
+"""Fixtures: the real shared data folder, SmolLM2's tokenizer, and a tiny random Llama that uses it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("ALIGNKIT_DATA_DIR", REPO.parent / "shared" / "data"))
+    if not (path / "align_anything_t2t.json").exists():
+        pytest.fail(f"real preference data not found in {path}; set ALIGNKIT_DATA_DIR to ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from alignkit.models import load_tokenizer
+    return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A random 2-layer Llama with SmolLM2's vocabulary and chat template, saved as a causal LM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def homework_pairs(data_dir):
+    from alignkit.data.sources import load_pairs
+    pairs, _ = load_pairs(str(data_dir / "align_anything_t2t.json"), "HOMEWORK")
+    return pairs
+
+
+def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
+    """A RunConfig on the tiny model and a few dozen real pairs."""
+    from alignkit.config import load_config
+    values = {"model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
+              "data.train_path": str(data_dir / "align_anything_t2t.json"), "data.local_name": None,
+              "data.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
+              "train.threads": None}
+    values.update(overrides)
+    return load_config("tiny", values)

@@ -1,0 +1,38 @@
+import math
+
+import pytest
+import torch
+
+from alignkit.losses import bradley_terry_loss, pairwise_accuracy
+from alignkit.pooling import gather_last_attended, last_attended_index
+from alignkit.stats import wilson_interval
+
+
+def test_bradley_terry_matches_hand_computed_values():
+    better, worse = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([1.0, 0.0, 1.0])
+    # -log(sigmoid(d)) = log(1 + e^-d) for d = 1, 0, -2
+    expected = (math.log(1 + math.exp(-1)) + math.log(2) + math.log(1 + math.exp(2))) / 3
+    assert bradley_terry_loss(better, worse).item() == pytest.approx(expected, rel=1e-6)
+    with_margin = (math.log(1 + math.exp(0.5)) + math.log(1 + math.exp(1.5)) + math.log(1 + math.exp(3.5))) / 3
+    assert bradley_terry_loss(better, worse, margin=1.5).item() == pytest.approx(with_margin, rel=1e-6)
+    centred = expected + 0.1 * (9 + 0 + 0) / 3
+    assert bradley_terry_loss(better, worse, center_coef=0.1).item() == pytest.approx(centred, rel=1e-6)
+
+
+def test_pairwise_accuracy_counts_ties_as_half():
+    assert pairwise_accuracy(torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 3.0, 1.0])).item() == 0.625
+
+
+def test_pooling_reads_the_last_attended_token_left_or_right_padded():
+    values = torch.arange(12.0).reshape(3, 4)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]])
+    assert last_attended_index(mask).tolist() == [1, 3, 3]
+    assert gather_last_attended(values, mask).tolist() == [1.0, 7.0, 11.0]
+    with pytest.raises(ValueError, match="no attended"):
+        last_attended_index(torch.tensor([[0, 0]]))
+
+
+def test_wilson_interval_known_case():
+    # 8 of 10: Wilson 95% interval is (0.4902, 0.9433) (e.g. statsmodels proportion_confint method='wilson')
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
