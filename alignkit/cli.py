@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             from alignkit.train.rm import run_reward_model
             metrics = run_reward_model(cfg, resume=getattr(args, "resume", False))
             if metrics:
-                keys = ("eval", "train", "wall_time_s", "metrics_path")
+                keys = ("eval_untrained", "eval", "train", "wall_time_s", "metrics_path")
                 print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
     except AlignkitError as e:
         print(f"alignkit: error: {e}", file=sys.stderr)

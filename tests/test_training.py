@@ -99,7 +99,7 @@ def test_eval_only_when_train_data_is_none_or_empty(tiny_model_dir, tmp_path, da
     metrics = run_reward_model(cfg)
     assert metrics["eval"]["n"] == 32 and "train" not in metrics
     assert not (cfg.out / "rm").exists()  # nothing trained, nothing saved as a model
-    assert json.loads((cfg.out / "rm_eval" / "metrics.json").read_text())["eval"]["n"] == 32
+    assert json.loads(open(metrics["metrics_path"]).read())["eval"]["n"] == 32
 
 
 def test_eval_only_without_eval_data_says_what_to_pass(tiny_model_dir, tmp_path, data_dir):
@@ -118,7 +118,7 @@ def test_cli_train_then_eval_the_checkpoint(tiny_model_dir, tmp_path, data_dir, 
     assert list((out / "tensorboard" / "rm").glob("events.out.tfevents.*"))
     assert main(["rm", "eval", *common[:2], "--model", str(out / "rm"), "--output-dir", str(out),
                  "--eval-data", str(out / "data" / "test.jsonl"), "--eval-template", "ALIGNKIT"]) == 0
-    again = json.loads((out / "rm_eval" / "metrics.json").read_text())
+    again = json.loads(next((out / "rm_eval").glob("*/metrics.json")).read_text())
     assert again["eval"]["accuracy"] == pytest.approx(metrics["eval"]["accuracy"])
     assert main(["rm", "train", *common, "--data", "", "--template", "NOPE"]) == 2  # eval-only, no eval data
     assert "--eval-data" in capsys.readouterr().err

