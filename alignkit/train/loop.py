@@ -255,4 +255,12 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     if writer:
         writer.close()
     return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
-            "rank": rank}
+            "rank": rank, "engine": engine}
+
+
+def full_parameters(model: nn.Module, engine=None):
+    """Context in which every rank holds the full weights (ZeRO-3 partitions them); call on all ranks."""
+    if engine is not None and engine.zero_optimization_stage() == 3:
+        import deepspeed
+        return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()

@@ -17,7 +17,7 @@ from alignkit.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary
-from alignkit.train.loop import train
+from alignkit.train.loop import full_parameters, train
 
 
 class RewardTask:
@@ -129,16 +129,18 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train")
-        if result["rank"] != 0:
-            return {}
         model.eval()
-        with torch.inference_mode():
-            metrics["train"] = task.evaluate(model, train_items)
+        with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
+            metrics["train"] = task.evaluate(result["engine"] or model, train_items)
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
-        with atomic_dir(rm_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+        with full_parameters(model, result["engine"]):
+            if result["rank"] == 0:
+                with atomic_dir(rm_dir) as tmp:
+                    model.save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
+        if result["rank"] != 0:
+            return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
         out = rm_dir / "metrics.json"
     else:
