@@ -11,7 +11,8 @@ OUT     := outputs/$(PROFILE)
 .PHONY: test test-fast report clean help
 help:
 	@echo "make test     set up .venv, run the whole test suite (uses DATA=$(DATA))"
-	@echo "make report   set up .venv, train + evaluate the reward model on PROFILE=$(PROFILE)"
+	@echo "make report   set up .venv, train + evaluate the reward model on PROFILE=$(PROFILE), run notebook 01"
+	@echo "              FORCE=1 retrains from scratch (default: reuse a finished run of the same config, resume an interrupted one)"
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,13 @@ test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 
 report: $(BIN)/.installed
-	$(BIN)/alignkit rm train --profile $(PROFILE)
+	$(BIN)/alignkit rm train --profile $(PROFILE) $(if $(FORCE),,--resume --reuse)
+	mkdir -p $(OUT)/notebooks
+	# the notebook reuses the run above (same config) and narrates it: templates, metrics, curves
+	$(BIN)/papermill notebooks/01_reward_model.ipynb $(OUT)/notebooks/01_reward_model.ipynb \
+		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
+	$(BIN)/jupyter nbconvert --to html $(OUT)/notebooks/01_reward_model.ipynb --log-level WARN
+	@echo "report: $(OUT)/rm/metrics.json, $(OUT)/notebooks/01_reward_model.html"
 
 clean:
 	rm -rf outputs _build

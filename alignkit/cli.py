@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "'' or None = evaluate only")
     rm_train.add_argument("--template", help="template of --data (data.train_template)")
     rm_train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    rm_train.add_argument("--reuse", action="store_true",
+                          help="if this exact config was trained before, print its metrics instead of retraining")
     rm_eval = rm.add_parser("eval", help="evaluate a reward model (or an untrained base) without training",
                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_eval)
@@ -64,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         if args.command == "rm":
-            from alignkit.train.rm import run_reward_model
-            metrics = run_reward_model(cfg, resume=getattr(args, "resume", False))
+            from alignkit.train.rm import reward_model_metrics, run_reward_model
+            if getattr(args, "reuse", False):
+                metrics = reward_model_metrics(cfg, force=False)
+            else:
+                metrics = run_reward_model(cfg, resume=getattr(args, "resume", False))
             if metrics:
                 keys = ("eval_untrained", "eval", "train", "wall_time_s", "metrics_path")
                 print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))

@@ -140,3 +140,24 @@ def test_cosine_schedule_shape():
     factors = [cosine_lr_factor(s, 2, 10) for s in range(10)]
     assert factors[0] < factors[1] < factors[2] == 1.0
     assert all(a >= b for a, b in zip(factors[2:], factors[3:])) and factors[-1] > 0
+
+
+def test_same_config_is_reused_and_a_changed_config_retrains(tiny_model_dir, tmp_path, data_dir):
+    from alignkit.train.rm import reward_model_metrics
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1})
+    first = reward_model_metrics(cfg)
+    assert not first.get("reused") and reward_model_metrics(cfg)["reused"]
+    cfg.train.max_steps = 2
+    assert reward_model_metrics(cfg)["steps"] == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tiny_model_dir, tokenizer, homework_pairs, tmp_path,
+                                                       data_dir):
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "train.save_every": 1})
+    rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:8], cfg)
+    ckpt = tmp_path / "other"
+    train(rm, task, items, [], [i.length for i in items], cfg.train, seed=0, checkpoint_dir=ckpt,
+          tensorboard_dir=None, run_id="config-a")
+    with pytest.raises(AlignkitError, match="different config"):
+        train(rm, task, items, [], [i.length for i in items], cfg.train, seed=0, checkpoint_dir=ckpt,
+              tensorboard_dir=None, run_id="config-b", resume=True)

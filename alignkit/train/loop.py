@@ -85,17 +85,18 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2) -> Path:
+def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2,
+                    run_id: str = "") -> Path:
     target = ckpt_root / f"step-{step:06d}"
     if engine is not None:  # DeepSpeed owns its (possibly sharded) states
         engine.save_checkpoint(str(ckpt_root), tag=target.name)
-        atomic_write_json(target / "alignkit_state.json", _rng_state_json(step))
+        atomic_write_json(target / "alignkit_state.json", {"step": step, "run_id": run_id})
     else:
         with atomic_dir(target) as tmp:
             torch.save(_trainable_state(model), tmp / "trainable.pt")
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": _rng_state()}, tmp / "optimizer.pt")
-            (tmp / "alignkit_state.json").write_text(json.dumps(_rng_state_json(step)))
+            (tmp / "alignkit_state.json").write_text(json.dumps({"step": step, "run_id": run_id}))
     for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -105,17 +106,17 @@ def _rng_state():
     return {"torch": torch.get_rng_state(), "python": random.getstate()}
 
 
-def _rng_state_json(step: int) -> dict:
-    return {"step": step}
-
-
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     done = [p for p in sorted(ckpt_root.glob("step-*")) if (p / "alignkit_state.json").exists()]
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None) -> int:
-    step = json.loads((path / "alignkit_state.json").read_text())["step"]
+def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None, run_id: str = "") -> int:
+    saved = json.loads((path / "alignkit_state.json").read_text())
+    if saved.get("run_id", "") != run_id:
+        raise AlignkitError(f"checkpoint {path} belongs to a run with a different config; resume with the "
+                            f"same config, or delete {path.parent} (make report FORCE=1) to start over")
+    step = saved["step"]
     if engine is not None:
         engine.load_checkpoint(str(path.parent), tag=path.name)
         return step
@@ -154,7 +155,8 @@ def _deepspeed_engine(model, params, optimizer, scheduler, cfg: TrainConfig):
 
 def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: Sequence[Any],
           lengths: list[int], cfg: TrainConfig, *, seed: int, checkpoint_dir: Path,
-          tensorboard_dir: Path | None, resume: bool = False, desc: str = "train") -> dict[str, Any]:
+          tensorboard_dir: Path | None, resume: bool = False, desc: str = "train",
+          run_id: str = "") -> dict[str, Any]:
     """Train `model` in place. Returns {'steps', 'last_train', 'eval_history', 'final_eval'}."""
     torch.manual_seed(seed)
     random.seed(seed)
@@ -190,7 +192,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     if resume:
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
-            start = load_checkpoint(found, model, optimizer, scheduler, engine)
+            start = load_checkpoint(found, model, optimizer, scheduler, engine, run_id)
             print(f"{desc}: resumed from {found} (step {start}/{plan.total_steps})", flush=True)
     writer = None
     if tensorboard_dir is not None and rank == 0:
@@ -249,7 +251,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         if cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total_steps and eval_items:
             history.append({"step": done, **run_eval(done)})
         if cfg.save_every and done % cfg.save_every == 0 and done < plan.total_steps:
-            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, engine)
+            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, engine, run_id=run_id)
     bar.close()
     final = run_eval(plan.total_steps) if eval_items else {}
     if writer:

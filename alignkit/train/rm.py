@@ -1,6 +1,7 @@
 """Reward-model training and evaluation: data -> split -> tokens -> the shared loop -> HF checkpoint."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -128,7 +129,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.backbone = make_trainable(model.backbone, cfg.trainable)
         result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
-                       tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train")
+                       tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
+                       run_id=config_hash(cfg))
         model.eval()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
             metrics["train"] = task.evaluate(result["engine"] or model, train_items)
@@ -152,4 +154,21 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     atomic_write_json(out, metrics)
     metrics["metrics_path"] = str(out)
     return metrics
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reward_model_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
+    """The metrics of this exact config's reward model: reused from outputs/<profile>/rm/metrics.json when
+    that run had the same config, else trained now (`force=True` always retrains)."""
+    path = cfg.out / "rm" / "metrics.json"
+    if not force and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            saved["metrics_path"] = str(path)
+            saved["reused"] = True
+            return saved
+    return run_reward_model(cfg, resume=not force)
 
