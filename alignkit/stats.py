@@ -20,3 +20,25 @@ def accuracy_summary(correct: list[float]) -> dict:
     n = len(correct)
     k = float(sum(correct))
     return {"accuracy": k / n, "n": n, "ci95": list(wilson_interval(k, n))}
+
+
+def correctness(better: list[float], worse: list[float]) -> list[float]:
+    """Per pair: 1 if better > worse, 0.5 on a tie, else 0."""
+    return [1.0 if b > w else 0.5 if b == w else 0.0 for b, w in zip(better, worse)]
+
+
+def length_matched(len_better: list[int], len_worse: list[int], tolerance: float = 0.1) -> list[bool]:
+    """Pairs whose response lengths differ by at most `tolerance` of the longer one."""
+    return [abs(a - b) <= tolerance * max(a, b) for a, b in zip(len_better, len_worse)]
+
+
+def length_diagnostics(better: list[float], worse: list[float], len_better: list[int], len_worse: list[int],
+                       tolerance: float = 0.1) -> dict:
+    """Is the scorer more than a length detector? The "longer response wins" rule's accuracy on the same
+    pairs, and the scorer's accuracy on length-matched pairs only (where that rule is useless)."""
+    matched = length_matched(len_better, len_worse, tolerance)
+    correct = correctness(better, worse)
+    out = {"longer_wins": accuracy_summary(correctness(len_better, len_worse)), "tolerance": tolerance}
+    kept = [c for c, m in zip(correct, matched) if m]
+    out["length_matched"] = accuracy_summary(kept) if kept else {"accuracy": None, "n": 0, "ci95": None}
+    return out

@@ -36,3 +36,13 @@ def test_wilson_interval_known_case():
     # 8 of 10: Wilson 95% interval is (0.4902, 0.9433) (e.g. statsmodels proportion_confint method='wilson')
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+
+
+def test_length_diagnostics_by_hand():
+    from alignkit.stats import length_diagnostics
+    # pairs: (score_b, score_w, len_b, len_w)
+    # 1: right, longer better     2: right, matched (100 vs 95)   3: wrong, matched (50 vs 50)
+    # 4: wrong, shorter better
+    d = length_diagnostics([2, 1, 0, 0], [1, 0, 1, 3], [300, 100, 50, 10], [100, 95, 50, 40])
+    assert d["longer_wins"]["accuracy"] == (1 + 1 + 0.5 + 0) / 4
+    assert d["length_matched"]["n"] == 2 and d["length_matched"]["accuracy"] == 0.5

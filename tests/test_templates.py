@@ -108,3 +108,20 @@ def test_missing_file_is_named(tmp_path):
 def test_preference_pair_json_round_trip():
     pair = PreferencePair(({"role": "user", "content": "hi"},), "good", "bad", {"k": 1})
     assert PreferencePair.from_json(pair.to_json()) == pair
+
+
+def test_unreachable_hub_dataset_says_how_to_use_a_local_copy(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(AlignkitError, match=r"(?s)'PKU-Alignment/no-such-set'.*--data PATH.*ALIGNKIT_DATA_DIR"):
+        load_pairs("PKU-Alignment/no-such-set", "HOMEWORK")
+
+
+def test_data_dir_env_replaces_the_hub_id(monkeypatch, data_dir, tmp_path):
+    from alignkit.data.sources import resolve_source
+    monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
+    assert resolve_source("PKU-Alignment/align-anything", "align_anything_t2t.json") == \
+        str(data_dir / "align_anything_t2t.json")
+    monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(tmp_path))
+    with pytest.raises(AlignkitError, match="has no align_anything_t2t.json"):
+        resolve_source("PKU-Alignment/align-anything", "align_anything_t2t.json")

@@ -17,7 +17,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, load_tokenizer, make_trainable
-from alignkit.stats import accuracy_summary
+from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.train.loop import full_parameters, train
 
 
@@ -58,11 +58,14 @@ class RewardTask:
     def evaluate(self, model, items: Sequence[EncodedPair]) -> dict:
         better, worse = self.pair_scores(model, items)
         rewards = torch.cat([better, worse])
-        correct = ((better > worse).float() + 0.5 * (better == worse).float()).tolist()
-        summary = accuracy_summary(correct)
+        summary = accuracy_summary(correctness(better.tolist(), worse.tolist()))
+        lengths = [[len(s.input_ids) - s.prompt_length for s in (i.better, i.worse)] for i in items]
+        diagnostics = length_diagnostics(better.tolist(), worse.tolist(), *zip(*lengths))
         return {"accuracy": summary["accuracy"], "n": summary["n"], "ci95": summary["ci95"],
                 "loss": bradley_terry_loss(better, worse).item(),
-                "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item()}
+                "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+                "length_matched_accuracy": diagnostics["length_matched"]["accuracy"],
+                "longer_wins_accuracy": diagnostics["longer_wins"]["accuracy"], "length": diagnostics}
 
 
 def _slug(name: str) -> str:
