@@ -43,7 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     rm_eval = rm.add_parser("eval", help="evaluate a reward model (or an untrained base) without training",
                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_eval)
+    score = commands.add_parser("score", help="score every pair of a preference file with a reward model",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SCORE_EPILOG)
+    score.add_argument("--model", required=True, help="saved reward model folder, or a base model (fresh head)")
+    score.add_argument("--data", required=True, help="preference file or folder")
+    score.add_argument("--template", default="ALIGNKIT", help="template of --data (default: ALIGNKIT)")
+    score.add_argument("--out", required=True, help="output path without suffix: writes .parquet, .jsonl, "
+                                                    ".summary.json")
+    score.add_argument("--max-length", type=int, default=192, help="tokens per sequence (default 192)")
+    score.add_argument("--max-prompt-length", type=int, default=96, help="prompt tokens kept (default 96)")
+    score.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
+    score.add_argument("--seed", type=int, default=0, help="seeds a fresh head (untrained model)")
     return parser
+
+
+SCORE_EPILOG = """example:
+  alignkit score --model outputs/cpu/rm --data outputs/cpu/data/test.jsonl --out outputs/cpu/scores/trained-test
+"""
 
 
 def config_from_args(args) -> "RunConfig":
@@ -64,8 +80,16 @@ def config_from_args(args) -> "RunConfig":
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        if args.command == "score":
+            from alignkit.scoring import score_file
+            summary = score_file(args.model, args.data, args.template, args.out, max_length=args.max_length,
+                                 max_prompt_length=args.max_prompt_length, batch_size=args.batch_size,
+                                 seed=args.seed)
+            print(json.dumps({k: summary[k] for k in ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95")},
+                             indent=2))
+            return 0
         if args.command == "rm":
+            cfg = config_from_args(args)
             from alignkit.train.rm import reward_model_metrics, run_reward_model
             if getattr(args, "reuse", False):
                 metrics = reward_model_metrics(cfg, force=False)

@@ -42,3 +42,37 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
         ax.set_ylabel("")
     fig.tight_layout()
     return fig
+
+
+def score_distributions(tables: dict[str, pd.DataFrame]):
+    """Chosen vs rejected score densities, one panel per table (e.g. 'untrained · test')."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.2), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        data = table.assign(side=table.side.map({"better": "chosen", "worse": "rejected"}))
+        sns.histplot(data=data, x="score", hue="side", hue_order=["chosen", "rejected"], stat="density",
+                     element="step", common_norm=False, ax=ax)
+        ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+def margin_and_length(pairs_by_name: dict[str, pd.DataFrame]):
+    """Left: per-pair margin (chosen - rejected) histograms. Right: score vs response length."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    sns.set_theme(style="whitegrid")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    margins = pd.concat([p.assign(model=name) for name, p in pairs_by_name.items()])
+    sns.histplot(data=margins, x="margin", hue="model", element="step", stat="density", common_norm=False, ax=left)
+    left.axvline(0, c="grey", ls="--", lw=1)
+    left.set_title("margin = r(chosen) - r(rejected)")
+    long = pd.concat([pd.DataFrame({"tokens": pd.concat([p.tokens_better, p.tokens_worse]),
+                                    "score": pd.concat([p.score_better, p.score_worse]), "model": name})
+                      for name, p in pairs_by_name.items()])
+    sns.scatterplot(data=long, x="tokens", y="score", hue="model", s=8, alpha=0.5, ax=right)
+    right.set_title("reward vs response length (tokens)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,108 @@
+"""Score (prompt, response) texts with a reward model -> a table, one row per response.
+
+Prompt and response stay separate fields from the start (no decoding and re-splitting on a role marker).
+Batches are length-sorted (little padding) and run under `torch.inference_mode()`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from alignkit.data.templates import Message, PreferencePair
+from alignkit.data.tokenize import ChatEncoder, pad_sequences
+from alignkit.io import atomic_path
+
+
+def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], responses: Sequence[str],
+                *, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+    """Score each (prompt, response). Returns DataFrame(prompt, response, score, prompt_tokens,
+    response_tokens, response_cut) in the input order."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    encoded = [encoder.encode(p, r) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    scores = torch.empty(len(encoded))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress,
+                          dynamic_ncols=True):
+            chunk = order[start:start + batch_size]
+            batch = pad_sequences([encoded[i] for i in chunk], encoder.tokenizer.pad_token_id)
+            _, end = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            scores[chunk] = end.float().cpu()
+    model.train(was_training)
+    return pd.DataFrame({
+        "prompt": [json.dumps(list(p), ensure_ascii=False) for p in prompts],
+        "response": list(responses),
+        "score": scores.tolist(),
+        "prompt_tokens": [e.prompt_length for e in encoded],
+        "response_tokens": [len(e.input_ids) - e.prompt_length for e in encoded],
+        "response_cut": [e.response_cut for e in encoded],
+    })
+
+
+def score_pairs(model, encoder: ChatEncoder, pairs: Sequence[PreferencePair], *, batch_size: int = 16,
+                progress: bool = True) -> pd.DataFrame:
+    """Both sides of each pair -> one row per response with `pair_id` and `side` ('better'/'worse')."""
+    prompts = [p.prompt for p in pairs for _ in (0, 1)]
+    responses = [r for p in pairs for r in (p.better, p.worse)]
+    table = score_texts(model, encoder, prompts, responses, batch_size=batch_size, progress=progress)
+    table.insert(0, "side", ["better", "worse"] * len(pairs))
+    table.insert(0, "pair_id", [i for i in range(len(pairs)) for _ in (0, 1)])
+    return table
+
+
+def paired(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair: score_better, score_worse, tokens_better, tokens_worse, margin."""
+    wide = table.pivot(index="pair_id", columns="side", values=["score", "response_tokens"])
+    out = pd.DataFrame({"score_better": wide["score"]["better"], "score_worse": wide["score"]["worse"],
+                        "tokens_better": wide["response_tokens"]["better"],
+                        "tokens_worse": wide["response_tokens"]["worse"]})
+    out["margin"] = out.score_better - out.score_worse
+    return out
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    """`path`.parquet and `path`.jsonl, each written atomically."""
+    path = Path(path)
+    with atomic_path(path.with_suffix(".parquet")) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(path.with_suffix(".jsonl")) as tmp:
+        table.to_json(tmp, orient="records", lines=True, force_ascii=False)
+
+
+def summarize(table: pd.DataFrame, *, seed: int = 0) -> dict:
+    """Accuracy, AUC and mean margin with bootstrap CIs; length diagnostics; score-length correlation."""
+    from alignkit.stats import correlations, length_diagnostics, preference_summary
+    pairs = paired(table)
+    out = preference_summary(pairs.score_better, pairs.score_worse, seed=seed)
+    out["length"] = length_diagnostics(pairs.score_better.tolist(), pairs.score_worse.tolist(),
+                                       pairs.tokens_better.tolist(), pairs.tokens_worse.tolist())
+    out["score_vs_length"] = correlations(table.response_tokens, table.score)
+    return out
+
+
+def score_file(model_name: str, data: str, template: str, out: str | Path, *, max_length: int = 192,
+               max_prompt_length: int = 96, batch_size: int = 16, seed: int = 0) -> dict:
+    """Score every pair of a preference file with a reward model (a saved RM, or a base model with a
+    fresh head seeded by `seed`); writes `out`.parquet/.jsonl and `out`.summary.json."""
+    from alignkit.data.sources import load_pairs
+    from alignkit.io import atomic_write_json
+    from alignkit.models import RewardModel, load_tokenizer
+    pairs, _ = load_pairs(data, template)
+    model = RewardModel.from_pretrained(model_name, seed=seed)
+    encoder = ChatEncoder(load_tokenizer(model_name), max_length, max_prompt_length)
+    table = score_pairs(model, encoder, pairs, batch_size=batch_size)
+    summary = {"model": model_name, "data": data, "template": template, "seed": seed,
+               "max_length": max_length, **summarize(table, seed=seed)}
+    out = Path(out)
+    write_table(table, out)
+    atomic_write_json(out.with_suffix(".summary.json"), summary)
+    return summary

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from alignkit.cli import main
+from alignkit.data.tokenize import ChatEncoder
+from alignkit.io import atomic_path, atomic_write_text
+from alignkit.models import RewardModel
+from alignkit.scoring import paired, score_pairs, score_texts, summarize, write_table
+from alignkit.stats import auc, bootstrap_ci, preference_summary
+
+
+def test_batched_scores_equal_one_at_a_time(tiny_model_dir, tokenizer, homework_pairs):
+    rm = RewardModel.from_pretrained(str(tiny_model_dir), seed=5)
+    encoder = ChatEncoder(tokenizer, 96, 48)
+    pairs = homework_pairs[:6]
+    batched = score_pairs(rm, encoder, pairs, batch_size=5, progress=False)
+    alone = score_pairs(rm, encoder, pairs, batch_size=1, progress=False)
+    assert len(set(batched.response_tokens)) > 1  # lengths differ, so the batches were padded
+    np.testing.assert_allclose(batched.score, alone.score, atol=1e-5)
+    assert list(batched.side[:2]) == ["better", "worse"] and batched.response[0] == pairs[0].better
+    assert json.loads(batched.prompt[0]) == list(pairs[0].prompt)
+
+
+def test_auc_and_summary_by_hand():
+    assert auc([3, 2], [1, 2]) == (1 + 1 + 1 + 0.5) / 4
+    s = preference_summary([2.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 1.0], n_resamples=200)
+    assert s["accuracy"] == (1 + 1 + 0 + 0.5) / 4 and s["mean_margin"] == 0.25 and s["n"] == 4
+    assert s["accuracy_ci95"][0] <= s["accuracy"] <= s["accuracy_ci95"][1]
+
+
+def test_bootstrap_ci_known_case():
+    # mean of 1000 fair coin flips: CI half-width ≈ 1.96 * sqrt(.25/1000) ≈ 0.031
+    values = np.array([0, 1] * 500)
+    low, high = bootstrap_ci(values, np.mean, n_resamples=2000, seed=1)
+    assert low == pytest.approx(0.469, abs=0.006) and high == pytest.approx(0.531, abs=0.006)
+    assert bootstrap_ci(np.ones(10), np.mean) == (1.0, 1.0)
+
+
+def test_summary_length_diagnostics_on_a_length_scorer():
+    """A scorer that returns the length is exactly the 'longer wins' rule."""
+    table = pd.DataFrame({"pair_id": [0, 0, 1, 1, 2, 2], "side": ["better", "worse"] * 3,
+                          "score": [10.0, 5.0, 3.0, 8.0, 7.0, 2.0], "response_tokens": [10, 5, 3, 8, 7, 2]})
+    s = summarize(table)
+    assert s["accuracy"] == s["length"]["longer_wins"]["accuracy"] == pytest.approx(2 / 3)
+    assert s["score_vs_length"]["pearson"] == pytest.approx(1.0)
+    assert list(paired(table).margin) == [5.0, -5.0, 5.0]
+
+
+def test_interrupted_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "scores.jsonl"
+    atomic_write_text(target, "old\n")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a ta")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir):
+    out = tmp_path / "scores" / "untrained-pku"
+    assert main(["score", "--model", str(tiny_model_dir), "--data", str(data_dir / "pku_saferlhf_32.json"),
+                 "--template", "PKUSafeRLHF", "--out", str(out), "--max-length", "64",
+                 "--max-prompt-length", "32"]) == 0
+    table = pd.read_parquet(out.with_suffix(".parquet"))
+    assert len(table) == 64 and set(table.side) == {"better", "worse"}
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["n"] == 32 and 0 <= summary["auc"] <= 1
