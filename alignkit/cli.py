@@ -45,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rm_eval)
     score = commands.add_parser("score", help="score every pair of a preference file with a reward model",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SCORE_EPILOG)
-    score.add_argument("--model", required=True, help="saved reward model folder, or a base model (fresh head)")
-    score.add_argument("--data", required=True, help="preference file or folder")
+    score.add_argument("--profile", help="score the profile's untrained and trained RM on its test and train "
+                                         "splits (writes outputs/<profile>/scores/ and figures/)")
+    score.add_argument("--model", help="saved reward model folder, or a base model (fresh head)")
+    score.add_argument("--data", help="preference file or folder")
     score.add_argument("--template", default="ALIGNKIT", help="template of --data (default: ALIGNKIT)")
-    score.add_argument("--out", required=True, help="output path without suffix: writes .parquet, .jsonl, "
+    score.add_argument("--out", help="output path without suffix: writes .parquet, .jsonl, "
                                                     ".summary.json")
     score.add_argument("--max-length", type=int, default=192, help="tokens per sequence (default 192)")
     score.add_argument("--max-prompt-length", type=int, default=96, help="prompt tokens kept (default 96)")
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SCORE_EPILOG = """example:
+SCORE_EPILOG = """examples:
+  alignkit score --profile cpu
   alignkit score --model outputs/cpu/rm --data outputs/cpu/data/test.jsonl --out outputs/cpu/scores/trained-test
 """
 
@@ -80,8 +83,17 @@ def config_from_args(args) -> "RunConfig":
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "score" and args.profile:
+            from alignkit.config import load_config
+            from alignkit.scoring import score_profile
+            summaries = score_profile(load_config(args.profile), batch_size=args.batch_size)
+            keys = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95")
+            print(json.dumps({name: {k: s[k] for k in keys} for name, s in summaries.items()}, indent=2))
+            return 0
         if args.command == "score":
             from alignkit.scoring import score_file
+            if not (args.model and args.data and args.out):
+                raise AlignkitError("score needs --profile, or all of --model, --data and --out")
             summary = score_file(args.model, args.data, args.template, args.out, max_length=args.max_length,
                                  max_prompt_length=args.max_prompt_length, batch_size=args.batch_size,
                                  seed=args.seed)

@@ -106,3 +106,36 @@ def score_file(model_name: str, data: str, template: str, out: str | Path, *, ma
     write_table(table, out)
     atomic_write_json(out.with_suffix(".summary.json"), summary)
     return summary
+
+
+def score_profile(cfg, *, batch_size: int = 16) -> dict:
+    """The study's 2 x 2: {untrained (base + seeded fresh head), trained RM} x {test, train} splits of a
+    profile's reward-model run. Writes outputs/<profile>/scores/<model>-<split>.* and figures/."""
+    from alignkit.io import atomic_write_json
+    from alignkit.models import RewardModel, load_tokenizer
+    from alignkit.data.sources import load_pairs
+    from alignkit.plots import margin_and_length, score_distributions
+    from alignkit.errors import AlignkitError
+    rm_dir = cfg.out / "rm"
+    if not (rm_dir / "config.json").exists():
+        raise AlignkitError(f"no trained reward model in {rm_dir}; run `alignkit rm train --profile {cfg.profile}`")
+    splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
+    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), cfg.data.max_length, cfg.data.max_prompt_length)
+    tables, summaries = {}, {}
+    for model_name, source in (("untrained", cfg.model.name), ("trained", str(rm_dir))):
+        model = RewardModel.from_pretrained(source, seed=cfg.seed)
+        for split, pairs in splits.items():
+            key = f"{model_name}-{split}"
+            table = score_pairs(model, encoder, pairs, batch_size=batch_size)
+            write_table(table, cfg.out / "scores" / key)
+            tables[key], summaries[key] = table, summarize(table, seed=cfg.seed)
+    atomic_write_json(cfg.out / "scores" / "summary.json", summaries)
+    figures = cfg.out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    fig = score_distributions({k.replace("-", " · "): t for k, t in tables.items()})
+    with atomic_path(figures / "score_distributions.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    fig = margin_and_length({k: paired(t) for k, t in tables.items() if k.endswith("test")})
+    with atomic_path(figures / "margin_and_length.png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    return summaries

@@ -70,3 +70,16 @@ def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir)
     assert len(table) == 64 and set(table.side) == {"better", "worse"}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["n"] == 32 and 0 <= summary["auc"] <= 1
+
+
+def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_path, data_dir):
+    from conftest import tiny_config
+    from alignkit.scoring import score_profile
+    from alignkit.train.rm import run_reward_model
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16})
+    run_reward_model(cfg)
+    summaries = score_profile(cfg)
+    assert set(summaries) == {"untrained-test", "untrained-train", "trained-test", "trained-train"}
+    assert summaries["trained-test"]["n"] == len((cfg.out / "data" / "test.jsonl").read_text().splitlines())
+    assert (cfg.out / "figures" / "score_distributions.png").stat().st_size > 1000
+    assert (cfg.out / "scores" / "trained-train.parquet").exists()
