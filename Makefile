@@ -31,12 +31,17 @@ test-fast: $(BIN)/.installed
 
 report: $(BIN)/.installed
 	$(BIN)/alignkit rm train --profile $(PROFILE) $(if $(FORCE),,--resume --reuse)
+	$(MAKE) --no-print-directory $(OUT)/scores/summary.json PROFILE=$(PROFILE)
 	mkdir -p $(OUT)/notebooks
 	# the notebook reuses the run above (same config) and narrates it: templates, metrics, curves
 	$(BIN)/papermill notebooks/01_reward_model.ipynb $(OUT)/notebooks/01_reward_model.ipynb \
 		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
 	$(BIN)/jupyter nbconvert --to html $(OUT)/notebooks/01_reward_model.ipynb --log-level WARN
 	@echo "report: $(OUT)/rm/metrics.json, $(OUT)/notebooks/01_reward_model.html"
+
+# re-score only when the reward model changed
+$(OUT)/scores/summary.json: $(OUT)/rm/model.safetensors
+	$(BIN)/alignkit score --profile $(PROFILE)
 
 clean:
 	rm -rf outputs _build

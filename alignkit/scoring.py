@@ -55,8 +55,27 @@ def score_pairs(model, encoder: ChatEncoder, pairs: Sequence[PreferencePair], *,
     responses = [r for p in pairs for r in (p.better, p.worse)]
     table = score_texts(model, encoder, prompts, responses, batch_size=batch_size, progress=progress)
     table.insert(0, "side", ["better", "worse"] * len(pairs))
+    if any(p.meta.get("better_harm_categories") is not None for p in pairs):
+        table["categories"] = [";".join(_pair_categories(p)) for p in pairs for _ in (0, 1)]
     table.insert(0, "pair_id", [i for i in range(len(pairs)) for _ in (0, 1)])
     return table
+
+
+def _pair_categories(pair: PreferencePair) -> list[str]:
+    """Harm categories flagged on either response (PKU-SafeRLHF), or 'none'."""
+    found = set(pair.meta.get("better_harm_categories") or []) | set(pair.meta.get("worse_harm_categories") or [])
+    return sorted(found) or ["none"]
+
+
+def per_category(table: pd.DataFrame) -> dict:
+    """Accuracy with a 95% Wilson CI for each category tag (a pair counts under each of its tags)."""
+    from alignkit.stats import accuracy_summary, correctness
+    pairs = paired(table).join(table[table.side == "better"].set_index("pair_id").categories)
+    out = {}
+    for tag in sorted({t for tags in pairs.categories for t in tags.split(";")}):
+        rows = pairs[pairs.categories.str.split(";").apply(lambda tags: tag in tags)]
+        out[tag] = accuracy_summary(correctness(rows.score_better.tolist(), rows.score_worse.tolist()))
+    return out
 
 
 def paired(table: pd.DataFrame) -> pd.DataFrame:
@@ -86,6 +105,8 @@ def summarize(table: pd.DataFrame, *, seed: int = 0) -> dict:
     out["length"] = length_diagnostics(pairs.score_better.tolist(), pairs.score_worse.tolist(),
                                        pairs.tokens_better.tolist(), pairs.tokens_worse.tolist())
     out["score_vs_length"] = correlations(table.response_tokens, table.score)
+    if "categories" in table:
+        out["per_category"] = per_category(table)
     return out
 
 

@@ -63,13 +63,14 @@ def test_interrupted_atomic_write_leaves_no_partial_file(tmp_path):
 
 def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir):
     out = tmp_path / "scores" / "untrained-pku"
-    assert main(["score", "--model", str(tiny_model_dir), "--data", str(data_dir / "pku_saferlhf_32.json"),
+    assert main(["score", "--model", str(tiny_model_dir), "--data", str(data_dir / "pku_saferlhf_500.jsonl"),
                  "--template", "PKUSafeRLHF", "--out", str(out), "--max-length", "64",
                  "--max-prompt-length", "32"]) == 0
     table = pd.read_parquet(out.with_suffix(".parquet"))
-    assert len(table) == 64 and set(table.side) == {"better", "worse"}
+    assert len(table) == 1000 and set(table.side) == {"better", "worse"}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
-    assert summary["n"] == 32 and 0 <= summary["auc"] <= 1
+    assert summary["n"] == 500 and 0 <= summary["auc"] <= 1
+    assert sum(v["n"] for v in summary["per_category"].values()) >= 500  # every pair under some tag
 
 
 def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_path, data_dir):
