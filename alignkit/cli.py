@@ -29,6 +29,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="Reward modelling and DPO, reproducibly.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # `deepspeed --module alignkit ...` puts --local_rank before the sub-command
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     rm = commands.add_parser("rm", help="reward model").add_subparsers(dest="action", required=True)
     rm_train = rm.add_parser("train", help="train a reward model, then evaluate it on held-out pairs",

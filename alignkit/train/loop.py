@@ -58,7 +58,6 @@ class Plan:
     batches_per_epoch: int
     grad_accum: int
     total_steps: int
-    seed: int
 
     def micro_batches(self, step: int, orders: Callable[[int], list[list[int]]]) -> list[list[int]]:
         out = []
@@ -68,7 +67,7 @@ class Plan:
         return out
 
 
-def make_plan(n_items: int, lengths: list[int], cfg: TrainConfig, seed: int, world_size: int = 1) -> Plan:
+def make_plan(n_items: int, cfg: TrainConfig, world_size: int = 1) -> Plan:
     batches = math.ceil(n_items / cfg.batch_size) // world_size
     if batches < 1:
         raise AlignkitError(f"{n_items} training items are fewer than one batch per process")
@@ -76,7 +75,7 @@ def make_plan(n_items: int, lengths: list[int], cfg: TrainConfig, seed: int, wor
     total = cfg.max_steps or max(1, math.floor(cfg.epochs * batches / cfg.grad_accum))
     if cfg.max_steps is None and per_epoch < 1:
         raise AlignkitError(f"one optimizer step needs {cfg.grad_accum} batches but an epoch has {batches}")
-    return Plan(batches, cfg.grad_accum, total, seed)
+    return Plan(batches, cfg.grad_accum, total)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -170,7 +169,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         import deepspeed
         deepspeed.init_distributed()
         rank, world = dist.get_rank(), dist.get_world_size()
-    plan = make_plan(len(train_items), lengths, cfg, seed, world)
+    plan = make_plan(len(train_items), cfg, world)
     warmup = math.floor(cfg.warmup_ratio * plan.total_steps)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
