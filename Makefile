@@ -36,8 +36,10 @@ report: $(BIN)/.installed
 	# the notebook reuses the run above (same config) and narrates it: templates, metrics, curves
 	$(BIN)/papermill notebooks/01_reward_model.ipynb $(OUT)/notebooks/01_reward_model.ipynb \
 		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
-	$(BIN)/jupyter nbconvert --to html $(OUT)/notebooks/01_reward_model.ipynb --log-level WARN
-	@echo "report: $(OUT)/rm/metrics.json, $(OUT)/notebooks/01_reward_model.html"
+	$(BIN)/papermill notebooks/03_preference_visualization.ipynb $(OUT)/notebooks/03_preference_visualization.ipynb \
+		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
+	$(BIN)/jupyter nbconvert --to html $(OUT)/notebooks/*.ipynb --log-level WARN
+	@echo "report: $(OUT)/rm/metrics.json, $(OUT)/scores/summary.json, $(OUT)/notebooks/*.html"
 
 # re-score only when the reward model changed
 $(OUT)/scores/summary.json: $(OUT)/rm/model.safetensors

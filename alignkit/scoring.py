@@ -153,10 +153,38 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
     atomic_write_json(cfg.out / "scores" / "summary.json", summaries)
     figures = cfg.out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    fig = score_distributions({k.replace("-", " · "): t for k, t in tables.items()})
-    with atomic_path(figures / "score_distributions.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    fig = margin_and_length({k: paired(t) for k, t in tables.items() if k.endswith("test")})
-    with atomic_path(figures / "margin_and_length.png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    import matplotlib.pyplot as plt
+    for name, fig in (("score_distributions", score_distributions({k.replace("-", " · "): t for k, t in tables.items()})),
+                      ("margin_and_length", margin_and_length({k: paired(t) for k, t in tables.items()
+                                                               if k.endswith("test")}))):
+        with atomic_path(figures / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)  # saved, not shown: notebooks draw their own
     return summaries
+
+
+def profile_scores(cfg, *, force: bool = False) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """(summaries, tables) of `score_profile`, reused from outputs/<profile>/scores/ when they are newer
+    than the reward model they scored; `force=True` re-scores."""
+    summary_path = cfg.out / "scores" / "summary.json"
+    model_file = cfg.out / "rm" / "model.safetensors"
+    fresh = summary_path.exists() and model_file.exists() and \
+        summary_path.stat().st_mtime >= model_file.stat().st_mtime
+    summaries = json.loads(summary_path.read_text()) if fresh and not force else score_profile(cfg)
+    tables = {key: pd.read_parquet(cfg.out / "scores" / f"{key}.parquet") for key in summaries}
+    return summaries, tables
+
+
+def summary_frame(summaries: dict) -> pd.DataFrame:
+    """One row per scored table: accuracy, AUC, margin (with CIs), length rule and length-matched accuracy."""
+    def ci(values):
+        return f"{values[0]:.3f}–{values[1]:.3f}"
+    rows = {}
+    for key, s in summaries.items():
+        rows[key] = {"n": s["n"], "accuracy": s["accuracy"], "accuracy 95% CI": ci(s["accuracy_ci95"]),
+                     "AUC": s["auc"], "AUC 95% CI": ci(s["auc_ci95"]), "mean margin": s["mean_margin"],
+                     "longer-wins rule": s["length"]["longer_wins"]["accuracy"],
+                     "length-matched acc.": s["length"]["length_matched"]["accuracy"],
+                     "length-matched n": s["length"]["length_matched"]["n"],
+                     "Spearman(score, length)": s["score_vs_length"]["spearman"]}
+    return pd.DataFrame(rows).T

@@ -8,7 +8,7 @@ from conftest import REPO
 
 
 @pytest.mark.slow
-def test_reward_model_notebook_runs_under_papermill(tiny_model_dir, tmp_path, data_dir, monkeypatch):
+def test_report_notebooks_run_under_papermill(tiny_model_dir, tmp_path, data_dir, monkeypatch):
     import papermill
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
     out = tmp_path / "01.ipynb"
@@ -21,3 +21,11 @@ def test_reward_model_notebook_runs_under_papermill(tiny_model_dir, tmp_path, da
     assert images, "the training-curve figure was not drawn"
     metrics = json.loads((tmp_path / "outputs" / "rm" / "metrics.json").read_text())
     assert metrics["steps"] == 3
+    # notebook 3 scores the run above (untrained/trained x test/train) and draws its figures
+    out3 = tmp_path / "03.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_preference_visualization.ipynb"), str(out3),
+                               cwd=str(REPO), parameters={"profile": "tiny", "overrides": overrides},
+                               kernel_name="python3", progress_bar=False)
+    cells = json.loads(out3.read_text())["cells"]
+    assert sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])) == 2
+    assert (tmp_path / "outputs" / "scores" / "summary.json").exists()
