@@ -139,11 +139,13 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
             metrics["train"] = task.evaluate(result["engine"] or model, train_items)
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
+        metrics["wall_time_s"] = round(time.time() - t0, 1)
         with full_parameters(model, result["engine"]):
-            if result["rank"] == 0:
+            if result["rank"] == 0:  # model, tokenizer and metrics appear together or not at all
                 with atomic_dir(rm_dir) as tmp:
                     model.save_pretrained(tmp)
                     tokenizer.save_pretrained(tmp)
+                    atomic_write_json(tmp / "metrics.json", metrics)
         if result["rank"] != 0:
             return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
@@ -152,9 +154,9 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.eval()
         with torch.inference_mode():
             metrics["eval"] = task.evaluate(model, eval_items)
+        metrics["wall_time_s"] = round(time.time() - t0, 1)
         out = cfg.out / "rm_eval" / _slug(cfg.model.name) / "metrics.json"
-    metrics["wall_time_s"] = round(time.time() - t0, 1)
-    atomic_write_json(out, metrics)
+        atomic_write_json(out, metrics)
     metrics["metrics_path"] = str(out)
     return metrics
 
