@@ -14,8 +14,27 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit.data.templates import Message, PreferencePair
-from alignkit.data.tokenize import ChatEncoder, pad_sequences
+from alignkit.data.tokenize import ChatEncoder, EncodedSequence, pad_sequences
 from alignkit.io import atomic_path
+
+
+def end_scores(model, sequences: Sequence[EncodedSequence], pad_id: int, *, batch_size: int = 16,
+               progress: bool = False) -> torch.Tensor:
+    """(N,) reward at each sequence's last real token, in input order; length-sorted batches, inference mode."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids))
+    scores = torch.empty(len(sequences))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress,
+                          dynamic_ncols=True):
+            chunk = order[start:start + batch_size]
+            batch = pad_sequences([sequences[i] for i in chunk], pad_id)
+            _, end = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            scores[chunk] = end.float().cpu()
+    model.train(was_training)
+    return scores
 
 
 def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], responses: Sequence[str],
@@ -25,19 +44,7 @@ def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     encoded = [encoder.encode(p, r) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    scores = torch.empty(len(encoded))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress,
-                          dynamic_ncols=True):
-            chunk = order[start:start + batch_size]
-            batch = pad_sequences([encoded[i] for i in chunk], encoder.tokenizer.pad_token_id)
-            _, end = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            scores[chunk] = end.float().cpu()
-    model.train(was_training)
+    scores = end_scores(model, encoded, encoder.tokenizer.pad_token_id, batch_size=batch_size, progress=progress)
     return pd.DataFrame({
         "prompt": [json.dumps(list(p), ensure_ascii=False) for p in prompts],
         "response": list(responses),

@@ -87,15 +87,16 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2,
                     run_id: str = "") -> Path:
     target = ckpt_root / f"step-{step:06d}"
+    state = {"step": step, "run_id": run_id}  # written last: a checkpoint without it is incomplete
     if engine is not None:  # DeepSpeed owns its (possibly sharded) states
         engine.save_checkpoint(str(ckpt_root), tag=target.name)
-        atomic_write_json(target / "alignkit_state.json", {"step": step, "run_id": run_id})
+        atomic_write_json(target / "alignkit_state.json", state)
     else:
         with atomic_dir(target) as tmp:
             torch.save(_trainable_state(model), tmp / "trainable.pt")
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": _rng_state()}, tmp / "optimizer.pt")
-            (tmp / "alignkit_state.json").write_text(json.dumps({"step": step, "run_id": run_id}))
+            atomic_write_json(tmp / "alignkit_state.json", state)
     for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -18,6 +18,7 @@ from alignkit.io import atomic_dir, atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
+from alignkit.scoring import end_scores
 from alignkit.train.loop import full_parameters, train
 
 
@@ -43,17 +44,10 @@ class RewardTask:
                       "reward_margin": (better - worse).mean().detach()}
 
     def pair_scores(self, model, items: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(better, worse) end scores, each (N,), in the order of `items` (batched by length)."""
-        device = next(model.parameters()).device
-        better = torch.empty(len(items))
-        worse = torch.empty(len(items))
-        order = sorted(range(len(items)), key=lambda i: items[i].length)
-        for start in range(0, len(order), self.eval_batch_size):
-            chunk = order[start:start + self.eval_batch_size]
-            batch = {k: v.to(device) for k, v in self.collate([items[i] for i in chunk]).items()}
-            b, w = self.end_scores(model, batch)
-            better[chunk], worse[chunk] = b.float().cpu(), w.float().cpu()
-        return better, worse
+        """(better, worse) end scores, each (N,), in the order of `items`."""
+        sequences = [i.better for i in items] + [i.worse for i in items]
+        scores = end_scores(model, sequences, self.pad_id, batch_size=2 * self.eval_batch_size)
+        return scores[:len(items)], scores[len(items):]
 
     def evaluate(self, model, items: Sequence[EncodedPair]) -> dict:
         better, worse = self.pair_scores(model, items)
