@@ -67,7 +67,7 @@ SCORE_EPILOG = """examples:
 """
 
 
-def config_from_args(args) -> "RunConfig":
+def config_from_args(args):
     from alignkit.config import load_config, parse_assignments
     overrides = parse_assignments(args.set)
     sugar = {"model.name": args.model, "data.eval_path": args.eval_data,

@@ -6,7 +6,6 @@ ratio (min/median/max over repeats) and writes outputs/bench/scoring.json.
     .venv/bin/python benchmarks/bench_scoring.py --model path/to/tiny --n 32    # quick mode
 """
 import argparse
-import json
 import os
 import statistics
 import time

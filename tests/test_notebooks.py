@@ -1,6 +1,5 @@
 """The report's notebooks execute under papermill on the tiny profile (a random tiny model, real rows)."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -3,13 +3,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from alignkit.cli import main
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.io import atomic_path, atomic_write_text
 from alignkit.models import RewardModel
-from alignkit.scoring import paired, score_pairs, score_texts, summarize, write_table
+from alignkit.scoring import paired, score_pairs, summarize
 from alignkit.stats import auc, bootstrap_ci, preference_summary
 
 
