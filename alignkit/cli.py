@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--max-prompt-length", type=int, default=96, help="prompt tokens kept (default 96)")
     score.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     score.add_argument("--seed", type=int, default=0, help="seeds a fresh head (untrained model)")
+    # --- report (alignkit.report): papermill notebooks -> HTML -> jupyter-book
+    report = commands.add_parser("report", help="run the report notebooks with papermill and build the book")
+    report.add_argument("--profile", default="cpu", help="profile every notebook runs on (cpu, gpu, tiny)")
+    report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override passed to every notebook (papermill `overrides`; repeatable)")
+    report.add_argument("--force", action="store_true", help="rerun finished steps instead of reusing them")
+    report.add_argument("--no-book", action="store_true", help="notebooks and their HTML only")
     return parser
 
 
@@ -85,6 +92,11 @@ def config_from_args(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "report":
+            from alignkit.config import parse_assignments
+            from alignkit.report import run_report
+            run_report(args.profile, parse_assignments(args.set), force=args.force, book=not args.no_book)
+            return 0
         if args.command == "score" and args.profile:
             from alignkit.config import load_config
             from alignkit.scoring import score_profile
