@@ -7,12 +7,20 @@ PROFILE ?= cpu
 DATA    ?= $(wildcard ../shared/data)
 export ALIGNKIT_DATA_DIR := $(abspath $(DATA))
 OUT     := outputs/$(PROFILE)
+# make report SET="train.lr=1e-4 seed=1"  ->  --set train.lr=1e-4 --set seed=1 (papermill `overrides`)
+SET     ?=
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax/package.json
 
-.PHONY: test test-fast report clean help
+.PHONY: test test-fast report setup-report clean help
 help:
-	@echo "make test     set up .venv, run the whole test suite (uses DATA=$(DATA))"
-	@echo "make report   set up .venv, train + evaluate the reward model on PROFILE=$(PROFILE), run notebook 01"
-	@echo "              FORCE=1 retrains from scratch (default: reuse a finished run of the same config, resume an interrupted one)"
+	@echo "make test            set up .venv (+ chromium, CJK fonts, MathJax), run the whole test suite (DATA=$(DATA))"
+	@echo "make report          run notebooks/NN_*.ipynb with papermill on PROFILE=$(PROFILE) into $(OUT)/notebooks/,"
+	@echo "                     export each to HTML, build the book: _build/html/index.html"
+	@echo "   PROFILE=gpu       the same on a GPU host;  PROFILE=tiny  a quick smoke run"
+	@echo "   SET=\"k=v k2=v2\"   config overrides passed to every notebook (papermill -p overrides)"
+	@echo "   FORCE=1           rerun finished steps (default: reuse a finished run of the same config)"
+	@echo "   NOBOOK=1          notebooks and HTML only, no book"
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,27 +31,39 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-test: $(BIN)/.installed
+# System pieces of the report and its browser test: Debian chromium (headless) and fonts-noto-cjk (Chinese
+# in figures), installed when missing and we are root with apt-get; otherwise a message, and the browser
+# test skips / figures use English labels. Then MathJax 3 from the npm package into book/_static/ (offline math).
+setup-report: $(MATHJAX)
+	@if command -v chromium >/dev/null 2>&1 && fc-list :lang=zh 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "set-up: installing Debian chromium and fonts-noto-cjk"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-noto-cjk >/dev/null || echo "set-up: apt-get install failed; browser test will skip"; \
+	else echo "set-up: chromium / fonts-noto-cjk missing and not installable here (needs root + apt-get):" \
+		"the browser test skips and figures fall back to English labels"; fi
+
+$(MATHJAX):
+	@if command -v npm >/dev/null 2>&1; then \
+		tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null) && \
+		tar -xzf $$tmp/mathjax-$(MATHJAX_VERSION).tgz -C $$tmp && rm -rf book/_static/mathjax && mkdir -p book/_static/mathjax && \
+		cp -r $$tmp/package/es5/tex-mml-chtml.js $$tmp/package/es5/input $$tmp/package/es5/output \
+			$$tmp/package/es5/ui $$tmp/package/es5/a11y $$tmp/package/es5/sre $$tmp/package/es5/adaptors \
+			$$tmp/package/package.json $$tmp/package/LICENSE book/_static/mathjax/ && rm -rf $$tmp && \
+		echo "set-up: MathJax $(MATHJAX_VERSION) copied to book/_static/mathjax (math renders offline)"; \
+	else echo "set-up: npm not found; the book loads MathJax from a CDN (math renders only online)"; fi
+
+test: $(BIN)/.installed setup-report
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 
-report: $(BIN)/.installed
-	$(BIN)/alignkit rm train --profile $(PROFILE) $(if $(FORCE),,--resume --reuse)
-	$(MAKE) --no-print-directory $(OUT)/scores/summary.json PROFILE=$(PROFILE)
-	mkdir -p $(OUT)/notebooks
-	# the notebook reuses the run above (same config) and narrates it: templates, metrics, curves
-	$(BIN)/papermill notebooks/01_reward_model.ipynb $(OUT)/notebooks/01_reward_model.ipynb \
-		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
-	$(BIN)/papermill notebooks/03_preference_visualization.ipynb $(OUT)/notebooks/03_preference_visualization.ipynb \
-		--cwd . -p profile $(PROFILE) --log-output --no-progress-bar >/dev/null
-	$(BIN)/jupyter nbconvert --to html $(OUT)/notebooks/*.ipynb --log-level WARN
-	@echo "report: $(OUT)/rm/metrics.json, $(OUT)/scores/summary.json, $(OUT)/notebooks/*.html"
-
-# re-score only when the reward model changed
-$(OUT)/scores/summary.json: $(OUT)/rm/model.safetensors
-	$(BIN)/alignkit score --profile $(PROFILE)
+# papermill runs notebooks/NN_*.ipynb in order (each reuses or trains what it needs), nbconvert exports
+# HTML, jupyter-book builds _build/html; prints the time per notebook, stops naming the failing cell.
+report: $(BIN)/.installed setup-report
+	$(BIN)/alignkit report --profile $(PROFILE) $(addprefix --set ,$(SET)) $(if $(FORCE),--force) \
+		$(if $(NOBOOK),--no-book)
 
 clean:
-	rm -rf outputs _build
+	rm -rf outputs _build book/chapters

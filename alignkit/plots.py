@@ -76,3 +76,67 @@ def margin_and_length(pairs_by_name: dict[str, pd.DataFrame]):
     right.set_title("reward vs response length (tokens)")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- CJK labels
+
+CJK_FONT_FILES = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+                  "/usr/share/fonts/opentype/noto/NotoSansCJK-Medium.ttc",
+                  "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+_cjk_family: list = []  # memo: [family or None] once probed
+
+
+def cjk_font() -> str | None:
+    """The family name of an installed CJK font (Debian `fonts-noto-cjk`), registered with matplotlib
+    (its font cache may predate the install), or None. Figures use it only as a fallback after DejaVu Sans,
+    so Latin text looks the same either way."""
+    if _cjk_family:
+        return _cjk_family[0]
+    from matplotlib import font_manager
+
+    def installed():
+        known = {f.name for f in font_manager.fontManager.ttflist}
+        return next((n for n in ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei",
+                                 "WenQuanYi Zen Hei") if n in known), None)
+    family = installed()
+    for path in ([] if family else CJK_FONT_FILES):
+        if Path(path).exists():
+            font_manager.fontManager.addfont(path)  # registers every face of a .ttc
+            family = installed() or font_manager.FontProperties(fname=path).get_name()
+            break
+    _cjk_family.append(family)
+    return family
+
+
+def bilingual(en: str, zh: str, sep: str = " / ") -> str:
+    """'en / zh' when a CJK font can draw the Chinese, else 'en' alone (never tofu boxes)."""
+    return f"{en}{sep}{zh}" if cjk_font() else en
+
+
+def set_theme() -> None:
+    """seaborn's whitegrid theme with the CJK font (if any) as a per-glyph fallback."""
+    import seaborn as sns
+    family = cjk_font()
+    # matplotlib falls back glyph by glyph along font.family (not along the font.sans-serif alias list)
+    sns.set_theme(style="whitegrid", rc={"font.family": ["sans-serif"] + ([family] if family else [])})
+
+
+def accuracy_ci(table: pd.DataFrame, chance: float = 0.5):
+    """Point + 95% CI per row of a table with columns accuracy, ci95 low, ci95 high (e.g.
+    `findings.generalization`); rows without an interval are skipped. A dashed line marks chance."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    rows = table.dropna(subset=["ci95 low", "ci95 high"])
+    rows = rows[rows["n"].notna()]
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.4))
+    y = range(len(rows))
+    acc = rows["accuracy"].astype(float)
+    ax.errorbar(acc, list(y), xerr=[acc - rows["ci95 low"].astype(float), rows["ci95 high"].astype(float) - acc],
+                fmt="o", capsize=4)
+    ax.set_yticks(list(y), rows.index)
+    ax.invert_yaxis()
+    ax.axvline(chance, ls="--", c="grey", lw=1)
+    ax.set_xlabel(bilingual("pairwise accuracy (95% CI)", "成对准确率（95% 置信区间）"))
+    ax.set_title(bilingual("accuracy vs chance (dashed)", "准确率与随机水平（虚线）"))
+    fig.tight_layout()
+    return fig

@@ -55,3 +55,21 @@ def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
               "train.threads": None}
     values.update(overrides)
     return load_config("tiny", values)
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
+    """The whole report once per session: every notebooks/NN_*.ipynb under papermill on the tiny profile
+    (random tiny model, a few dozen real rows), standalone HTML, and the book built in its own root.
+    Returns {"out", "root", "index", "times", "overrides"}."""
+    from alignkit.config import load_config
+    from alignkit.report import copy_book_sources, run_report
+    base = tmp_path_factory.mktemp("report")
+    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(base / "outputs"), "train.max_steps": 3,
+                 "dpo.train.max_steps": 3}
+    root = copy_book_sources(base / "root")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALIGNKIT_DATA_DIR", str(data_dir))  # the kernels papermill starts inherit it
+        result = run_report("tiny", overrides, root=root)
+    return {"out": load_config("tiny", overrides).out, "root": root, "index": Path(result["index"]),
+            "times": result["times"], "overrides": overrides}

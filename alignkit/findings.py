@@ -1,0 +1,181 @@
+"""Tables the report notebooks print: eval-only runs (reused when nothing changed), generalisation and
+reload checks, label disagreement, and the measured numbers the Q&A chapter cites. Each table carries a
+`reading` column that states what the numbers show, decided from the numbers (so a claim that does not
+hold on a profile is not printed as if it did)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from alignkit.config import load_config
+from alignkit.io import atomic_write_text
+from alignkit.stats import wilson_interval
+
+NOT_RUN = "not run yet / 尚未运行"
+
+
+# ----------------------------------------------------------------------------- the "" vs None trap
+
+def blank_spellings(profile: str, overrides: Mapping | None = None) -> pd.DataFrame:
+    """How each way of writing "no training set" is read: the value `data.train_path` ends up with, and
+    what a run then does. The seed passed "" and crashed with `Template 'None' not found`."""
+    rows = []
+    for spelling in ("", "None", "null", " ", None, "PKU-Alignment/align-anything"):
+        cfg = load_config(profile, {**dict(overrides or {}), "data.train_path": spelling})
+        rows.append({"given data.train_path": repr(spelling), "read as": repr(cfg.data.train_path),
+                     "run does / 运行方式": "evaluate only / 仅评估" if cfg.data.train_path is None
+                     else "train, then evaluate / 训练后评估"})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- eval-only runs
+
+def _newest_input(*paths: Path) -> float:
+    """Latest modification time among the files an evaluation read (a model folder counts by its files)."""
+    times = [0.0]
+    for path in map(Path, paths):
+        if path.is_dir():
+            times += [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
+        elif path.exists():
+            times.append(path.stat().st_mtime)
+    return max(times)
+
+
+def eval_only(profile: str, overrides: Mapping | None, model: str, data: str | Path, template: str, *,
+              name: str, force: bool = False) -> dict:
+    """Evaluate `model` (a saved RM folder, or a base model with a fresh seeded head) on `data` without
+    training, exactly as `alignkit rm eval` does: the config sets `data.train_path=""`. Artifacts go to
+    <out>/evals/<name>/; a previous result is reused when its config is the same and it is newer than the
+    model and data it read (`force=True` re-evaluates)."""
+    from alignkit.train.rm import rm_config, run_reward_model
+    base = load_config(profile, overrides)
+    out = base.out / "evals" / name
+    cfg = load_config(profile, {**dict(overrides or {}), "model.name": model, "data.train_path": "",
+                                "data.eval_path": str(data), "data.eval_template": template, "output_dir": str(out)})
+    saved = sorted(out.glob("rm_eval/*/metrics.json"))
+    if saved and not force:
+        metrics = json.loads(saved[0].read_text())
+        if metrics.get("config") == json.loads(json.dumps(rm_config(cfg))) and \
+                saved[0].stat().st_mtime >= _newest_input(Path(model), Path(data)):
+            return {**metrics, "metrics_path": str(saved[0]), "reused": True}
+    return run_reward_model(cfg)
+
+
+def sample_pairs(source: str | Path, template: str, n: int, dest: Path, *, seed: int = 0) -> Path:
+    """A seeded sample of `n` pairs of a preference file, written in alignkit's own format (template
+    ALIGNKIT) to `dest`; kept if it already holds the same sample."""
+    from alignkit.data.sources import load_pairs
+    pairs, _ = load_pairs(str(source), template, max_rows=n, seed=seed)
+    text = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs)
+    dest = Path(dest)
+    if not dest.exists() or dest.read_text(encoding="utf-8") != text:
+        atomic_write_text(dest, text)
+    return dest
+
+
+def reload_check(training_metrics: dict, evals: Mapping[str, dict]) -> pd.DataFrame:
+    """Eval-only accuracy of each model next to the number the training run reported for the same model
+    and test split: the saved checkpoint must reproduce it (a mismatch means the save, the reload or the
+    pooling differs from what was trained and measured)."""
+    reported = {"untrained": training_metrics.get("eval_untrained", {}), "trained": training_metrics.get("eval", {})}
+    rows = {}
+    for label, metrics in evals.items():
+        kind = "untrained" if label.startswith("untrained") else "trained"
+        then, now = reported[kind].get("accuracy"), metrics["eval"]["accuracy"]
+        same = then is not None and abs(then - now) < 1e-9
+        rows[label] = {"n": metrics["eval"]["n"], "accuracy (eval-only run)": now,
+                       "accuracy (training run)": then, "loss (eval-only run)": metrics["eval"]["loss"],
+                       "reading": "identical: the saved model reproduces its reported number / 完全一致"
+                       if same else "DIFFERENT: check the save/reload path / 不一致"}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
+# ----------------------------------------------------------------------------- generalisation
+
+def difference_ci(k1: float, n1: int, k2: float, n2: int) -> tuple[float, float]:
+    """95% CI of p1 - p2 for two independent proportions (Newcombe's hybrid score method from Wilson
+    intervals)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1)
+    l2, u2 = wilson_interval(k2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def vs_chance(m: dict) -> str:
+    """Reading of an accuracy's 95% CI against 0.5."""
+    low, high = m["ci95"]
+    return ("above chance / 高于随机" if low > 0.5 else "below chance / 低于随机" if high < 0.5
+            else "not distinguishable from chance (CI holds 0.5) / 与随机无显著差异")
+
+
+def accuracy_table(named: Mapping[str, dict]) -> pd.DataFrame:
+    """{label: {'accuracy', 'n', 'ci95'}} -> one row each with its CI and its reading against chance."""
+    return pd.DataFrame.from_dict({label: {"accuracy": m["accuracy"], "ci95 low": m["ci95"][0],
+                                           "ci95 high": m["ci95"][1], "n": m["n"], "reading": vs_chance(m)}
+                                   for label, m in named.items()}, orient="index").round(3)
+
+
+def generalization(metrics: dict) -> pd.DataFrame:
+    """Accuracy with 95% CI: untrained and trained on test, trained on train, the longer-response rule on
+    test, and the train - test gap with its CI; each row read against chance and against each other."""
+    rows = {}
+
+    def add(label, m, reading=""):
+        rows[label] = {"accuracy": m["accuracy"], "ci95 low": m["ci95"][0], "ci95 high": m["ci95"][1],
+                       "n": m["n"], "reading": reading}
+    if "eval_untrained" in metrics:
+        add("untrained · test", metrics["eval_untrained"], vs_chance(metrics["eval_untrained"]))
+    add("trained · test", metrics["eval"], vs_chance(metrics["eval"]))
+    lw = metrics["eval"].get("length", {}).get("longer_wins")
+    if lw:
+        add("longer-response rule · test", lw, vs_chance(lw))
+    if "train" in metrics:
+        add("trained · train", metrics["train"], vs_chance(metrics["train"]))
+        tr, te = metrics["train"], metrics["eval"]
+        low, high = difference_ci(tr["accuracy"] * tr["n"], tr["n"], te["accuracy"] * te["n"], te["n"])
+        reading = ("train > test beyond noise: over-fitting measured / 训练集显著高于测试集：存在过拟合" if low > 0
+                   else "gap within noise: no over-fitting measurable at this n / 差距在噪声内：此样本量下测不出过拟合")
+        rows["gap (train − test)"] = {"accuracy": tr["accuracy"] - te["accuracy"], "ci95 low": low,
+                                      "ci95 high": high, "n": None, "reading": reading}
+    table = pd.DataFrame.from_dict(rows, orient="index").round(3)
+    return table.astype({"n": "Int64"})
+
+
+def ci_halfwidth(n: int, p: float = 0.6) -> float:
+    """Half-width of a 95% Wilson interval at accuracy `p` on `n` pairs."""
+    low, high = wilson_interval(p * n, n)
+    return (high - low) / 2
+
+
+def sample_size_table(n_test: int, p: float = 0.6) -> pd.DataFrame:
+    """How precise an accuracy of `p` is on this test set and on larger ones: a difference smaller than the
+    half-width cannot be told from noise."""
+    sizes = sorted({n_test, 100, 500, 1000, 2500, 10000})
+    return pd.DataFrame({"pairs": sizes, "95% CI half-width": [round(ci_halfwidth(n, p), 3) for n in sizes],
+                         "this test set": ["←" if n == n_test else "" for n in sizes]}).set_index("pairs")
+
+
+# ----------------------------------------------------------------------------- label disagreement
+
+def label_disagreement(path: str | Path) -> dict:
+    """PKU-SafeRLHF labels each pair twice: which response is more helpful (`better_response_id`) and which
+    is safer (`safer_response_id`). The share of pairs where the two disagree, with a 95% CI."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("better_response_id") is not None and r.get("safer_response_id") is not None]
+    if not rows:
+        return {"n": 0, "disagree": None, "ci95": None}
+    k = sum(int(r["better_response_id"]) != int(r["safer_response_id"]) for r in rows)
+    return {"n": len(rows), "disagree": k / len(rows), "ci95": list(wilson_interval(k, len(rows)))}
+
+
+def data_file(name: str) -> Path | None:
+    """A file of the local data folder ($ALIGNKIT_DATA_DIR), or None."""
+    folder = os.environ.get("ALIGNKIT_DATA_DIR")
+    path = Path(folder) / name if folder else None
+    return path if path is not None and path.exists() else None

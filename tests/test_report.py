@@ -1,0 +1,157 @@
+"""The report: the tiny chain (every notebook under papermill, HTML, provenance, the book), failure messages
+that name the notebook and cell, and the small pieces (tab flattening, placeholders, CJK fallback)."""
+import json
+
+import nbformat
+import pytest
+
+from conftest import REPO
+
+
+def _images(notebook_path) -> int:
+    cells = json.loads(notebook_path.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
+    from alignkit.report import report_notebooks, toc_files
+    out, root = tiny_report["out"], tiny_report["root"]
+    names = [p.name for p in report_notebooks()]
+    assert {"01_reward_model.ipynb", "02_evaluation_pitfalls.ipynb", "03_preference_visualization.ipynb",
+            "06_analysis_qa.ipynb"} <= set(names)
+    assert list(tiny_report["times"]) == names  # in order, each timed
+    times = json.loads((out / "report_times.json").read_text())
+    assert times["notebooks"] == tiny_report["times"] and times["profile"] == "tiny"
+    for name in names:
+        assert (out / "notebooks" / name).exists() and (out / "notebooks" / name).with_suffix(".html").exists()
+    # chapter 1 trained 3 steps and drew its curves; 2 its accuracy figure; 3 its two score figures
+    assert json.loads((out / "rm" / "metrics.json").read_text())["steps"] == 3
+    assert _images(out / "notebooks" / "01_reward_model.ipynb") >= 1
+    assert _images(out / "notebooks" / "02_evaluation_pitfalls.ipynb") >= 1
+    assert _images(out / "notebooks" / "03_preference_visualization.ipynb") == 2
+    # the standalone HTML has no MyST tab syntax left in it, and embeds its figures
+    html = (out / "notebooks" / "02_evaluation_pitfalls.html").read_text()
+    assert "{tab-set}" not in html and "data:image/png;base64" in html
+    # the book: every chapter of _toc.yml, the executed ones with figures, both languages, provenance
+    site = root / "_build" / "html"
+    assert tiny_report["index"] == site / "index.html"
+    for page in toc_files(root):
+        assert (site / f"{page}.html").exists(), page
+    for name in names:
+        page = (site / "book" / "chapters" / name).with_suffix(".html").read_text()
+        assert 'data-sync-id="en"' in page and 'data-sync-id="zh"' in page, name
+    assert "<img" in (site / "book" / "chapters" / "02_evaluation_pitfalls.html").read_text()
+    provenance = (site / "book" / "chapters" / "provenance.html").read_text()
+    for fact in ("CC-BY-NC-4.0", "MIT", "align_anything_t2t.json", "848", "torch", "Wall time"):
+        assert fact in provenance, fact
+    facts = json.loads((out / "provenance.json").read_text())
+    assert len(facts["git"]["commit"]) == 40 and facts["seeds"]["seed"] == 0
+    # math renders from the local MathJax copy when the set-up installed it
+    intro = (site / "book" / "intro.html").read_text()
+    assert "_static/mathjax/tex-mml-chtml.js" in intro
+
+
+def test_failing_notebook_is_named_with_its_cell(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+    from alignkit.report import NotebookFailed, run_notebooks
+    params = new_code_cell('profile = "cpu"\noverrides = {}\nforce = False')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell("x = 1"), new_code_cell("y = undefined_name + 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "09_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(NotebookFailed) as err:
+        run_notebooks("tiny", {"output_dir": str(tmp_path / "out")}, notebooks=[path], log=lambda _: None)
+    message = str(err.value)
+    assert "09_broken.ipynb" in message and "cell 3" in message  # 0 params, 1 injected params, 2, 3
+    assert "undefined_name + 1" in message and "NameError" in message
+    assert (tmp_path / "out" / "notebooks" / "09_broken.ipynb").exists()  # kept, with the traceback
+
+
+def test_cli_report_reports_a_failure_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    from alignkit import cli, report
+    monkeypatch.setattr(report, "report_notebooks", lambda *a, **k: [])
+    assert cli.main(["report", "--profile", "tiny", "--set", f"output_dir={tmp_path}", "--no-book"]) == 2
+    assert "no report notebooks" in capsys.readouterr().err
+
+
+def test_flatten_tabs_keeps_both_languages_as_plain_markdown():
+    from alignkit.report import flatten_tabs
+    text = "# T\n\n::::{tab-set}\n:sync-group: lang\n\n:::{tab-item} English\n:sync: en\nHello\n:::\n\n" \
+           ":::{tab-item} 中文\n:sync: zh\n你好\n:::\n::::"
+    flat = flatten_tabs(text)
+    assert "**English**" in flat and "Hello" in flat and "**中文**" in flat and "你好" in flat
+    assert ":::" not in flat and ":sync" not in flat
+
+
+def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+    from alignkit.report import copy_book_sources, stage_book, toc_files
+    out = tmp_path / "out"
+    (out / "notebooks").mkdir(parents=True)
+    params = new_code_cell('profile = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[params]), out / "notebooks" / "01_reward_model.ipynb")
+    root = copy_book_sources(tmp_path / "root")
+    missing = stage_book(out, "tiny", root, "# Provenance\n", log=lambda _: None)
+    chapters = [p for p in toc_files(root) if p.startswith("book/chapters/") and not p.endswith("provenance")]
+    assert set(missing) == {p.rsplit("/", 1)[1] for p in chapters} - {"01_reward_model"}
+    for name in missing:
+        page = (root / "book" / "chapters" / f"{name}.md").read_text()
+        assert "has not been run yet" in page and "尚未" in page
+    staged = nbformat.read(root / "book" / "chapters" / "01_reward_model.ipynb", as_version=4)
+    assert "remove-cell" in staged.cells[0].metadata["tags"]
+    assert (root / "book" / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+
+
+def test_provenance_names_data_licences_and_commit(tmp_path, data_dir, monkeypatch):
+    from alignkit import provenance
+    from alignkit.config import load_config
+    monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
+    cfg = load_config("tiny", {"output_dir": str(tmp_path)})
+    facts = provenance.collect(cfg)
+    rows = {d["file"]: d for d in facts["data"]}
+    assert rows["align_anything_t2t.json"]["rows"] == 848 and rows["align_anything_t2t.json"]["used"]
+    assert rows["align_anything_t2t.json"]["licence"] == "CC-BY-NC-4.0"
+    assert rows["hh_rlhf_helpful_500.jsonl"]["licence"] == "MIT" and rows["pku_saferlhf_500.jsonl"]["rows"] == 500
+    page = provenance.markdown(facts)
+    assert facts["git"]["commit"] in page and ":sync: zh" in page and "| 848 |" in page
+
+
+def test_blank_training_sets_mean_eval_only():
+    from alignkit.findings import blank_spellings
+    table = blank_spellings("tiny")
+    assert (table["read as"] == "None").sum() == 5 and table["read as"].iloc[-1] != "None"
+
+
+def test_difference_ci_matches_a_hand_computed_newcombe_interval():
+    from alignkit.findings import difference_ci
+    # Newcombe (1998), example: 56/70 vs 48/80 -> difference 0.2, 95% CI 0.0524 to 0.3339
+    low, high = difference_ci(56, 70, 48, 80)
+    assert low == pytest.approx(0.0524, abs=1e-3) and high == pytest.approx(0.3339, abs=1e-3)
+
+
+def test_figure_labels_fall_back_to_english_without_a_cjk_font(monkeypatch):
+    from alignkit import plots
+    monkeypatch.setattr(plots, "_cjk_family", [None])
+    assert plots.bilingual("accuracy", "准确率") == "accuracy"
+    monkeypatch.setattr(plots, "_cjk_family", ["Noto Sans CJK SC"])
+    assert plots.bilingual("accuracy", "准确率") == "accuracy / 准确率"
+
+
+def test_cjk_labels_render_without_missing_glyphs():
+    import warnings
+    import matplotlib
+    matplotlib.use("Agg")
+    from alignkit import plots
+    if plots.cjk_font() is None:
+        pytest.skip("no CJK font installed (Debian fonts-noto-cjk; `make setup-report` installs it)")
+    plots.set_theme()
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.set_title(plots.bilingual("accuracy", "准确率"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for tofu
+        fig.canvas.draw()
+    plt.close(fig)
