@@ -12,7 +12,7 @@ SET     ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/package.json
 
-.PHONY: test test-fast report setup-report clean help
+.PHONY: test test-fast report setup-report bench clean help
 help:
 	@echo "make test            set up .venv (+ chromium, CJK fonts, MathJax), run the whole test suite (DATA=$(DATA))"
 	@echo "make report          run notebooks/NN_*.ipynb with papermill on PROFILE=$(PROFILE) into $(OUT)/notebooks/,"
@@ -21,6 +21,8 @@ help:
 	@echo "   SET=\"k=v k2=v2\"   config overrides passed to every notebook (papermill -p overrides)"
 	@echo "   FORCE=1           rerun finished steps (default: reuse a finished run of the same config)"
 	@echo "   NOBOOK=1          notebooks and HTML only, no book"
+	@echo "make bench           alignkit vs its peers (trl, one-at-a-time scoring), alternating and repeated, on"
+	@echo "                     SmolLM2-135M: outputs/bench/results.json + results.md (QUICK=1 tiny model, REPEATS=3)"
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +66,11 @@ test-fast: $(BIN)/.installed
 report: $(BIN)/.installed setup-report
 	$(BIN)/alignkit report --profile $(PROFILE) $(addprefix --set ,$(SET)) $(if $(FORCE),--force) \
 		$(if $(NOBOOK),--no-book)
+
+# every benchmarks/bench_*.py, each in its own process; copies $(OUT)/report_times.json (make report) in
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_all.py $(if $(filter-out 0 no false,$(QUICK)),--quick) --repeats $(or $(REPEATS),3) \
+		--report-times $(OUT)/report_times.json
 
 clean:
 	rm -rf outputs _build book/chapters

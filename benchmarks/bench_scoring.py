@@ -1,26 +1,27 @@
-"""Scoring throughput: alignkit's batched, length-sorted scorer vs a one-sample-at-a-time loop like the
-seed's, on the same model, texts and max length, alternating in one process. Prints sequences/s and the
-ratio (min/median/max over repeats) and writes outputs/bench/scoring.json.
+"""Scoring throughput: alignkit's batched, length-sorted scorer (`alignkit.scoring.score_texts`, inference
+mode) vs a one-sample-at-a-time loop like the seed's (render, tokenize and forward each text alone under
+`no_grad`), on the same model, texts and max length, alternating in one process. Both sides include
+rendering and tokenization. Unit: sequences (texts) scored per second.
 
-    .venv/bin/python benchmarks/bench_scoring.py --n 96 --repeats 3            # SmolLM2-135M from the cache
-    .venv/bin/python benchmarks/bench_scoring.py --model path/to/tiny --n 32    # quick mode
+    .venv/bin/python benchmarks/bench_scoring.py                # SmolLM2-135M from the cache
+    .venv/bin/python benchmarks/bench_scoring.py --quick        # tiny random model
 """
+from __future__ import annotations
+
 import argparse
-import os
-import statistics
+import json
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from alignkit.data.sources import load_pairs, resolve_source
-from alignkit.data.tokenize import ChatEncoder
-from alignkit.io import atomic_write_json
-from alignkit.models import RewardModel, load_tokenizer
-from alignkit.scoring import score_texts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 
-def one_at_a_time(model, tokenizer, prompts, responses, max_length):
+def one_at_a_time(model, tokenizer, prompts, responses, max_length: int) -> list[float]:
     """The seed's pattern: render, tokenize and forward each text alone (no batching, no sorting)."""
     scores = []
     with torch.no_grad():
@@ -32,44 +33,66 @@ def one_at_a_time(model, tokenizer, prompts, responses, max_length):
     return scores
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--data", default=resolve_source("PKU-Alignment/align-anything", "align_anything_t2t.json")
-                        if os.environ.get("ALIGNKIT_DATA_DIR") else None, help="HOMEWORK-format file")
-    parser.add_argument("--n", type=int, default=96, help="texts scored per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=192)
-    parser.add_argument("--out", default="outputs/bench/scoring.json")
-    args = parser.parse_args()
-    if not args.data:
-        parser.error("--data is required (or set ALIGNKIT_DATA_DIR)")
-    torch.manual_seed(0)
-    pairs, _ = load_pairs(args.data, "HOMEWORK", max_rows=args.n // 2, seed=0)
+def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
+        batch_size: int = 16, max_length: int | None = None, seed: int = 0) -> dict:
+    """Score the same 2 * `n_rows` texts (both responses of `n_rows` pairs) with each side per repeat."""
+    common.quiet()
+    from alignkit.data.tokenize import ChatEncoder
+    from alignkit.models import RewardModel, load_tokenizer
+    from alignkit.scoring import score_texts
+    t0 = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-scoring-")
+    if model is None:
+        model = str(common.tiny_model(Path(tmp.name) / "tiny")) if quick else "smollm2"
+    n_rows = n_rows or (32 if quick else 24)
+    max_length = max_length or (64 if quick else 192)
+    pairs, source = common.preference_pairs(n_rows, seed)
     prompts = [p.prompt for p in pairs for _ in (0, 1)]
     responses = [r for p in pairs for r in (p.better, p.worse)]
-    tokenizer = load_tokenizer(args.model)
-    model = RewardModel.from_pretrained(args.model, seed=0).eval()
-    encoder = ChatEncoder(tokenizer, args.max_length, args.max_length // 2)
-    runs = {"alignkit": [], "one_at_a_time": []}
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        score_texts(model, encoder, prompts, responses, batch_size=args.batch_size, progress=False)
-        runs["alignkit"].append(len(responses) / (time.perf_counter() - start))
-        start = time.perf_counter()
-        one_at_a_time(model, tokenizer, prompts, responses, args.max_length)
-        runs["one_at_a_time"].append(len(responses) / (time.perf_counter() - start))
-    ratios = [a / b for a, b in zip(runs["alignkit"], runs["one_at_a_time"])]
-    result = {"benchmark": "scoring", "model": args.model, "texts": len(responses), "max_length": args.max_length,
-              "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-              "sequences_per_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
-              "ratio": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, result)
-    for name, values in runs.items():
-        print(f"{name:>14}: {statistics.median(values):8.2f} sequences/s (median of {len(values)})")
-    print(f"{'ratio':>14}: {result['ratio']['median']:.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    tokenizer = load_tokenizer(model)
+    scorer = RewardModel.from_pretrained(model, seed=seed).eval()
+    encoder = ChatEncoder(tokenizer, max_length, max_length // 2)
+
+    def alignkit_side() -> common.Work:
+        score_texts(scorer, encoder, prompts, responses, batch_size=batch_size, progress=False)
+        return common.Work(len(responses))
+
+    def peer_side() -> common.Work:
+        one_at_a_time(scorer, tokenizer, prompts, responses, max_length)
+        return common.Work(len(responses))
+
+    few = slice(0, min(4, len(responses)))
+    measured = common.alternate(
+        {"alignkit": alignkit_side, "peer": peer_side}, repeats,
+        warmup={"alignkit": lambda: score_texts(scorer, encoder, prompts[few], responses[few], progress=False),
+                "peer": lambda: one_at_a_time(scorer, tokenizer, prompts[few], responses[few], max_length)})
+    settings = {"model": "smollm2" if model == "smollm2" else (common.QUICK_MODEL if quick else model),
+                "data": Path(source).name, "n_rows": n_rows, "sequences": len(responses),
+                "batch_size": batch_size, "max_length": max_length, "trainable": "none (inference)",
+                "dtype": "float32", "peer_batch_size": 1,
+                "timing": "wall time of scoring all texts, rendering and tokenization included",
+                "memory": "peak RSS minus RSS before the repeat (sampled every 5 ms)"}
+    tmp.cleanup()
+    return common.make_result("scoring", "sequences/s", "alignkit score_texts (batched, length-sorted)",
+                              "one at a time (seed's loop)", measured, settings, time.perf_counter() - t0, aim=10.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny random model, short sequences")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick)")
+    parser.add_argument("--n-rows", type=int, help="pairs scored per repeat, 2 texts each (default 24; 32 quick)")
+    parser.add_argument("--batch-size", type=int, default=16, help="alignkit's texts per forward")
+    parser.add_argument("--max-length", type=int, help="default 192 (64 with --quick)")
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
+                 max_length=args.max_length)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(common.summary_line(result))
 
 
 if __name__ == "__main__":

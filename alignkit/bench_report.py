@@ -1,0 +1,163 @@
+"""Benchmark results (`make bench` -> outputs/bench/results.json) as tables and a figure, for the
+performance chapter and the runner's markdown table. Reads only; the benchmarks live in benchmarks/."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path("outputs") / "bench" / "results.json"
+AIMS = {"rm": 1.5, "dpo": 1.5, "scoring": 10.0}
+"""The issue's targets (alignkit / peer), used when a result carries no `aim` of its own."""
+HOW_TO = ("No benchmark results at {path}. Produce them with `make bench` (SmolLM2-135M, minutes to an hour "
+          "on 2 CPU cores) or `make bench QUICK=1` (a tiny random model, about a minute), then re-run this chapter.")
+
+
+def load_results(path: str | Path = RESULTS) -> dict | None:
+    """The merged results, or None (after printing how to produce them) when the file is absent."""
+    path = Path(path)
+    if not path.exists():
+        print(HOW_TO.format(path=path))
+        return None
+    return json.loads(path.read_text())
+
+
+def machine_line(machine: dict) -> str:
+    """'AMD EPYC, 2 cores, 23.4 GB RAM, torch 2.13.0+cpu (2 threads)'."""
+    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    return (f"{machine['cpu']}, {machine['usable_cores']} cores, {machine['ram_gb']} GB RAM{gpu}, "
+            f"torch {machine['torch']} ({machine['torch_threads']} threads)")
+
+
+def _ok(results: dict) -> list[dict]:
+    return [b for b in results["benchmarks"] if "error" not in b]
+
+
+def results_frame(results: dict) -> pd.DataFrame:
+    """One row per benchmark: unit, both sides' median rate, the ratio's median [min–max], the aim, whether
+    the median meets it, and peak memory of both sides (MB). Failed benchmarks get a row with the error."""
+    rows = []
+    for b in results["benchmarks"]:
+        if "error" in b:
+            rows.append({"benchmark": b["name"], "unit": "", "error": b["error"]})
+            continue
+        r = b["ratio"]
+        aim = b.get("aim", AIMS.get(b["name"]))
+        rows.append({
+            "benchmark": b["name"], "unit": b["unit"],
+            "alignkit": b["alignkit"]["label"], "alignkit median": statistics.median(b["alignkit"]["values"]),
+            "peer": b["peer"]["label"], "peer median": statistics.median(b["peer"]["values"]),
+            "ratio median": r["median"], "ratio min": r["min"], "ratio max": r["max"], "repeats": len(r["values"]),
+            "aim": aim, "meets aim": None if aim is None else r["median"] >= aim,
+            "alignkit peak MB": b["alignkit"]["peak_mem_mb"], "peer peak MB": b["peer"]["peak_mem_mb"],
+            "model": b["settings"].get("model"), "batch size": b["settings"].get("batch_size"),
+            "max length": b["settings"].get("max_length"), "trainable": b["settings"].get("trainable"),
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown_table(results: dict) -> str:
+    """The results as a markdown table (benchmark, unit, medians, ratio median [min–max], aim, memory),
+    headed by the machine and mode."""
+    lines = [f"Machine: {machine_line(results['machine'])}; {results.get('mode', 'full')} mode, "
+             f"{results.get('repeats', '?')} repeats, alternating in one process; started {results.get('started', '?')}.",
+             "",
+             "| benchmark | unit | alignkit (median) | peer (median) | ratio median [min–max] | aim | "
+             "peak memory alignkit / peer (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for b in results["benchmarks"]:
+        if "error" in b:
+            lines.append(f"| {b['name']} | | failed: {b['error'][:120]} | | | | |")
+            continue
+        r = b["ratio"]
+        aim = b.get("aim", AIMS.get(b["name"]))
+        verdict = "" if aim is None else (" ✓" if r["median"] >= aim else " ✗")
+        lines.append(
+            f"| {b['name']} | {b['unit']} | {statistics.median(b['alignkit']['values']):.1f} ({b['alignkit']['label']}) "
+            f"| {statistics.median(b['peer']['values']):.1f} ({b['peer']['label']}) "
+            f"| {r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}] | {'' if aim is None else f'≥{aim:g}×'}{verdict} "
+            f"| {b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f} |")
+    times = report_times_frame(results)
+    if times is not None:
+        lines += ["", "`make report` wall time per notebook "
+                  f"(profile {results['report_times'].get('profile', '?')}):", "",
+                  "| notebook | wall time (s) |", "|---|---|"]
+        lines += [f"| {row.notebook} | {row.seconds:.1f} |" for row in times.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict, path: str | Path) -> None:
+    Path(path).write_text(markdown_table(results))
+
+
+def report_times_frame(results: dict) -> pd.DataFrame | None:
+    """`make report`'s per-notebook wall times (outputs/<profile>/report_times.json, copied into the
+    results by the runner) as DataFrame(notebook, seconds) with a total row; None when absent."""
+    times = (results.get("report_times") or {}).get("notebooks")
+    if not times:
+        return None
+    frame = pd.DataFrame({"notebook": list(times), "seconds": [float(s) for s in times.values()]})
+    total = results["report_times"].get("total_s", frame.seconds.sum())
+    return pd.concat([frame, pd.DataFrame({"notebook": ["total"], "seconds": [float(total)]})], ignore_index=True)
+
+
+def ratio_figure(results: dict):
+    """Bar chart: median ratio (alignkit / peer) per benchmark, error bars from min to max over repeats,
+    a dashed line at 1 (parity) and a marker at each aim; the machine in the title."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    sns.set_theme(style="whitegrid")
+    benches = _ok(results)
+    names = [b["name"] for b in benches]
+    medians = [b["ratio"]["median"] for b in benches]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * max(1, len(names)), 3.6))
+    if not benches:
+        ax.text(0.5, 0.5, "no benchmark finished", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    sns.barplot(x=names, y=medians, hue=names, palette="crest", legend=False, ax=ax)
+    errors = [[m - b["ratio"]["min"] for m, b in zip(medians, benches)],
+              [b["ratio"]["max"] - m for m, b in zip(medians, benches)]]
+    ax.errorbar(range(len(names)), medians, yerr=errors, fmt="none", ecolor="black", capsize=5, lw=1.2)
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="parity (1×)")
+    aims = [b.get("aim", AIMS.get(b["name"])) for b in benches]
+    ax.scatter([i for i, a in enumerate(aims) if a], [a for a in aims if a], marker="_", s=900, color="crimson",
+               zorder=3, label="aim")
+    for i, m in enumerate(medians):
+        ax.annotate(f"{m:.2f}×", (i, m), textcoords="offset points", xytext=(10, 4), fontsize=9)
+    if max(aims + medians, key=lambda v: v or 0) / max(min(medians), 1e-9) > 8:
+        ax.set_yscale("log")
+    ax.set_ylabel("alignkit / peer (median, min–max)")
+    ax.set_xlabel("")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(machine_line(results["machine"]), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def settings_frame(results: dict) -> pd.DataFrame:
+    """Each benchmark's settings (model, rows, batch size, max length, trainable set, threads, peer options)
+    side by side, one column per benchmark."""
+    columns = {}
+    for b in _ok(results):
+        columns[b["name"]] = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in b["settings"].items()}
+        columns[b["name"]]["wall time (s)"] = b.get("wall_s")
+    return pd.DataFrame(columns)
+
+
+def verdicts(results: dict) -> list[str]:
+    """One sentence per benchmark: the median ratio with its spread, against the aim, with both rates."""
+    out = []
+    for b in results["benchmarks"]:
+        if "error" in b:
+            out.append(f"{b['name']}: did not finish ({b['error']}).")
+            continue
+        r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
+        rates = (f"{statistics.median(b['alignkit']['values']):.1f} vs {statistics.median(b['peer']['values']):.1f} "
+                 f"{b['unit']}")
+        goal = "" if aim is None else (f"; meets the ≥{aim:g}× aim" if r["median"] >= aim
+                                       else f"; below the ≥{aim:g}× aim")
+        out.append(f"{b['name']}: {b['alignkit']['label']} is {r['median']:.2f}× {b['peer']['label']} "
+                   f"(min {r['min']:.2f}, max {r['max']:.2f} over {len(r['values'])} repeats; {rates}){goal}.")
+    return out

@@ -1,0 +1,87 @@
+"""Benchmarks: the RM bench runs both sides on the tiny model and returns the common result shape; the
+report module renders it; notebook 07 renders it (or says how to make it)."""
+import importlib.util
+import json
+import math
+
+import pytest
+
+from conftest import REPO
+
+
+def _bench(name):
+    import sys
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"bench_{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_shape(result, name, unit, repeats):
+    assert set(result) >= {"name", "unit", "alignkit", "peer", "ratio", "settings", "wall_s"}
+    assert result["name"] == name and result["unit"] == unit
+    for side in ("alignkit", "peer"):
+        assert isinstance(result[side]["label"], str) and result[side]["label"]
+        assert len(result[side]["values"]) == repeats
+        assert all(v > 0 and math.isfinite(v) for v in result[side]["values"])
+        assert result[side]["peak_mem_mb"] >= 0
+    ratio = result["ratio"]
+    assert len(ratio["values"]) == repeats
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert ratio["values"][0] == pytest.approx(result["alignkit"]["values"][0] / result["peer"]["values"][0])
+    for key in ("model", "n_rows", "batch_size", "max_length", "trainable", "threads"):
+        assert key in result["settings"]
+    json.dumps(result)  # JSON-serializable as run_all writes it
+
+
+@pytest.fixture(scope="module")
+def rm_result(tiny_model_dir, data_dir):
+    import os
+    os.environ.setdefault("ALIGNKIT_DATA_DIR", str(data_dir))
+    return _bench("rm").run(quick=True, repeats=1, model=str(tiny_model_dir), n_rows=8, batch_size=4)
+
+
+def test_rm_bench_measures_both_sides_on_the_same_rows(rm_result):
+    _check_shape(rm_result, "rm", "tokens/s", 1)
+    s = rm_result["settings"]
+    assert s["n_rows"] == 8 and s["batch_size"] == 4 and s["trainable"] == "lora"
+    assert s["trainable_params"] > 0 and s["peer"]["pad_token"] == "<|endoftext|>"
+    # both sides processed the same non-pad tokens (the bench also checks TRL's own counter)
+    assert rm_result["alignkit"]["amount"] == rm_result["peer"]["amount"] == [s["tokens_per_repeat"]]
+
+
+def test_report_renders_results(rm_result, tmp_path):
+    from alignkit import bench_report
+    results = {"machine": {"cpu": "test cpu", "usable_cores": 2, "ram_gb": 1.0, "torch": "x", "torch_threads": 2,
+                           "gpu": None, "load_avg_1m": 0.0},
+               "mode": "quick", "repeats": 1, "started": "now",
+               "benchmarks": [rm_result, {"name": "dpo", "error": "RuntimeError: boom"}],
+               "report_times": {"profile": "cpu", "notebooks": {"01_reward_model.ipynb": 12.5}, "total_s": 12.5}}
+    frame = bench_report.results_frame(results)
+    assert list(frame.benchmark) == ["rm", "dpo"] and frame.loc[0, "aim"] == 1.5
+    table = bench_report.markdown_table(results)
+    assert "| rm | tokens/s |" in table and "failed: RuntimeError: boom" in table and "01_reward_model" in table
+    assert "test cpu, 2 cores" in table
+    assert bench_report.report_times_frame(results).seconds.tolist() == [12.5, 12.5]
+    assert any("rm:" in line for line in bench_report.verdicts(results))
+    fig = bench_report.ratio_figure(results)
+    assert fig.axes and fig.axes[0].get_title().startswith("test cpu")
+    assert bench_report.load_results(tmp_path / "absent.json") is None
+
+
+@pytest.mark.slow
+def test_performance_notebook_renders_results_or_says_how(rm_result, tmp_path):
+    import papermill
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"machine": {"cpu": "c", "usable_cores": 2, "ram_gb": 1.0, "torch": "x",
+                                            "torch_threads": 2, "gpu": None, "load_avg_1m": 0.0},
+                                "mode": "quick", "repeats": 1, "started": "now", "benchmarks": [rm_result],
+                                "report_times": None}))
+    for results_path, expect in ((path, "image/png"), (tmp_path / "absent.json", "make bench")):
+        out = tmp_path / "07.ipynb"
+        papermill.execute_notebook(str(REPO / "notebooks" / "07_performance.ipynb"), str(out), cwd=str(REPO),
+                                   parameters={"profile": "tiny", "overrides": {}, "force": False,
+                                               "results_path": str(results_path)},
+                                   kernel_name="python3", progress_bar=False)
+        assert expect in out.read_text()
