@@ -140,3 +140,27 @@ def accuracy_ci(table: pd.DataFrame, chance: float = 0.5):
     ax.set_title(bilingual("accuracy vs chance (dashed)", "准确率与随机水平（虚线）"))
     fig.tight_layout()
     return fig
+
+
+def loss_shapes(shapes: pd.DataFrame):
+    """Left: each preference loss against its margin; right: its slope (where it is 0 the loss stops
+    pushing the margin). `shapes` as from `alignkit.evidence.loss_shapes`."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    set_theme()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sns.lineplot(data=shapes, x="margin", y="value", hue="loss", ax=left)
+    sns.lineplot(data=shapes, x="margin", y="slope", hue="loss", ax=right, legend=False)
+    right.axhline(0, c="grey", ls="--", lw=1)
+    # IPO's square grows without bound while the logistic losses flatten: a symmetric log scale shows both
+    left.set_yscale("symlog", linthresh=0.1)
+    left.set_ylim(bottom=0)
+    right.set_yscale("symlog", linthresh=0.01)
+    left.set_title(bilingual("loss vs margin", "损失与间隔"))
+    right.set_title(bilingual("slope d loss / d margin", "斜率"))
+    for ax in (left, right):
+        ax.set_xlabel(bilingual("margin h", "间隔 h"))
+        ax.set_ylabel("")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

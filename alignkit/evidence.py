@@ -1,0 +1,271 @@
+"""The numbers the analysis Q&A (notebook 06) cites, read from the artifacts the earlier chapters wrote.
+
+`key_numbers(cfg)` flattens them into one dict (None where a step has not run); `evidence(cfg, question)`
+returns the small table printed above each answer: measure, value, where it comes from, and a reading
+decided from the value (a claim that does not hold on this run is not printed as if it did).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from alignkit.findings import NOT_RUN, data_file, difference_ci, label_disagreement
+
+QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_policy", "dpo_vs_rlhf",
+             "dpo_limits", "variants")
+
+
+ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)": "evals/trained-ood",
+             "scores (ch. 3)": "scores/summary.json", "DPO (ch. 4)": "dpo/metrics.json",
+             "generations (ch. 5)": "generations/summary.json"}
+
+
+def sources(cfg) -> pd.DataFrame:
+    """Which earlier chapters' artifacts exist for this config (a missing one reads "not run yet")."""
+    return pd.DataFrame([{"step": step, "artifact": str(Path(cfg.out) / rel),
+                          "status": "found / 已找到" if (Path(cfg.out) / rel).exists() else NOT_RUN}
+                         for step, rel in ARTIFACTS.items()])
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _get(tree, *keys):
+    for key in keys:
+        if not isinstance(tree, dict) or tree.get(key) is None:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def key_numbers(cfg) -> dict:
+    """Every number the Q&A uses, by source: rm (chapter 1), evals (2), scores (3), dpo (4),
+    generations (5), data. A missing artifact gives None values, never an error."""
+    out = Path(cfg.out)
+    rm, scores = _load(out / "rm" / "metrics.json"), _load(out / "scores" / "summary.json")
+    dpo, gen = _load(out / "dpo" / "metrics.json"), _load(out / "generations" / "summary.json")
+    ood_files = sorted((out / "evals" / "trained-ood").glob("rm_eval/*/metrics.json"))
+    ood = _load(ood_files[0]) if ood_files else None
+    pku = data_file("pku_saferlhf_500.jsonl")
+    chosen_tokens = None
+    if (out / "scores" / "trained-test.parquet").exists():
+        table = pd.read_parquet(out / "scores" / "trained-test.parquet")
+        chosen_tokens = float(table[table.side == "better"].response_tokens.mean())
+    n = {
+        "rm.test_acc": _get(rm, "eval", "accuracy"), "rm.test_ci": _get(rm, "eval", "ci95"),
+        "rm.test_n": _get(rm, "eval", "n"), "rm.train_acc": _get(rm, "train", "accuracy"),
+        "rm.train_n": _get(rm, "train", "n"), "rm.untrained_acc": _get(rm, "eval_untrained", "accuracy"),
+        "rm.untrained_ci": _get(rm, "eval_untrained", "ci95"),
+        "rm.longer_wins_acc": _get(rm, "eval", "longer_wins_accuracy"),
+        "rm.length_matched_acc": _get(rm, "eval", "length_matched_accuracy"),
+        "rm.length_matched_n": _get(rm, "eval", "length", "length_matched", "n"),
+        "rm.wall_time_s": _get(rm, "wall_time_s"), "rm.steps": _get(rm, "steps"),
+        "ood.acc": _get(ood, "eval", "accuracy"), "ood.ci": _get(ood, "eval", "ci95"), "ood.n": _get(ood, "eval", "n"),
+        "scores.test_auc": _get(scores, "trained-test", "auc"),
+        "scores.spearman_trained": _get(scores, "trained-test", "score_vs_length", "spearman"),
+        "scores.spearman_untrained": _get(scores, "untrained-test", "score_vs_length", "spearman"),
+        "data.chosen_tokens_test": chosen_tokens,
+        "dpo.steps": _get(dpo, "steps"), "dpo.wall_time_s": _get(dpo, "wall_time_s"),
+        "dpo.reference": cfg.dpo.reference, "dpo.loss": cfg.dpo.loss, "dpo.beta": cfg.dpo.beta,
+    }
+    for split in ("train", "eval"):
+        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin"):
+            n[f"dpo.{split}.{key}"] = _get(dpo, split, key)
+    for key in ("n", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
+                "mean_length_dpo", "score_length_spearman"):
+        n[f"gen.{key}"] = _get(gen, "test", key)
+    n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
+    n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
+    n["gen.verdict"] = _get(gen, "verdict")
+    disagreement = label_disagreement(pku) if pku else {}
+    n["data.helpful_vs_safer_disagree"] = disagreement.get("disagree")
+    n["data.helpful_vs_safer_ci"] = disagreement.get("ci95")
+    n["data.helpful_vs_safer_n"] = disagreement.get("n")
+    return n
+
+
+def _fmt(value) -> str:
+    """0.6035 -> '0.604'; (0.60, [0.53, 0.67]) -> '0.604 [0.528, 0.674]'; (a, b) -> 'a → b'; None -> not run."""
+    if isinstance(value, tuple):
+        if all(v is None for v in value):
+            return NOT_RUN
+        if len(value) == 2 and isinstance(value[1], list):
+            return NOT_RUN if value[0] is None else f"{_fmt(value[0])} {_fmt(value[1])}"
+        return " → ".join(_fmt(v) for v in value)
+    if value is None:
+        return NOT_RUN
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _ci_reading(ci, null: float, above: str, below: str, inside: str) -> str:
+    if not ci or any(v is None for v in ci):
+        return NOT_RUN
+    return above if ci[0] > null else below if ci[1] < null else inside
+
+
+def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
+    """(measure, value, source, reading) rows for one question."""
+    chance = ("above chance / 高于随机", "below chance / 低于随机", "CI holds 0.5: not shown better than chance / 未显著优于随机")
+    if question == "applications":
+        return [
+            ("RM accuracy, held-out test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1 · rm/metrics.json",
+             _ci_reading(n["rm.test_ci"], 0.5, *chance)),
+            ("untrained RM accuracy, same pairs [95% CI]", (n["rm.untrained_acc"], n["rm.untrained_ci"]),
+             "ch. 1", _ci_reading(n["rm.untrained_ci"], 0.5, *chance)),
+            ("DPO-vs-base win rate judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]),
+             "ch. 5 · generations/summary.json",
+             _ci_reading(n["gen.win_rate_ci95"], 0.5, "the RM prefers DPO's answers / 奖励模型更偏好 DPO 的回答",
+                         "the RM prefers the base model's answers / 奖励模型更偏好基座模型的回答",
+                         "CI holds 0.5: no preference shown / 无显著偏好")),
+        ]
+    if question == "robustness":
+        gap, gap_ci = None, None
+        if n["rm.train_acc"] is not None and n["rm.test_acc"] is not None:
+            gap = n["rm.train_acc"] - n["rm.test_acc"]
+            gap_ci = list(difference_ci(n["rm.train_acc"] * n["rm.train_n"], n["rm.train_n"],
+                                        n["rm.test_acc"] * n["rm.test_n"], n["rm.test_n"]))
+        ood_gap, ood_ci = None, None
+        if n["ood.acc"] is not None and n["rm.test_acc"] is not None:
+            ood_gap = n["ood.acc"] - n["rm.test_acc"]
+            ood_ci = list(difference_ci(n["ood.acc"] * n["ood.n"], n["ood.n"], n["rm.test_acc"] * n["rm.test_n"],
+                                        n["rm.test_n"]))
+        return [
+            ("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2",
+             _ci_reading(gap_ci, 0.0, "over-fitting measured / 测得过拟合", "test above train / 测试高于训练",
+                         "gap within noise / 差距在噪声内")),
+            ("accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]", (n["ood.acc"], n["ood.ci"]), "ch. 2",
+             _ci_reading(n["ood.ci"], 0.5, *chance)),
+            ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2",
+             _ci_reading(ood_ci, 0.0, "higher out of distribution / 分布外更高", "drops out of distribution / 分布外下降",
+                         "no change beyond noise / 变化在噪声内")),
+            ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3", _length_reading(n)),
+        ]
+    if question == "length_bias":
+        return [
+            ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", "the baseline to beat / 需超越的基线"),
+            ("RM accuracy, test", n["rm.test_acc"], "ch. 1",
+             NOT_RUN if None in (n["rm.test_acc"], n["rm.longer_wins_acc"]) else
+             "above the length rule / 高于长度规则" if n["rm.test_acc"] > n["rm.longer_wins_acc"]
+             else "not above the length rule / 未高于长度规则"),
+            ("RM accuracy on length-matched pairs (±10%)",
+             None if n["rm.length_matched_acc"] is None else
+             f"{n['rm.length_matched_acc']:.3f} (n={n['rm.length_matched_n']})", "ch. 1", NOT_RUN if n["rm.length_matched_acc"] is None else
+             "signal beyond length / 长度之外仍有信号" if n["rm.length_matched_acc"] > 0.5
+             else "no signal beyond length / 长度之外无信号"),
+            ("Spearman(score, length): untrained → trained",
+             (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3", _length_reading(n)),
+            ("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
+             NOT_RUN if None in (n["gen.mean_length_base"], n["gen.mean_length_dpo"]) else
+             "DPO answers longer / DPO 回答更长" if n["gen.mean_length_dpo"] > n["gen.mean_length_base"]
+             else "DPO answers not longer / DPO 回答未变长"),
+            ("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]), "ch. 5",
+             _ci_reading(n["gen.lc_effect_ci"], 0.0, "DPO gain survives length control / 控制长度后仍有提升",
+                         "DPO loses under length control / 控制长度后下降",
+                         "no gain beyond length shown / 未显示长度之外的提升")),
+        ]
+    if question == "pluralistic":
+        return [
+            ("PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]",
+             (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]),
+             f"data · {n['data.helpful_vs_safer_n'] or 0} pairs",
+             NOT_RUN if n["data.helpful_vs_safer_disagree"] is None else
+             "two labels disagree on a sizeable share / 两种标签在相当比例上冲突"
+             if n["data.helpful_vs_safer_disagree"] > 0.1 else "labels mostly agree / 标签大多一致"),
+            ("RM accuracy on helpfulness labels of another dataset", n["ood.acc"], "ch. 2", "see robustness / 见鲁棒性"),
+        ]
+    if question == "dpo_policy":
+        ratio = None if None in (n["data.chosen_tokens_test"], n["gen.mean_length_base"]) else \
+            n["gen.mean_length_base"] / n["data.chosen_tokens_test"]
+        return [
+            ("DPO optimiser steps on the fixed preference pairs", n["dpo.steps"], "ch. 4",
+             "offline: no new samples during training / 离线：训练中不采样"),
+            ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", ""),
+            ("mean tokens: the base policy's own samples", n["gen.mean_length_base"], "ch. 5",
+             NOT_RUN if ratio is None else f"{ratio:.2f}× the dataset's: the data are not the policy's own "
+                                           f"samples (off-policy) / 数据并非策略自身的采样（离策略）"),
+        ]
+    if question == "dpo_vs_rlhf":
+        return [
+            ("reference log-probs", n["dpo.reference"], "config",
+             "computed once and cached: one model in memory while training / 只算一次并缓存：训练时内存中只有一个模型"
+             if n["dpo.reference"] == "cache" else "a reference forward every step / 每步一次参考模型前向"),
+            ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", ""),
+            ("reward-model training wall time (s), a PPO pipeline's first stage", n["rm.wall_time_s"], "ch. 1", ""),
+            ("implicit-reward accuracy on held-out pairs", n["dpo.eval.reward_accuracy"], "ch. 4",
+             NOT_RUN if n["dpo.eval.reward_accuracy"] is None else
+             "the policy ranks held-out pairs better than chance / 策略对留出样本对的排序优于随机"
+             if n["dpo.eval.reward_accuracy"] > 0.5 else "not above chance / 未高于随机"),
+        ]
+    if question == "dpo_limits":
+        gap = None if None in (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]) else \
+            n["dpo.train.reward_accuracy"] - n["dpo.eval.reward_accuracy"]
+        return [
+            ("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
+             "ch. 4", NOT_RUN if gap is None else f"gap {gap:+.3f}: " +
+             ("fits train pairs better / 训练集拟合更好" if gap > 0.05 else "no large gap / 差距不大")),
+            ("held-out implicit reward of chosen / rejected",
+             (n["dpo.eval.rewards_chosen"], n["dpo.eval.rewards_rejected"]), "ch. 4",
+             NOT_RUN if n["dpo.eval.rewards_chosen"] is None else
+             "chosen likelihood fell too: the margin grew by pushing both down / chosen 的似然也下降"
+             if n["dpo.eval.rewards_chosen"] < 0 else "chosen likelihood rose / chosen 的似然上升"),
+            ("win rate vs base judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]), "ch. 5",
+             _ci_reading(n["gen.win_rate_ci95"], 0.5, "better per the RM / 奖励模型认为更好",
+                         "worse per the RM / 奖励模型认为更差", "not distinguishable / 无显著差异")),
+            ("chapter 5's verdict", n["gen.verdict"], "ch. 5", ""),
+        ]
+    if question == "variants":
+        return [("see the loss-shape table and figure below / 见下方损失形状表与图", "", "alignkit.losses", "")]
+    raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
+
+
+def _length_reading(n: dict) -> str:
+    rho = n["scores.spearman_trained"]
+    if rho is None:
+        return NOT_RUN
+    return ("score rises strongly with length / 分数随长度显著上升" if rho > 0.5 else
+            "score rises moderately with length / 分数随长度中度上升" if rho > 0.2 else
+            "score falls with length / 分数随长度下降" if rho < -0.2 else "little length dependence / 几乎不依赖长度")
+
+
+def evidence(cfg, question: str, numbers: dict | None = None) -> pd.DataFrame:
+    """The table printed above one Q&A answer."""
+    n = numbers if numbers is not None else key_numbers(cfg)
+    rows = [(m, _fmt(v), s, r) for m, v, s, r in _rows(n, question)]
+    return pd.DataFrame([{"measure": m, "value": v, "source": s, "reading": NOT_RUN if v == NOT_RUN else r}
+                         for m, v, s, r in rows])
+
+
+def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1, tau: float = 0.1,
+                smoothing: float = 0.1, simpo_beta: float = 2.0, simpo_gamma: float = 1.0) -> pd.DataFrame:
+    """Loss and its slope d loss / d margin for DPO, conservative DPO, IPO and SimPO over a grid of margins,
+    from alignkit.losses. For DPO/cDPO/IPO the margin is the policy-vs-reference log-ratio difference
+    h = (log pi/pi_ref)(y_w) - (log pi/pi_ref)(y_l); for SimPO it is the difference of per-token average
+    log-probs (no reference). A slope of 0 is where the loss stops pushing."""
+    import torch
+    from alignkit import losses
+    zero = torch.zeros(())
+
+    def per_loss(h):
+        return {
+            f"DPO (β={beta})": lambda: losses.dpo_loss(h, zero, zero, zero, beta=beta),
+            f"cDPO (β={beta}, ε={smoothing})": lambda: losses.dpo_loss(h, zero, zero, zero, beta=beta,
+                                                                       label_smoothing=smoothing),
+            f"IPO (τ={tau})": lambda: losses.ipo_loss(h, zero, zero, zero, tau=tau),
+            f"SimPO (β={simpo_beta}, γ={simpo_gamma})": lambda: losses.simpo_loss(h, zero, beta=simpo_beta,
+                                                                                 gamma=simpo_gamma),
+        }
+    rows = []
+    for m in margins:
+        for name in per_loss(torch.tensor(0.0)):
+            h = torch.tensor(float(m), requires_grad=True)
+            value = per_loss(h)[name]()
+            value.backward()
+            rows.append({"loss": name, "margin": m, "value": value.item(), "slope": h.grad.item()})
+    return pd.DataFrame(rows)
