@@ -149,6 +149,9 @@ def loss_shapes(shapes: pd.DataFrame):
     import seaborn as sns
     set_theme()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if shapes.empty:
+        left.set_title("no loss functions available")
+        return fig
     sns.lineplot(data=shapes, x="margin", y="value", hue="loss", ax=left)
     sns.lineplot(data=shapes, x="margin", y="slope", hue="loss", ax=right, legend=False)
     right.axhline(0, c="grey", ls="--", lw=1)

@@ -130,7 +130,9 @@ def export_html(executed: Path) -> Path:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = flatten_tabs(cell.source)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    exporter = HTMLExporter()
+    exporter.log.setLevel("ERROR")  # not "Alternative text is missing" for every figure
+    body, _ = exporter.from_notebook_node(nb)
     html = Path(executed).with_suffix(".html")
     atomic_write_text(html, body)
     return html
