@@ -155,3 +155,32 @@ def test_cjk_labels_render_without_missing_glyphs():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for tofu
         fig.canvas.draw()
     plt.close(fig)
+
+
+def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
+    from alignkit import evidence
+    from alignkit.config import load_config
+    from alignkit.findings import NOT_RUN
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
+    numbers = evidence.key_numbers(cfg)
+    assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
+    for question in evidence.QUESTIONS:
+        table = evidence.evidence(cfg, question, numbers)
+        assert list(table.columns) == ["measure", "value", "source", "reading"] and len(table)
+    assert (evidence.evidence(cfg, "dpo_limits", numbers)["value"] == NOT_RUN).all()
+    assert (evidence.sources(cfg)["status"] == NOT_RUN).all()
+
+
+def test_loss_shapes_back_the_variants_answer():
+    """Chapter 6 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta."""
+    from alignkit.evidence import loss_shapes
+    shapes = loss_shapes(margins=(0.0, 5.0, 21.97, 30.0))
+    slope = shapes.pivot(index="margin", columns="loss", values="slope")
+    dpo = [c for c in slope.columns if c.startswith("DPO")]
+    if not dpo:
+        pytest.skip("alignkit.losses has no dpo_loss yet")
+    assert (slope[dpo[0]] < 0).all()
+    ipo = next(c for c in slope.columns if c.startswith("IPO"))
+    assert slope.loc[5.0, ipo] == pytest.approx(0.0, abs=1e-6) and slope.loc[30.0, ipo] > 0
+    cdpo = next(c for c in slope.columns if c.startswith("cDPO"))
+    assert abs(slope.loc[21.97, cdpo]) < 1e-4 and slope.loc[30.0, cdpo] > 0
