@@ -69,7 +69,7 @@ def key_numbers(cfg) -> dict:
         "scores.spearman_untrained": _get(scores, "untrained-test", "score_vs_length", "spearman"),
         "data.chosen_tokens_test": chosen_tokens,
         "dpo.steps": _get(dpo, "steps"), "dpo.wall_time_s": _get(dpo, "wall_time_s"),
-        "dpo.reference": _get(getattr(cfg, "dpo", None).__dict__ if hasattr(cfg, "dpo") else None, "reference"),
+        "dpo.reference": getattr(getattr(cfg, "dpo", None), "reference", None),
     }
     for split in ("train", "eval"):
         for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin"):
