@@ -172,12 +172,12 @@ models less harmful.
 
 :::{{tab-item}} 中文
 :sync: zh
-本书的每个数字都来自此处描述的运行：配置 **`{facts["profile"]}`**，覆盖项 `{overrides}`，代码提交
-`{git["commit"][:12]}`{"（含未提交的修改）" if git.get("dirty") else ""}，随机种子 **{facts["seeds"]["seed"]}**
-（用于数据划分与采样、新打分头初始化、批次顺序、自助法重采样和生成采样）。在同一台机器、同一提交上重新运行
+本书的每个数字都来自此处描述的运行：配置 **`{facts["profile"]}`**，覆盖项 `{overrides}`，代码提交 \
+`{git["commit"][:12]}`{"（含未提交的修改）" if git.get("dirty") else ""}，随机种子 **{facts["seeds"]["seed"]}**\
+（用于数据划分与采样、新打分头初始化、批次顺序、自助法重采样和生成采样）。在同一台机器、同一提交上重新运行\
 `make report PROFILE={facts["profile"]}` 即可复现；配置未变的已完成步骤会被复用。生成时间 {facts["generated"]}。
 
-**数据许可。** PKU-Alignment 的数据（align-anything、PKU-SafeRLHF）采用 CC-BY-NC-4.0（仅限非商业用途）；
+**数据许可。** PKU-Alignment 的数据（align-anything、PKU-SafeRLHF）采用 CC-BY-NC-4.0（仅限非商业用途）；\
 Anthropic HH-RLHF 采用 MIT 许可。内容提示：安全数据中含有有害文本，仅用于让模型更安全的研究。
 :::
 ::::
