@@ -53,11 +53,11 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     scorer = RewardModel.from_pretrained(model, seed=seed).eval()
     encoder = ChatEncoder(tokenizer, max_length, max_length // 2)
 
-    def alignkit_side() -> common.Work:
+    def alignkit_side(r: int) -> common.Work:
         score_texts(scorer, encoder, prompts, responses, batch_size=batch_size, progress=False)
         return common.Work(len(responses))
 
-    def peer_side() -> common.Work:
+    def peer_side(r: int) -> common.Work:
         one_at_a_time(scorer, tokenizer, prompts, responses, max_length)
         return common.Work(len(responses))
 

@@ -141,30 +141,40 @@ class Work:
 
     amount: float
     seconds: float | None = None
+    cpu_seconds: float | None = None
+    """Process CPU time (all threads) in the same window; None = measured around the whole call."""
 
 
-def alternate(sides: dict[str, Callable[[], Work]], repeats: int, *,
+def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
               warmup: dict[str, Callable[[], object]] | None = None) -> dict[str, dict]:
-    """Run each side once per repeat, in alternating order (A B, B A, A B, ...) so drift in machine load
-    hits both alike. `warmup` callables run once each, untimed, first (lazy init, kernel selection).
+    """Call each side once per repeat with the repeat's index r (a side may pick that repeat's rows by it;
+    both sides get the same r), in alternating order (A B, B A, A B, ...) so drift in machine load hits
+    both alike; short repeats alternate more finely. `warmup` callables run once each, untimed, first
+    (lazy initialisation, kernel selection).
 
-    Returns {side: {"values": [rate per repeat], "seconds": [...], "amount": [...], "peak_mem_mb": max}}."""
+    Returns {side: {"values": [rate per repeat], "seconds", "cpu_seconds", "amount", "load_avg_1m" (at each
+    start): [...], "peak_mem_mb": max over repeats}}. CPU seconds are this process's CPU time in the window:
+    when other work competes for the cores, wall time stretches but CPU time much less, so the ratio of
+    CPU-time rates (`cpu_ratio` in the result) is a cross-check of the wall-time ratio."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for fn in (warmup or {}).values():
         fn()
     names = list(sides)
-    out = {name: {"values": [], "seconds": [], "amount": [], "peak_mem_mb": 0.0} for name in names}
+    out = {name: {"values": [], "seconds": [], "cpu_seconds": [], "amount": [], "load_avg_1m": [],
+                  "peak_mem_mb": 0.0} for name in names}
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
+            out[name]["load_avg_1m"].append(round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
             with PeakMemory() as memory:
-                start = time.perf_counter()
-                work = sides[name]()
-                wall = time.perf_counter() - start
+                start, cpu_start = time.perf_counter(), time.process_time()
+                work = sides[name](r)
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             seconds = work.seconds if work.seconds is not None else wall
             record = out[name]
             record["values"].append(work.amount / seconds)
             record["seconds"].append(round(seconds, 4))
+            record["cpu_seconds"].append(round(work.cpu_seconds if work.cpu_seconds is not None else cpu, 4))
             record["amount"].append(work.amount)
             record["peak_mem_mb"] = round(max(record["peak_mem_mb"], memory.peak_mb), 1)
     return out
@@ -187,9 +197,13 @@ def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, meas
     for side, label in (("alignkit", alignkit_label), ("peer", peer_label)):
         m = measured[side]
         sides[side] = {"label": label, "values": m["values"], "peak_mem_mb": m["peak_mem_mb"],
-                       "seconds": m["seconds"], "amount": m["amount"]}
+                       "seconds": m["seconds"], "cpu_seconds": m["cpu_seconds"], "amount": m["amount"],
+                       "load_avg_1m": m["load_avg_1m"]}
+    cpu_rates = {side: [a / c for a, c in zip(measured[side]["amount"], measured[side]["cpu_seconds"])]
+                 for side in ("alignkit", "peer")}
     return {"name": name, "unit": unit, **sides,
             "ratio": ratio(measured["alignkit"]["values"], measured["peer"]["values"]),
+            "cpu_ratio": ratio(cpu_rates["alignkit"], cpu_rates["peer"]),
             "settings": {"threads": torch.get_num_threads(), **settings}, "wall_s": round(wall_s, 1), **extra}
 
 
