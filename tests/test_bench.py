@@ -48,7 +48,8 @@ def test_rm_bench_measures_both_sides_on_the_same_rows(rm_result):
     assert s["n_rows"] == 8 and s["batch_size"] == 4 and s["trainable"] == "lora"
     assert s["trainable_params"] > 0 and s["peer"]["pad_token"] == "<|endoftext|>"
     # both sides processed the same non-pad tokens (the bench also checks TRL's own counter)
-    assert rm_result["alignkit"]["amount"] == rm_result["peer"]["amount"] == [s["tokens_per_repeat"]]
+    assert rm_result["alignkit"]["amount"] == rm_result["peer"]["amount"] == s["tokens_per_repeat"]
+    assert len(rm_result["cpu_ratio"]["values"]) == 1 and rm_result["settings"]["alignkit_task"] == "packed"
 
 
 def test_report_renders_results(rm_result, tmp_path):
