@@ -50,6 +50,7 @@ def results_frame(results: dict) -> pd.DataFrame:
             "alignkit": b["alignkit"]["label"], "alignkit median": statistics.median(b["alignkit"]["values"]),
             "peer": b["peer"]["label"], "peer median": statistics.median(b["peer"]["values"]),
             "ratio median": r["median"], "ratio min": r["min"], "ratio max": r["max"], "repeats": len(r["values"]),
+            "CPU-time ratio median": (b.get("cpu_ratio") or {}).get("median"),
             "aim": aim, "meets aim": None if aim is None else r["median"] >= aim,
             "alignkit peak MB": b["alignkit"]["peak_mem_mb"], "peer peak MB": b["peer"]["peak_mem_mb"],
             "model": b["settings"].get("model"), "batch size": b["settings"].get("batch_size"),
@@ -62,7 +63,10 @@ def markdown_table(results: dict) -> str:
     """The results as a markdown table (benchmark, unit, medians, ratio median [min–max], aim, memory),
     headed by the machine and mode."""
     lines = [f"Machine: {machine_line(results['machine'])}; {results.get('mode', 'full')} mode, "
-             f"{results.get('repeats', '?')} repeats, alternating in one process; started {results.get('started', '?')}.",
+             f"{results.get('repeats', '?')} repeats, alternating in one process; started {results.get('started', '?')}, "
+             f"load average {results['machine'].get('load_avg_1m')}.",
+             "Rates are medians over repeats; the ratio is alignkit / peer per repeat. Peak memory: peak RSS during a "
+             "repeat minus RSS just before it.",
              "",
              "| benchmark | unit | alignkit (median) | peer (median) | ratio median [min–max] | aim | "
              "peak memory alignkit / peer (MB) |",

@@ -1,7 +1,8 @@
 """Run every benchmarks/bench_*.py and merge them into outputs/bench/results.json + results.md.
 
 Each benchmark runs in its own process (fresh memory baseline and torch state) through its `run(quick,
-repeats)`; one that fails is recorded with its error and the others still run (exit status 1 at the end).
+repeats)`, its output in outputs/bench/<name>.log; one that fails is recorded with its error (and the log's
+tail is printed) and the others still run (exit status 1 at the end).
 
     .venv/bin/python benchmarks/run_all.py                 # SmolLM2-135M (make bench)
     .venv/bin/python benchmarks/run_all.py --quick         # tiny random model (make bench QUICK=1)
@@ -75,12 +76,16 @@ def main() -> int:
         t0 = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(found[name]), str(partial),
                "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
-        code = subprocess.call(cmd, env=os.environ.copy())
+        log = out / f"{name}.log"  # the child's progress bars and warnings; its tail is shown on failure
+        with log.open("w") as stream:
+            code = subprocess.call(cmd, env=os.environ.copy(), stdout=stream, stderr=subprocess.STDOUT)
         result = json.loads(partial.read_text()) if partial.exists() else \
             {"name": name, "error": f"benchmark process exited with status {code} and wrote no result"}
         if "error" in result:
             failed.append(name)
-            print(f"bench {name}: FAILED after {time.perf_counter() - t0:.0f} s: {result['error']}", flush=True)
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            print(f"bench {name}: FAILED after {time.perf_counter() - t0:.0f} s: {result['error']}\n"
+                  f"--- last lines of {log}:\n{tail}", flush=True)
         else:
             print(f"bench {common.summary_line(result)} [{result['wall_s']:.0f} s]", flush=True)
         results.append(result)
