@@ -153,7 +153,7 @@ def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
     (lazy initialisation, kernel selection).
 
     Returns {side: {"values": [rate per repeat], "seconds", "cpu_seconds", "amount", "load_avg_1m" (at each
-    start): [...], "peak_mem_mb": max over repeats}}. CPU seconds are this process's CPU time in the window:
+    start), "peak_mem_mb_values": [...], "peak_mem_mb": max over repeats}}. CPU seconds are this process's CPU time in the window:
     when other work competes for the cores, wall time stretches but CPU time much less, so the ratio of
     CPU-time rates (`cpu_ratio` in the result) is a cross-check of the wall-time ratio."""
     if repeats < 1:
@@ -162,7 +162,7 @@ def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
         fn()
     names = list(sides)
     out = {name: {"values": [], "seconds": [], "cpu_seconds": [], "amount": [], "load_avg_1m": [],
-                  "peak_mem_mb": 0.0} for name in names}
+                  "peak_mem_mb_values": [], "peak_mem_mb": 0.0} for name in names}
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             out[name]["load_avg_1m"].append(round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
@@ -176,7 +176,8 @@ def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
             record["seconds"].append(round(seconds, 4))
             record["cpu_seconds"].append(round(work.cpu_seconds if work.cpu_seconds is not None else cpu, 4))
             record["amount"].append(work.amount)
-            record["peak_mem_mb"] = round(max(record["peak_mem_mb"], memory.peak_mb), 1)
+            record["peak_mem_mb_values"].append(round(memory.peak_mb, 1))
+            record["peak_mem_mb"] = max(record["peak_mem_mb_values"])
     return out
 
 
@@ -197,8 +198,8 @@ def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, meas
     for side, label in (("alignkit", alignkit_label), ("peer", peer_label)):
         m = measured[side]
         sides[side] = {"label": label, "values": m["values"], "peak_mem_mb": m["peak_mem_mb"],
-                       "seconds": m["seconds"], "cpu_seconds": m["cpu_seconds"], "amount": m["amount"],
-                       "load_avg_1m": m["load_avg_1m"]}
+                       "peak_mem_mb_values": m["peak_mem_mb_values"], "seconds": m["seconds"],
+                       "cpu_seconds": m["cpu_seconds"], "amount": m["amount"], "load_avg_1m": m["load_avg_1m"]}
     cpu_rates = {side: [a / c for a, c in zip(measured[side]["amount"], measured[side]["cpu_seconds"])]
                  for side in ("alignkit", "peer")}
     return {"name": name, "unit": unit, **sides,
