@@ -10,6 +10,11 @@ Result shape (one per benchmark; `run_all.py` merges them into outputs/bench/res
      "settings": {"model", "n_rows", "batch_size", "max_length", "trainable", "threads", ...},
      "wall_s": float}
 
+`make_result` also keeps, per side, "seconds", "cpu_seconds", "amount", "load_avg_1m" and
+"peak_mem_mb_values" per repeat, adds "cpu_ratio" (the same ratio from CPU-time rates) and passes extra
+keywords through (e.g. "aim": 1.5). A benchmark module: `run(quick=False, repeats=3, **kw) -> dict` built
+with `alternate` + `make_result`, and a `__main__` that prints `summary_line(result)`.
+
 Peak memory on CPU: a thread samples this process's resident set size (RSS) every few milliseconds while a
 side runs one repeat; the figure is that peak minus the RSS just before (after `gc` + `malloc_trim`, so
 memory freed by the other side is handed back to the OS first). The largest value over repeats is kept.
