@@ -110,6 +110,50 @@ class RewardConfig:
 
 
 @dataclass
+class DPOConfig:
+    loss: str = "sigmoid"
+    """'sigmoid' (DPO; label_smoothing > 0 makes it conservative DPO), 'robust', 'ipo', 'rdpo', 'simpo'
+    (reference-free) or 'orpo' (reference-free, adds SFT on the chosen response)."""
+    beta: float = 0.1
+    """Inverse temperature of the implicit reward beta * log(pi / pi_ref); IPO's tau; SimPO's beta."""
+    label_smoothing: float = 0.0
+    """cDPO's assumed label-flip rate ('sigmoid'), or robust DPO's ('robust')."""
+    rdpo_alpha: float = 0.01
+    """R-DPO length penalty per response token of difference."""
+    simpo_gamma: float = 0.5
+    """SimPO target margin."""
+    orpo_lambda: float = 0.1
+    """ORPO weight of the odds-ratio term next to the SFT loss."""
+    reference: str = "cache"
+    """'cache': reference log-probs computed once before training and kept on disk (no reference forward
+    per step); 'forward': a reference forward every step (LoRA adapter disabled, or a frozen copy)."""
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    """Which policy parameters train (as for the reward model)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimizer, schedule and loop settings of the DPO run."""
+
+
+@dataclass
+class GenerationConfig:
+    test_prompts: int | None = None
+    """How many held-out test prompts to answer (None = all, in a seeded order)."""
+    train_prompts: int = 48
+    """How many random training prompts to answer (seeded)."""
+    max_new_tokens: int = 96
+    """Response budget; responses that hit it are marked `hit_limit`."""
+    do_sample: bool = True
+    """Sample (seeded) rather than greedy decoding."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    top_p: float = 0.9
+    """Nucleus sampling mass."""
+    repetition_penalty: float = 1.1
+    """HF repetition penalty (1.0 = off); small models loop without it."""
+    batch_size: int = 16
+    """Prompts per generate() call (left-padded, KV cache)."""
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     """Profile name; outputs go to outputs/<profile>/ unless output_dir is set."""
@@ -122,6 +166,8 @@ class RunConfig:
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     @property
     def out(self) -> Path:

@@ -19,3 +19,94 @@ def bradley_terry_loss(better: torch.Tensor, worse: torch.Tensor, *, margin: flo
 def pairwise_accuracy(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
     """Fraction of pairs with r_better > r_worse; a tie counts as half."""
     return ((better > worse).float() + 0.5 * (better == worse).float()).mean()
+
+
+# ----------------------------------------------------------------------------- log-probs of responses
+
+def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor, *,
+                   average: bool = False) -> torch.Tensor:
+    """Log-probability of each sequence's response tokens. logits (B, L, V), input_ids and
+    response_mask (B, L) -> (B,). Token t is predicted by the logits at t-1, so the prompt (mask False)
+    and padding never count. `average=True` divides by the number of response tokens."""
+    targets = input_ids[:, 1:]
+    mask = response_mask[:, 1:].to(logits.dtype)
+    token_logps = torch.gather(logits[:, :-1].float().log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    total = (token_logps * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if average else total
+
+
+# ----------------------------------------------------------------------------- DPO and its variants
+# Inputs are per-sequence log-probs (B,): policy `pw`/`pl` for the chosen (w) and rejected (l) response,
+# reference `rw`/`rl`. Each loss returns per-pair losses (B,); the trainer takes the mean.
+
+def dpo_loss(pw: torch.Tensor, pl: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor, *, beta: float,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al., 2023): `-logsigmoid(beta * ((pw - rw) - (pl - rl)))`.
+
+    `label_smoothing = eps > 0` is conservative DPO (cDPO): the label is assumed flipped with probability
+    eps, so the loss is the cross-entropy against (1 - eps, eps) and no longer rewards infinite margins."""
+    h = beta * ((pw - rw) - (pl - rl))
+    return -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
+
+
+def robust_dpo_loss(pw, pl, rw, rl, *, beta: float, flip_rate: float) -> torch.Tensor:
+    """Robust DPO (Chowdhury et al., 2024): an unbiased estimate of the clean-label DPO loss when labels
+    are flipped with probability `flip_rate` < 0.5: `((1-e) l(h) - e l(-h)) / (1 - 2e)`, l = -logsigmoid."""
+    h = beta * ((pw - rw) - (pl - rl))
+    return (-(1 - flip_rate) * F.logsigmoid(h) + flip_rate * F.logsigmoid(-h)) / (1 - 2 * flip_rate)
+
+
+def ipo_loss(pw, pl, rw, rl, *, tau: float) -> torch.Tensor:
+    """IPO (Azar et al., 2023): `((pw - rw) - (pl - rl) - 1/(2 tau))^2`. A squared loss toward a finite
+    margin, so it does not push the likelihood ratio to infinity on deterministic preferences. Pass
+    length-averaged log-probs for the usual normalised form (as TRL does)."""
+    return ((pw - rw) - (pl - rl) - 1 / (2 * tau)) ** 2
+
+
+def rdpo_loss(pw, pl, rw, rl, len_w: torch.Tensor, len_l: torch.Tensor, *, beta: float, alpha: float
+              ) -> torch.Tensor:
+    """R-DPO (Park et al., 2024): DPO with a length penalty in the margin,
+    `-logsigmoid(beta * h - alpha * (len_w - len_l))`, so a longer chosen response must earn its length."""
+    h = beta * ((pw - rw) - (pl - rl))
+    return -F.logsigmoid(h - alpha * (len_w - len_l))
+
+
+def simpo_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor, *, beta: float, gamma: float) -> torch.Tensor:
+    """SimPO (Meng et al., 2024): reference-free, length-normalised:
+    `-logsigmoid(beta * (avg_pw - avg_pl) - gamma)` with per-token average log-probs and a target margin."""
+    return -F.logsigmoid(beta * (avg_pw - avg_pl) - gamma)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, stable at both ends."""
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def orpo_odds_ratio_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor) -> torch.Tensor:
+    """ORPO's odds-ratio term (Hong et al., 2024): `-logsigmoid(log odds(w) - log odds(l))`, with
+    odds(y) = p / (1 - p) and p the per-token average probability. Reference-free; ORPO adds it, weighted
+    by lambda, to the chosen response's SFT loss (see `orpo_loss`)."""
+    log_odds = (avg_pw - avg_pl) - (log1mexp(avg_pw) - log1mexp(avg_pl))
+    return -F.logsigmoid(log_odds)
+
+
+def orpo_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor, *, lam: float) -> torch.Tensor:
+    """ORPO: SFT on the chosen response (`-avg_pw`, its per-token NLL) + lam * odds-ratio term."""
+    return -avg_pw + lam * orpo_odds_ratio_loss(avg_pw, avg_pl)
+
+
+def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's z0: a batch estimate of KL(policy || reference) from mismatched (prompt, response) pairs,
+    clamped at 0 and detached (it is a reference point, not a training signal)."""
+    return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, z0: torch.Tensor, *,
+             beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al., 2024) on unpaired examples. With r = policy - reference log-ratio:
+    desirable `w_D (1 - sigmoid(beta (r - z0)))`, undesirable `w_U (1 - sigmoid(beta (z0 - r)))`.
+    `desirable` is a bool mask (B,); returns per-example losses (B,)."""
+    r = policy_logps - ref_logps
+    good = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
+    bad = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
+    return torch.where(desirable, good, bad)

@@ -176,3 +176,51 @@ class RewardModel(nn.Module):
         setattr(seqcls, seqcls.base_model_prefix, merged(self.backbone))
         seqcls.score = self.score_head
         seqcls.save_pretrained(path)
+
+
+class Policy(nn.Module):
+    """A causal LM whose forward returns each sequence's response log-probability. Vocabulary logits are
+    computed only at positions that predict a response token (the prompt's logits are never needed), which
+    saves most of the (tokens x vocab) work and memory of a full `lm(...).logits`."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    @classmethod
+    def from_pretrained(cls, name: str, *, dtype: torch.dtype = torch.float32) -> "Policy":
+        from transformers import AutoModelForCausalLM
+        lm = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
+        for option in ("final_logit_softcapping", "logits_scaling"):
+            if getattr(lm.config, option, None):
+                raise AlignkitError(f"{name}: config sets {option}; alignkit's response-only logits skip it")
+        return cls(lm)
+
+    def _decoder_and_head(self):
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return base.get_decoder(), base.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,))."""
+        import torch.nn.functional as F
+        decoder, head = self._decoder_and_head()
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        predicts = response_mask[:, 1:].bool()  # position t-1 predicts token t
+        rows = predicts.nonzero()[:, 0]
+        logits = head(hidden[:, :-1][predicts]).float()  # (T, V), T = response tokens in the batch
+        token_logps = -F.cross_entropy(logits, input_ids[:, 1:][predicts], reduction="none")
+        total = torch.zeros(input_ids.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
+        return total, predicts.sum(-1)
+
+    def reference(self):
+        """Context in which this policy acts as its reference: LoRA adapters disabled. (Without adapters,
+        the reference is the policy before training: log-probs cached then, or a frozen copy.)"""
+        import contextlib
+        if hasattr(self.lm, "disable_adapter"):
+            return self.lm.disable_adapter()
+        return contextlib.nullcontext()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """An `AutoModelForCausalLM` checkpoint (LoRA merged)."""
+        merged(self.lm).save_pretrained(path)

@@ -117,7 +117,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     task = RewardTask(tokenizer.pad_token_id, cfg.reward.margin, cfg.reward.center_coef,
                       cfg.train.eval_batch_size)
     rm_dir = cfg.out / "rm"
-    metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": cfg.to_dict(), "data": data_info,
+    metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": rm_config(cfg), "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
     if train_items:
         model.eval()
@@ -127,7 +127,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
-                       run_id=config_hash(cfg))
+                       run_id=config_hash(rm_config(cfg)))
         model.eval()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
             metrics["train"] = task.evaluate(result["engine"] or model, train_items)
@@ -155,8 +155,13 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     return metrics
 
 
-def config_hash(cfg: RunConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+def rm_config(cfg: RunConfig) -> dict:
+    """The settings a reward model depends on (the DPO and generation sections are not among them)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}
+
+
+def config_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def reward_model_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
@@ -165,7 +170,7 @@ def reward_model_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
     path = cfg.out / "rm" / "metrics.json"
     if not force and path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("config") == json.loads(json.dumps(cfg.to_dict())):
+        if saved.get("config") == json.loads(json.dumps(rm_config(cfg))):
             saved["metrics_path"] = str(path)
             saved["reused"] = True
             return saved

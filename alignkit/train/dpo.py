@@ -1,0 +1,247 @@
+"""DPO and its variants on preference pairs: the shared loop with a batch -> loss function.
+
+Chosen and rejected go through the policy in one concatenated forward. Reference log-probs are computed
+once before training (the policy with LoRA disabled, or the policy before its first update) and cached on
+disk, keyed by model, tokenizer and token ids, so a training step needs no reference forward;
+`dpo.reference=forward` recomputes them every step instead.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from alignkit.config import DPOConfig, RunConfig
+from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_dir, atomic_path, atomic_write_json
+from alignkit import losses
+from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
+from alignkit.train.loop import full_parameters, train
+from alignkit.train.rm import config_hash, prepare_data
+
+LOSSES = ("sigmoid", "robust", "ipo", "rdpo", "simpo", "orpo")
+REFERENCE_FREE = ("simpo", "orpo")
+
+
+@dataclass(frozen=True)
+class DPOItem:
+    pair: EncodedPair
+    reference: tuple[float, float] | None = None
+    """Cached reference log-probs of (better, worse); None = compute them in the step."""
+
+
+class DPOTask:
+    """Plugs a DPO-family objective into the shared loop. Metrics follow TRL's names: rewards are the
+    implicit rewards beta * (log pi - log pi_ref) (reference-free losses: beta * average log-prob)."""
+
+    def __init__(self, pad_id: int, cfg: DPOConfig, reference_model: Policy | None = None,
+                 eval_batch_size: int = 8):
+        if cfg.loss not in LOSSES:
+            raise AlignkitError(f"dpo.loss must be one of {', '.join(LOSSES)}; got {cfg.loss!r}")
+        if cfg.loss == "robust" and not 0 <= cfg.label_smoothing < 0.5:
+            raise AlignkitError("dpo.label_smoothing (the flip rate) must be in [0, 0.5) for robust DPO")
+        self.pad_id, self.cfg, self.reference_model = pad_id, cfg, reference_model
+        self.eval_batch_size = eval_batch_size
+
+    def collate(self, items: Sequence[DPOItem]) -> dict[str, torch.Tensor]:
+        batch = collate_pairs([i.pair for i in items], self.pad_id)
+        if all(i.reference is not None for i in items):
+            batch["reference_logps"] = torch.tensor([i.reference[0] for i in items] +
+                                                    [i.reference[1] for i in items])
+        return batch
+
+    def _reference(self, model, batch) -> torch.Tensor:
+        if "reference_logps" in batch:
+            return batch["reference_logps"]
+        policy = getattr(model, "module", model)  # a DeepSpeed engine wraps the policy
+        with torch.no_grad():
+            if self.reference_model is not None:
+                return self.reference_model(batch["input_ids"], batch["attention_mask"], batch["response_mask"])[0]
+            with policy.reference():
+                return policy(batch["input_ids"], batch["attention_mask"], batch["response_mask"])[0]
+
+    def objective(self, logps: torch.Tensor, n_tokens: torch.Tensor, reference: torch.Tensor | None):
+        """Concatenated (2B,) log-probs [better; worse] -> (per-pair losses, chosen rewards, rejected rewards)."""
+        c = self.cfg
+        half = logps.shape[0] // 2
+        pw, pl = logps[:half], logps[half:]
+        nw, nl = n_tokens[:half].clamp(min=1), n_tokens[half:].clamp(min=1)
+        if c.loss in REFERENCE_FREE:
+            aw, al = pw / nw, pl / nl
+            per_pair = (losses.simpo_loss(aw, al, beta=c.beta, gamma=c.simpo_gamma) if c.loss == "simpo"
+                        else losses.orpo_loss(aw, al, lam=c.orpo_lambda))
+            return per_pair, c.beta * aw.detach(), c.beta * al.detach()
+        rw, rl = reference[:half], reference[half:]
+        if c.loss == "sigmoid":
+            per_pair = losses.dpo_loss(pw, pl, rw, rl, beta=c.beta, label_smoothing=c.label_smoothing)
+        elif c.loss == "robust":
+            per_pair = losses.robust_dpo_loss(pw, pl, rw, rl, beta=c.beta, flip_rate=c.label_smoothing)
+        elif c.loss == "ipo":  # length-averaged log-ratios, as in TRL
+            per_pair = losses.ipo_loss(pw / nw, pl / nl, rw / nw, rl / nl, tau=c.beta)
+        else:
+            per_pair = losses.rdpo_loss(pw, pl, rw, rl, nw.float(), nl.float(), beta=c.beta, alpha=c.rdpo_alpha)
+        return per_pair, c.beta * (pw - rw).detach(), c.beta * (pl - rl).detach()
+
+    def _forward(self, model, batch):
+        logps, n_tokens = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        reference = None if self.cfg.loss in REFERENCE_FREE else self._reference(model, batch).to(logps)
+        per_pair, chosen, rejected = self.objective(logps, n_tokens, reference)
+        half = logps.shape[0] // 2
+        return per_pair, {"reward_accuracy": (chosen > rejected).float().mean(),
+                          "rewards_chosen": chosen.mean(), "rewards_rejected": rejected.mean(),
+                          "reward_margin": (chosen - rejected).mean(),
+                          "logps_chosen": logps[:half].detach().mean(),
+                          "logps_rejected": logps[half:].detach().mean()}
+
+    def step(self, model, batch):
+        per_pair, metrics = self._forward(model, batch)
+        return per_pair.mean(), metrics
+
+    def evaluate(self, model, items: Sequence[DPOItem]) -> dict:
+        """Means over all items (batches weighted by size)."""
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        order = sorted(range(len(items)), key=lambda i: items[i].pair.length)
+        for start in range(0, len(order), self.eval_batch_size):
+            chunk = [items[i] for i in order[start:start + self.eval_batch_size]]
+            batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
+            per_pair, metrics = self._forward(model, batch)
+            for key, value in {"loss": per_pair.mean(), **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(chunk)
+        return {**{k: v / len(items) for k, v in sums.items()}, "n": len(items)}
+
+
+# ----------------------------------------------------------------------------- reference log-probs
+
+def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtype: str) -> str:
+    """Content address of a reference cache: the model's files, the tokenizer, the exact token ids."""
+    h = hashlib.sha256()
+    resolved = Path(resolve_model(model_name))
+    if resolved.is_dir():
+        for f in sorted(resolved.glob("*.safetensors")) + [resolved / "config.json"]:
+            if f.exists():
+                h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    h.update(f"{model_name}|{dtype}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
+    for p in pairs:
+        h.update(repr((p.better.input_ids, p.better.prompt_length, p.worse.input_ids, p.worse.prompt_length)).encode())
+    return h.hexdigest()[:20]
+
+
+def reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *, cache: Path | None,
+                    batch_size: int = 8, desc: str = "reference log-probs") -> list[tuple[float, float]]:
+    """(better, worse) reference log-probs per pair, from `cache` when it exists, else computed (policy
+    with adapters disabled, inference mode, length-sorted batches) and written there atomically."""
+    if cache is not None and cache.exists():
+        saved = torch.load(cache)
+        if saved.shape == (len(pairs), 2):
+            return [tuple(row) for row in saved.tolist()]
+    out = torch.empty(len(pairs), 2)
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    device = next(policy.parameters()).device
+    was_training = policy.training
+    policy.eval()
+    with torch.inference_mode(), policy.reference():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True):
+            chunk = order[start:start + batch_size]
+            batch = collate_pairs([pairs[i] for i in chunk], pad_id)
+            logps, _ = policy(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")))
+            out[chunk] = torch.stack(logps.float().cpu().chunk(2), dim=1)
+    policy.train(was_training)
+    if cache is not None:
+        with atomic_path(cache) as tmp:
+            torch.save(out, tmp)
+    return [tuple(row) for row in out.tolist()]
+
+
+# ----------------------------------------------------------------------------- the run
+
+def dpo_config(cfg: RunConfig) -> dict:
+    """The settings a DPO run depends on."""
+    full = cfg.to_dict()
+    return {k: full[k] for k in ("seed", "model", "data", "dpo")}
+
+
+def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
+    """Fine-tune the policy with the configured DPO-family loss on the profile's training split (the same
+    split as the reward model's); writes outputs/<profile>/dpo/ (HF causal LM + metrics.json)."""
+    t0 = time.time()
+    d = cfg.dpo
+    if d.reference not in ("cache", "forward"):
+        raise AlignkitError(f"dpo.reference must be 'cache' or 'forward', got {d.reference!r}")
+    if d.train.threads:
+        torch.set_num_threads(d.train.threads)
+    train_pairs, eval_pairs, data_info = prepare_data(cfg)
+    if not train_pairs:
+        raise AlignkitError("DPO needs training pairs: set data.train_path (or --data)")
+    tokenizer = load_tokenizer(cfg.model.name)
+    encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
+    train_encoded, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
+    eval_encoded, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
+    policy = Policy.from_pretrained(cfg.model.name, dtype=getattr(torch, cfg.model.dtype))
+    pad = tokenizer.pad_token_id
+
+    train_refs = eval_refs = None
+    reference_model = None
+    timings: dict[str, float] = {}
+    if d.loss not in REFERENCE_FREE and d.reference == "cache":
+        t = time.time()
+        caches = cfg.out / "cache"
+        train_refs = reference_logps(policy, train_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
+                                     f"ref-{reference_key(cfg.model.name, tokenizer, train_encoded, cfg.model.dtype)}.pt")
+        eval_refs = reference_logps(policy, eval_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
+                                    f"ref-{reference_key(cfg.model.name, tokenizer, eval_encoded, cfg.model.dtype)}.pt")
+        timings["reference_s"] = round(time.time() - t, 1)
+    elif d.loss not in REFERENCE_FREE and d.trainable.mode != "lora":
+        reference_model = copy.deepcopy(policy).requires_grad_(False).eval()
+    train_items = [DPOItem(p, train_refs[i] if train_refs else None) for i, p in enumerate(train_encoded)]
+    eval_items = [DPOItem(p, eval_refs[i] if eval_refs else None) for i, p in enumerate(eval_encoded)]
+
+    policy.lm = make_trainable(policy.lm, d.trainable)
+    task = DPOTask(pad, d, reference_model, d.train.eval_batch_size)
+    result = train(policy, task, train_items, eval_items, [i.pair.length for i in train_items], d.train,
+                   seed=cfg.seed, checkpoint_dir=cfg.out / "checkpoints" / "dpo",
+                   tensorboard_dir=cfg.out / "tensorboard" / "dpo", resume=resume, desc="dpo train",
+                   run_id=config_hash(dpo_config(cfg)))
+    # train-side metrics on a seeded sample as large as the test split, for a like-for-like comparison
+    sample = random.Random(cfg.seed).sample(train_items, min(len(train_items), max(len(eval_items), 1)))
+    policy.eval()
+    with torch.inference_mode():
+        train_eval = task.evaluate(result["engine"] or policy, sample)
+    metrics = {"profile": cfg.profile, "model": cfg.model.name, "config": dpo_config(cfg), "data": data_info,
+               "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
+               "steps": result["steps"], "train": train_eval, "eval": result["final_eval"],
+               "eval_history": result["eval_history"], "last_train_step": result["last_train"],
+               **timings, "wall_time_s": round(time.time() - t0, 1)}
+    out_dir = cfg.out / "dpo"
+    with full_parameters(policy, result["engine"]):
+        if result["rank"] == 0:  # model, tokenizer and metrics appear together or not at all
+            with atomic_dir(out_dir) as tmp:
+                policy.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                atomic_write_json(tmp / "metrics.json", metrics)
+    if result["rank"] != 0:
+        return {}
+    shutil.rmtree(cfg.out / "checkpoints" / "dpo", ignore_errors=True)
+    metrics["metrics_path"] = str(out_dir / "metrics.json")
+    return metrics
+
+
+def dpo_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
+    """This exact config's DPO run: reused from outputs/<profile>/dpo/metrics.json when the saved run had
+    the same settings, else trained now (resuming an interrupted run; `force=True` starts over)."""
+    path = cfg.out / "dpo" / "metrics.json"
+    if not force and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("config") == json.loads(json.dumps(dpo_config(cfg))):
+            return {**saved, "metrics_path": str(path), "reused": True}
+    return run_dpo(cfg, resume=not force)
