@@ -114,8 +114,11 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
-    task = RewardTask(tokenizer.pad_token_id, cfg.reward.margin, cfg.reward.center_coef,
-                      cfg.train.eval_batch_size)
+    from alignkit.packing import PackedRewardTask, packed_length  # packing imports RewardTask from here
+    # training batches are shared-prompt packed (the prompt computed once per pair); evaluation and
+    # scoring stay on RewardTask's plain batched path
+    task = PackedRewardTask(tokenizer.pad_token_id, cfg.reward.margin, cfg.reward.center_coef,
+                            cfg.train.eval_batch_size)
     rm_dir = cfg.out / "rm"
     metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": rm_config(cfg), "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
@@ -124,7 +127,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
             metrics["eval_untrained"] = task.evaluate(model, eval_items)
         model.backbone = make_trainable(model.backbone, cfg.trainable)
-        result = train(model, task, train_items, eval_items, [p.length for p in train_items], cfg.train,
+        result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
                        run_id=config_hash(rm_config(cfg)))
