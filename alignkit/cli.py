@@ -58,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--max-prompt-length", type=int, default=96, help="prompt tokens kept (default 96)")
     score.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
     score.add_argument("--seed", type=int, default=0, help="seeds a fresh head (untrained model)")
+    dpo = commands.add_parser("dpo", help="DPO fine-tuning of the policy").add_subparsers(dest="action", required=True)
+    dpo_train = dpo.add_parser("train", help="fine-tune with DPO (or dpo.loss=ipo|robust|rdpo|simpo|orpo) on the "
+                               "profile's training split; writes outputs/<profile>/dpo/",
+                               epilog=DPO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(dpo_train)
+    dpo_train.add_argument("--data", help="training pairs: file, folder or Hub id (data.train_path)")
+    dpo_train.add_argument("--template", help="template of --data (data.train_template)")
+    dpo_train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    dpo_train.add_argument("--reuse", action="store_true",
+                           help="if this exact config was trained before, print its metrics instead of retraining")
+    generate = commands.add_parser("generate", help="generate with the base and DPO models on test and train "
+                                   "prompts, score with the trained RM, compare (outputs/<profile>/generations/)",
+                                   epilog=DPO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    generate.add_argument("--profile", default="cpu", help="profile in configs/ (cpu, gpu, tiny) or a YAML path")
+    generate.add_argument("--output-dir", help="artifacts root (default outputs/<profile>)")
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override any config field, e.g. generation.train_prompts=16 (repeatable)")
+    generate.add_argument("--force", action="store_true", help="regenerate even if this config's outputs exist")
     # --- report (alignkit.report): papermill notebooks -> HTML -> jupyter-book
     report = commands.add_parser("report", help="run the report notebooks with papermill and build the book")
     report.add_argument("--profile", default="cpu", help="profile every notebook runs on (cpu, gpu, tiny)")
@@ -67,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-book", action="store_true", help="notebooks and their HTML only")
     return parser
 
+
+DPO_EPILOG = """examples:
+  alignkit dpo train --profile cpu --reuse
+  alignkit dpo train --profile cpu --set dpo.beta=0.2 --set dpo.loss=ipo
+  alignkit generate --profile cpu --set generation.train_prompts=16
+  deepspeed --module alignkit dpo train --profile gpu
+"""
 
 SCORE_EPILOG = """examples:
   alignkit score --profile cpu
@@ -113,6 +138,24 @@ def main(argv: list[str] | None = None) -> int:
                                  seed=args.seed)
             print(json.dumps({k: summary[k] for k in ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95")},
                              indent=2))
+            return 0
+        if args.command == "dpo":
+            cfg = config_from_args(args)
+            from alignkit.train.dpo import dpo_metrics, run_dpo
+            metrics = dpo_metrics(cfg) if args.reuse else run_dpo(cfg, resume=args.resume)
+            if metrics:
+                keys = ("train", "eval", "steps", "reference_s", "wall_time_s", "metrics_path")
+                print(json.dumps({k: metrics[k] for k in keys if k in metrics}, indent=2))
+            return 0
+        if args.command == "generate":
+            from alignkit.config import load_config, parse_assignments
+            from alignkit.compare import compare_profile
+            overrides = parse_assignments(args.set)
+            if args.output_dir:
+                overrides["output_dir"] = args.output_dir
+            summary = compare_profile(load_config(args.profile, overrides), force=args.force)
+            print(json.dumps({k: summary[k] for k in ("test", "train", "verdict") if k in summary}, indent=2,
+                             ensure_ascii=False))
             return 0
         if args.command == "rm":
             cfg = config_from_args(args)
