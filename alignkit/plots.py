@@ -167,3 +167,28 @@ def loss_shapes(shapes: pd.DataFrame):
     left.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def generation_figures(table: pd.DataFrame) -> dict:
+    """Base vs DPO generations judged by the RM (table: split, model, score, response_tokens):
+    'scores' and 'lengths' (distributions per split), 'score_vs_length' (scatter + linear fit per model)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    set_theme()
+    splits = sorted(table.split.unique())
+    figures = {}
+    for key, column, label in (("scores", "score", bilingual("RM score", "奖励分数")),
+                               ("lengths", "response_tokens", bilingual("response tokens", "回复 token 数"))):
+        fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits), 3.2), squeeze=False)
+        for ax, split in zip(axes[0], splits):
+            sns.histplot(data=table[table.split == split], x=column, hue="model", hue_order=["base", "dpo"],
+                         stat="density", element="step", common_norm=False, ax=ax)
+            ax.set_title(f"{split} prompts")
+            ax.set_xlabel(label)
+        fig.tight_layout()
+        figures[key] = fig
+    grid = sns.lmplot(data=table, x="response_tokens", y="score", hue="model", hue_order=["base", "dpo"],
+                      col="split", col_order=splits, height=3.2, aspect=1.2, scatter_kws={"s": 10, "alpha": 0.5})
+    grid.set_axis_labels(bilingual("response tokens", "回复 token 数"), bilingual("RM score", "奖励分数"))
+    figures["score_vs_length"] = grid.figure
+    return figures

@@ -88,3 +88,52 @@ def correlations(x, y) -> dict:
     """Pearson and Spearman correlation of two equal-length sequences."""
     from scipy import stats
     return {"pearson": float(stats.pearsonr(x, y)[0]), "spearman": float(stats.spearmanr(x, y)[0]), "n": len(x)}
+
+
+def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Model B vs model A on the same prompts (one row each): B's win rate (ties half) and mean score
+    difference with bootstrap CIs over prompts, and a length-controlled effect.
+
+    Length control: regress the per-prompt score difference on the length difference,
+    `d_score = effect + per_token * d_length` (OLS). `effect` is B's advantage at equal length;
+    `per_token * mean(d_length)` is the part of the raw difference that length accounts for."""
+    import numpy as np
+    rows = np.column_stack([score_a, score_b, length_a, length_b]).astype(float)
+
+    def win(r):
+        return float(np.mean(np.where(r[:, 1] == r[:, 0], 0.5, r[:, 1] > r[:, 0])))
+
+    def fit(r):
+        d_len, d_score = r[:, 3] - r[:, 2], r[:, 1] - r[:, 0]
+        if np.ptp(d_len) == 0:  # no length variation: the effect is the mean difference
+            return float(d_score.mean()), 0.0
+        slope, intercept = np.polyfit(d_len, d_score, 1)
+        return float(intercept), float(slope)
+
+    effect, per_token = fit(rows)
+    mean_dlen = float(np.mean(rows[:, 3] - rows[:, 2]))
+    return {
+        "n": len(rows),
+        "win_rate": win(rows), "win_rate_ci95": list(bootstrap_ci(rows, win, n_resamples=n_resamples, seed=seed)),
+        "mean_score_a": float(rows[:, 0].mean()), "mean_score_b": float(rows[:, 1].mean()),
+        "mean_difference": float(np.mean(rows[:, 1] - rows[:, 0])),
+        "mean_difference_ci95": list(bootstrap_ci(rows, lambda r: float(np.mean(r[:, 1] - r[:, 0])),
+                                                  n_resamples=n_resamples, seed=seed)),
+        "mean_length_a": float(rows[:, 2].mean()), "mean_length_b": float(rows[:, 3].mean()),
+        "length_controlled": {
+            "effect": effect,
+            "effect_ci95": list(bootstrap_ci(rows, lambda r: fit(r)[0], n_resamples=n_resamples, seed=seed)),
+            "per_token": per_token,
+            "per_token_ci95": list(bootstrap_ci(rows, lambda r: fit(r)[1], n_resamples=n_resamples, seed=seed)),
+            "length_part": per_token * mean_dlen,
+        },
+    }
+
+
+def outside_range(values, reference, low: float = 1.0, high: float = 99.0) -> dict:
+    """Share of `values` outside the [low, high] percentile range of `reference` (how far out of the
+    reference distribution they fall)."""
+    import numpy as np
+    lo, hi = np.percentile(np.asarray(reference, float), [low, high])
+    v = np.asarray(values, float)
+    return {"range": [float(lo), float(hi)], "below": float(np.mean(v < lo)), "above": float(np.mean(v > hi))}

@@ -1,0 +1,65 @@
+"""Base vs DPO comparison: the statistics by hand, generation determinism, the profile pipeline on tiny."""
+import json
+
+import pytest
+
+from conftest import tiny_config
+
+
+def test_paired_comparison_by_hand():
+    from alignkit.stats import paired_comparison
+    base, dpo = [0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 5.0]
+    len_base, len_dpo = [10, 10, 10, 10], [12, 10, 8, 14]
+    c = paired_comparison(base, dpo, len_base, len_dpo, n_resamples=200)
+    assert c["win_rate"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert c["mean_difference"] == pytest.approx(0.5)
+    # d_score = [1, 0, -1, 2] on d_len = [2, 0, -2, 4]: OLS slope 0.5, intercept 0
+    assert c["length_controlled"]["per_token"] == pytest.approx(0.5)
+    assert c["length_controlled"]["effect"] == pytest.approx(0.0, abs=1e-9)
+    assert c["length_controlled"]["length_part"] == pytest.approx(0.5)  # 0.5 * mean d_len 1.0
+    lo, hi = c["win_rate_ci95"]
+    assert 0 <= lo <= c["win_rate"] <= hi <= 1
+
+
+def test_outside_range_counts_both_tails():
+    from alignkit.stats import outside_range
+    got = outside_range([-100, 0, 50, 100], list(range(101)), low=10, high=90)
+    assert got["range"] == [10.0, 90.0] and got["below"] == 0.5 and got["above"] == 0.25
+
+
+def test_generation_is_seeded_and_stops_at_end_of_turn(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+    from alignkit.config import GenerationConfig
+    from alignkit.data.tokenize import ChatEncoder
+    from alignkit.generation import generate
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [({"role": "user", "content": "Hi there, how are you today?"},), ({"role": "user", "content": "Why?"},),
+               ({"role": "user", "content": "Name three colours " * 30},)]
+    gen = GenerationConfig(max_new_tokens=6, batch_size=2)
+    encoder = ChatEncoder(tokenizer, 64, 32)
+    first, again = generate(lm, encoder, prompts, gen, seed=1), generate(lm, encoder, prompts, gen, seed=1)
+    assert first == again
+    assert all(r["response_tokens"] <= 6 and r["hit_limit"] == (r["response_tokens"] == 6) for r in first)
+    assert generate(lm, encoder, prompts, gen, seed=2) != first
+
+
+def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir, tmp_path, data_dir):
+    from alignkit.compare import compare_profile, load_generations
+    from alignkit.errors import AlignkitError
+    from alignkit.train.dpo import dpo_metrics
+    from alignkit.train.rm import reward_model_metrics
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1, "dpo.train.max_steps": 1})
+    reward_model_metrics(cfg)
+    with pytest.raises(AlignkitError, match="dpo train"):
+        compare_profile(cfg)
+    dpo_metrics(cfg)
+    summary = compare_profile(cfg)
+    table = load_generations(cfg)
+    assert set(table.model) == {"base", "dpo"} and set(table.split) == {"test", "train"}
+    assert len(table) == 2 * (cfg.generation.test_prompts + cfg.generation.train_prompts)
+    assert summary["test"]["n"] == cfg.generation.test_prompts and "verdict" in summary
+    assert summary["decoding"]["seed"] == cfg.seed
+    saved = json.loads((tmp_path / "out" / "generations" / "summary.json").read_text())
+    assert saved["test"]["win_rate"] == summary["test"]["win_rate"]
+    assert (tmp_path / "out" / "figures" / "generations_scores.png").exists()
+    assert compare_profile(cfg)["reused"]
