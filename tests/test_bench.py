@@ -52,6 +52,25 @@ def test_rm_bench_measures_both_sides_on_the_same_rows(rm_result):
     assert len(rm_result["cpu_ratio"]["values"]) == 1 and rm_result["settings"]["alignkit_task"] == "packed"
 
 
+@pytest.fixture(scope="module")
+def dpo_result(tiny_model_dir, data_dir):
+    import os
+    os.environ.setdefault("ALIGNKIT_DATA_DIR", str(data_dir))
+    return _bench("dpo").run(quick=True, repeats=1, model=str(tiny_model_dir), n_rows=8, batch_size=4)
+
+
+def test_dpo_bench_measures_both_sides_on_the_same_tokens(dpo_result):
+    _check_shape(dpo_result, "dpo", "tokens/s", 1)
+    s = dpo_result["settings"]
+    assert s["n_rows"] == 8 and s["batch_size"] == 4 and s["trainable"] == "lora" and s["trainable_params"] > 0
+    assert s["loss"] == "sigmoid" and s["max_length"] == 160 and s["max_prompt_length"] == 64
+    # identical token ids on both sides (checked inside the bench), so identical non-pad token counts
+    assert dpo_result["alignkit"]["amount"] == dpo_result["peer"]["amount"] == s["tokens_per_repeat"]
+    refs = s["reference_precompute_s"]
+    assert refs["alignkit"] > 0 and refs["peer"] > 0 and refs["rows"] == 8
+    assert refs["max_abs_difference"] < 1e-2  # both sides' reference log-probs agree
+
+
 def test_report_renders_results(rm_result, tmp_path):
     from alignkit import bench_report
     results = {"machine": {"cpu": "test cpu", "usable_cores": 2, "ram_gb": 1.0, "torch": "x", "torch_threads": 2,

@@ -1,0 +1,276 @@
+"""DPO training throughput: alignkit's training loop (`alignkit.train.loop.train` with `DPOTask`, sigmoid loss,
+reference log-probs cached before training) vs TRL's `DPOTrainer` (`precompute_ref_log_probs=True`), in one
+process, alternating and repeated.
+
+Both sides get the same model weights, the same rows, the same token ids (checked), the same batch size, max
+length, optimizer (AdamW, same lr, no weight decay, clip 1.0), loss (sigmoid, beta 0.1) and trainable set
+(LoRA all-linear r=16 alpha=32 on the causal LM; the reference is the model with its adapter disabled). One
+repeat = one epoch over that repeat's rows.
+
+Fairness notes, recorded in the result's settings:
+- Reference log-probs: both sides compute them once, before training, over every row of every repeat
+  (alignkit: `reference_logps`, before `make_trainable`; TRL: in its constructor). Those passes are timed
+  apart (settings.reference_precompute_s) and are not in the ratio, which measures training steps only.
+- Same tokens: TRL gets conversational rows ({prompt: messages, chosen/rejected: [assistant message]}) and
+  tokenizes them with the chat template itself. Two differences to alignkit's `ChatEncoder` are removed:
+  (1) rows are kept only if alignkit's encoding cuts nothing (prompt <= max_prompt_length, each sequence
+  <= max_length), so neither side truncates (TRL has no prompt limit and cuts sequence ends instead);
+  (2) SmolLM2's template ends every turn with "<|im_end|>\\n", and alignkit drops the final "\\n" of a
+  sequence (its last token is the end-of-turn token), so TRL's tokenizer copy gets the same template minus
+  the newline after the last message. The bench then checks that TRL's prompt + chosen/rejected ids equal
+  alignkit's token for token, and that TRL's own non-pad token counter matches ours.
+- TRL runs fp32 with gradient checkpointing off (its defaults would be bf16 autocast, which stalls on this
+  CPU, and checkpointing, which recomputes the forward): the same arithmetic as alignkit.
+- Timed windows: TRL from its first `on_step_begin` to its last `on_step_end` (its set-up and the first
+  batch's collation excluded); alignkit from its first collate call to the return of `train` (collation
+  included). Tokens/s counts non-pad tokens of the chosen and rejected sequences (identical on both sides).
+
+    .venv/bin/python benchmarks/bench_dpo.py                 # SmolLM2-135M from the cache
+    .venv/bin/python benchmarks/bench_dpo.py --quick         # tiny random model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+BETA = 0.1
+LORA = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
+TURN_END = "'<|im_end|>' + '\n'}}"
+"""SmolLM2's template closes every turn with this; `_peer_template` drops the newline after the last turn."""
+
+
+def _peer_template(template: str) -> str:
+    """The chat template with no newline after the last message (unless a generation prompt follows), so
+    prompt + response renders exactly as alignkit's `ChatEncoder` encodes it (it strips that newline)."""
+    if TURN_END not in template:
+        raise SystemExit("unexpected chat template: the bench knows how to align SmolLM2's ChatML template only")
+    return template.replace(TURN_END, "'<|im_end|>'}}{% if not loop.last or add_generation_prompt %}"
+                                      "{{ '\n' }}{% endif %}")
+
+
+def _uncut_pairs(n: int, tokenizer, max_length: int, max_prompt_length: int, seed: int):
+    """`n` seeded pairs whose encoding alignkit does not truncate, with their encodings (renumbered 0..n-1)."""
+    from dataclasses import replace
+    from alignkit.data.tokenize import ChatEncoder, encode_pairs
+    asked = 2 * n + 16
+    while True:
+        pairs, source = common.preference_pairs(asked, seed)
+        encoded, _ = encode_pairs(ChatEncoder(tokenizer, max_length, max_prompt_length), pairs)
+        keep = [(pairs[e.index], e) for e in encoded
+                if not any(s.response_cut or s.prompt_cut for s in (e.better, e.worse))][:n]
+        if len(keep) == n:
+            return [p for p, _ in keep], [replace(e, index=i) for i, (_, e) in enumerate(keep)], source
+        asked *= 2  # preference_pairs raises once the data runs out
+
+
+def _rows(pairs):
+    """TRL's conversational preference format."""
+    from datasets import Dataset
+    return Dataset.from_list([{"prompt": [dict(m) for m in p.prompt],
+                               "chosen": [{"role": "assistant", "content": p.better}],
+                               "rejected": [{"role": "assistant", "content": p.worse}]} for p in pairs])
+
+
+def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_length: int, lr: float,
+                 out_dir: str, seed: int):
+    """TRL's DPOTrainer on the same rows, weights and trainable set; its constructor precomputes the
+    reference log-probs of every row (timed). Returns (trainer, step window, precompute seconds)."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class StepWindow(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.first = self.last = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if self.first is None:
+                self.first, self.first_cpu = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
+
+    class TimedPrecompute(DPOTrainer):
+        precompute_s = 0.0
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            start = time.perf_counter()
+            try:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            finally:
+                TimedPrecompute.precompute_s += time.perf_counter() - start
+
+    import datasets
+    datasets.disable_progress_bars()
+    tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tokenizer.chat_template = _peer_template(tokenizer.chat_template)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA)
+    args = DPOConfig(
+        output_dir=out_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
+        max_steps=len(pairs) // batch_size, learning_rate=lr, weight_decay=0.0, warmup_steps=0,
+        max_grad_norm=1.0, max_length=max_length, beta=BETA, loss_type=["sigmoid"],
+        precompute_ref_log_probs=True, precompute_ref_batch_size=8, bf16=False, gradient_checkpointing=False,
+        logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=seed)
+    window = StepWindow()
+    trainer = TimedPrecompute(model=model, args=args, train_dataset=_rows(pairs), processing_class=tokenizer,
+                              peft_config=peft_config, callbacks=[window])
+    trainer.remove_callback(PrinterCallback)  # the end-of-train summary print
+    return trainer, window, TimedPrecompute.precompute_s
+
+
+def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
+        batch_size: int = 4, max_length: int = 160, max_prompt_length: int = 64, lr: float = 1e-4,
+        seed: int = 0) -> dict:
+    """Per repeat r, both sides train one epoch over the same `n_rows` pairs (chunk r of a seeded sample of
+    `n_rows * repeats` pairs that alignkit encodes without truncation); tokens/s of each, and the ratio.
+    `quick` uses a tiny random Llama (unless `model` is given)."""
+    common.quiet()
+    from alignkit.config import DPOConfig, TrainConfig
+    from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model
+    from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
+    from alignkit.train.loop import train
+    t0 = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-dpo-")
+    if model is None:
+        model = str(common.tiny_model(Path(tmp.name) / "tiny")) if quick else "smollm2"
+    n_rows = n_rows or (16 if quick else 32)
+    n_rows -= n_rows % batch_size
+    if n_rows < batch_size:
+        raise SystemExit(f"n_rows must be at least one batch ({batch_size})")
+
+    tokenizer = load_tokenizer(model)
+    pad = tokenizer.pad_token_id
+    pairs, encoded, source = _uncut_pairs(n_rows * repeats, tokenizer, max_length, max_prompt_length, seed)
+    tokens = [sum(len(s.input_ids) for e in encoded[r * n_rows:(r + 1) * n_rows] for s in (e.better, e.worse))
+              for r in range(repeats)]
+
+    trainable = TrainableConfig(mode="lora", lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
+                                lora_targets=LORA["target_modules"])
+    ours = Policy.from_pretrained(model)
+    start = time.perf_counter()
+    refs = reference_logps(ours, encoded, pad, cache=None, batch_size=8)  # the untrained policy = the reference
+    ours_precompute = time.perf_counter() - start
+    ours.lm = make_trainable(ours.lm, trainable)
+    items = [DPOItem(e, refs[i]) for i, e in enumerate(encoded)]
+    chunks = [items[r * n_rows:(r + 1) * n_rows] for r in range(repeats)]
+    task = DPOTask(pad, DPOConfig(loss="sigmoid", beta=BETA, trainable=trainable,
+                                  train=TrainConfig(batch_size=batch_size, lr=lr)))
+
+    trainer, window, peer_precompute = _trl_trainer(resolve_model(model), tokenizer, pairs, batch_size=batch_size,
+                                                    max_length=max_length, lr=lr, out_dir=str(Path(tmp.name) / "trl"),
+                                                    seed=seed)
+    prepared = trainer.train_dataset  # tokenized, with ref_chosen_logps / ref_rejected_logps
+    if len(prepared) != len(encoded):
+        raise SystemExit(f"TRL kept {len(prepared)} of {len(encoded)} rows")
+    for row, e in zip(prepared, encoded):
+        if (row["prompt_ids"] + row["chosen_ids"] != list(e.better.input_ids)
+                or row["prompt_ids"] + row["rejected_ids"] != list(e.worse.input_ids)
+                or len(row["prompt_ids"]) != e.better.prompt_length):
+            raise SystemExit(f"row {e.index}: TRL's token ids differ from alignkit's")
+    ref_gap = max(max(abs(row["ref_chosen_logps"] - r[0]), abs(row["ref_rejected_logps"] - r[1]))
+                  for row, r in zip(prepared, refs))
+    datasets = [prepared.select(range(r * n_rows, (r + 1) * n_rows)) for r in range(repeats)]
+    n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    n_peer = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if n_ours != n_peer:
+        raise SystemExit(f"trainable parameters differ: alignkit {n_ours}, TRL {n_peer}")
+
+    class FirstCollate:
+        """The DPO task, noting when the loop asks for its first batch (the start of the timed window)."""
+
+        def __init__(self):
+            self.start = None
+
+        def collate(self, batch_items):
+            if self.start is None:
+                self.start, self.start_cpu = time.perf_counter(), time.process_time()
+            return task.collate(batch_items)
+
+        def step(self, m, batch):
+            return task.step(m, batch)
+
+        def evaluate(self, m, eval_items):
+            return task.evaluate(m, eval_items)
+
+    def alignkit_side(r: int, steps: int | None = None) -> common.Work:
+        cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
+                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9)
+        timed = FirstCollate()
+        train(ours, timed, chunks[r], [], [i.pair.length for i in chunks[r]], cfg, seed=seed,
+              checkpoint_dir=Path(tmp.name) / "ckpt", tensorboard_dir=None, desc="bench dpo")
+        return common.Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
+
+    counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
+
+    def peer_side(r: int, steps: int | None = None) -> common.Work:
+        trainer.train_dataset = datasets[r]
+        trainer.args.max_steps = steps or n_rows // batch_size
+        before = trainer._total_train_tokens
+        trainer.train()
+        counted.append(trainer._total_train_tokens - before)
+        return common.Work(tokens[r], window.last - window.first, window.last_cpu - window.first_cpu)
+
+    measured = common.alternate({"alignkit": alignkit_side, "peer": peer_side}, repeats,
+                                warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
+    if counted[1:] != tokens:  # [0] is the one-step warm-up
+        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
+    prompt_tokens = sum(e.better.prompt_length for e in encoded)
+    settings = {"model": "smollm2" if model == "smollm2" else (common.QUICK_MODEL if quick else model),
+                "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
+                "rows_filter": f"only pairs alignkit encodes uncut (prompt <= {max_prompt_length}, "
+                               f"sequence <= {max_length} tokens)",
+                "sequences": 2 * n_rows, "tokens_per_repeat": tokens,
+                "mean_sequence_tokens": round(sum(tokens) / (2 * n_rows * repeats), 1),
+                "mean_prompt_tokens": round(prompt_tokens / len(encoded), 1),
+                "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
+                "trainable": "lora", "lora": LORA, "trainable_params": n_ours, "dtype": "float32",
+                "loss": "sigmoid", "beta": BETA, "steps_per_repeat": n_rows // batch_size, "lr": lr,
+                "reference_precompute_s": {"alignkit": round(ours_precompute, 2), "peer": round(peer_precompute, 2),
+                                           "rows": len(encoded), "batch_size": 8,
+                                           "max_abs_difference": ref_gap},
+                "peer": {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True,
+                         "chat_template": "SmolLM2's, without the newline after the last message",
+                         "optim": str(trainer.args.optim), "train_sampling_strategy": "random"},
+                "alignkit_batches": "length-grouped (alignkit.train.loop), better rows then worse rows",
+                "rows": "repeat r trains both sides on chunk r of the sample (same rows, different per repeat)",
+                "timing": "TRL: first on_step_begin -> last on_step_end; alignkit: first collate -> train() returns",
+                "memory": "peak RSS minus RSS before the repeat (sampled every 5 ms)"}
+    tmp.cleanup()
+    return common.make_result("dpo", "tokens/s", "alignkit DPOTask (cached reference)",
+                              f"trl {common._version('trl')} DPOTrainer", measured, settings,
+                              time.perf_counter() - t0, aim=1.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny random model")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick)")
+    parser.add_argument("--n-rows", type=int, help="preference pairs per repeat (default 32; 16 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
+    parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--max-prompt-length", type=int, default=64)
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
+                 max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(common.summary_line(result))
+    print("reference precompute (s):", result["settings"]["reference_precompute_s"])
+
+
+if __name__ == "__main__":
+    main()
