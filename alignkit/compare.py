@@ -135,6 +135,10 @@ def verdict(summary: dict) -> str:
             text += " The RM rewards length, but length does not explain most of the difference."
         else:
             text += " The data do not show a length effect on the difference."
+        capped = max(s["hit_limit_base"], s["hit_limit_dpo"])
+        if capped > 0.5:
+            text += (f" Caveat: {capped:.0%} of responses hit the token budget, so lengths vary little and the "
+                     f"length test has little power.")
         oor = s.get("out_of_range")
         if oor:
             share = {m: oor[m]["below"] + oor[m]["above"] for m in MODELS}
