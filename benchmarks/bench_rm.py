@@ -142,32 +142,12 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     peer_pad = trainer.processing_class.pad_token_id
     if any(peer_pad in s.input_ids for i in items for s in (i.better, i.worse)):
         raise SystemExit(f"{PEER_PAD} occurs in the rows; TRL's pad-id pooling would read the wrong token")
-    n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
-    n_peer = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    if n_ours != n_peer:
-        raise SystemExit(f"trainable parameters differ: alignkit {n_ours}, TRL {n_peer}")
-
-    class FirstCollate:
-        """The reward task, noting when the loop asks for its first batch (the start of the timed window)."""
-
-        def __init__(self):
-            self.start = None
-
-        def collate(self, batch_items):
-            if self.start is None:
-                self.start, self.start_cpu = time.perf_counter(), time.process_time()
-            return task.collate(batch_items)
-
-        def step(self, m, batch):
-            return task.step(m, batch)
-
-        def evaluate(self, m, eval_items):
-            return task.evaluate(m, eval_items)
+    n_ours = common.check_same_trainable(ours, trainer.model)
 
     def alignkit_side(r: int, steps: int | None = None) -> common.Work:
         cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
                           max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9)
-        timed = FirstCollate()
+        timed = common.TimedTask(task)
         train(ours, timed, chunks[r], [], [group_key(i) for i in chunks[r]], cfg, seed=seed,
               checkpoint_dir=Path(tmp.name) / "ckpt", tensorboard_dir=None, desc="bench rm")
         return common.Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)

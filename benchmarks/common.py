@@ -264,3 +264,30 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
+
+
+class TimedTask:
+    """Wraps a training task; notes when the loop asks for its first batch (the start of the timed window)."""
+
+    def __init__(self, task):
+        self.task, self.start, self.start_cpu = task, None, None
+
+    def collate(self, batch_items):
+        if self.start is None:
+            self.start, self.start_cpu = time.perf_counter(), time.process_time()
+        return self.task.collate(batch_items)
+
+    def step(self, m, batch):
+        return self.task.step(m, batch)
+
+    def evaluate(self, m, eval_items):
+        return self.task.evaluate(m, eval_items)
+
+
+def check_same_trainable(ours, peer_model) -> int:
+    """Both sides must train the same number of parameters; returns it."""
+    n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    n_peer = sum(p.numel() for p in peer_model.parameters() if p.requires_grad)
+    if n_ours != n_peer:
+        raise SystemExit(f"trainable parameters differ: alignkit {n_ours}, TRL {n_peer}")
+    return n_ours

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from alignkit.config import DPOConfig, RunConfig
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_dir, atomic_path, atomic_write_json
+from alignkit.io import atomic_path
 from alignkit import losses
 from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
-from alignkit.train.loop import full_parameters, train
+from alignkit.train.loop import save_final, train
 from alignkit.train.rm import config_hash, prepare_data
 
 LOSSES = ("sigmoid", "robust", "ipo", "rdpo", "simpo", "orpo")
@@ -223,13 +223,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
                "eval_history": result["eval_history"], "last_train_step": result["last_train"],
                **timings, "wall_time_s": round(time.time() - t0, 1)}
     out_dir = cfg.out / "dpo"
-    with full_parameters(policy, result["engine"]):
-        if result["rank"] == 0:  # model, tokenizer and metrics appear together or not at all
-            with atomic_dir(out_dir) as tmp:
-                policy.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                atomic_write_json(tmp / "metrics.json", metrics)
-    if result["rank"] != 0:
+    if not save_final(out_dir, policy, tokenizer, metrics, result):
         return {}
     shutil.rmtree(cfg.out / "checkpoints" / "dpo", ignore_errors=True)
     metrics["metrics_path"] = str(out_dir / "metrics.json")

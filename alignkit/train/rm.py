@@ -14,12 +14,12 @@ from alignkit.data.sources import load_pairs, resolve_source, split_by_prompt
 from alignkit.data.templates import PreferencePair
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_dir, atomic_write_json, atomic_write_text
+from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.scoring import end_scores
-from alignkit.train.loop import full_parameters, train
+from alignkit.train.loop import save_final, train
 
 
 class RewardTask:
@@ -137,13 +137,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
         metrics["wall_time_s"] = round(time.time() - t0, 1)
-        with full_parameters(model, result["engine"]):
-            if result["rank"] == 0:  # model, tokenizer and metrics appear together or not at all
-                with atomic_dir(rm_dir) as tmp:
-                    model.save_pretrained(tmp)
-                    tokenizer.save_pretrained(tmp)
-                    atomic_write_json(tmp / "metrics.json", metrics)
-        if result["rank"] != 0:
+        if not save_final(rm_dir, model, tokenizer, metrics, result):
             return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
         out = rm_dir / "metrics.json"
