@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS = Path("outputs") / "bench" / "results.json"
+GPU_RESULTS = Path("benchmarks") / "results" / "gpu_h100.json"
+"""The GPU half (benchmarks/run_gpu.sh on a lent H100), committed: CI machines have no GPU to redo it."""
 AIMS = {"rm": 1.5, "dpo": 1.5, "scoring": 10.0}
 """The issue's targets (alignkit / peer), used when a result carries no `aim` of its own."""
 HOW_TO = ("No benchmark results at {path}. Produce them with `make bench` (SmolLM2-135M, minutes to an hour "
@@ -27,8 +29,9 @@ def load_results(path: str | Path = RESULTS) -> dict | None:
 def machine_line(machine: dict) -> str:
     """'AMD EPYC, 2 cores, 23.4 GB RAM, torch 2.13.0+cpu (2 threads)'."""
     gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+    threads = f" ({machine['torch_threads']} threads)" if machine.get("torch_threads") else ""
     return (f"{machine['cpu']}, {machine['usable_cores']} cores, {machine['ram_gb']} GB RAM{gpu}, "
-            f"torch {machine['torch']} ({machine['torch_threads']} threads)")
+            f"torch {machine['torch']}{threads}")
 
 
 def _ok(results: dict) -> list[dict]:
@@ -45,6 +48,7 @@ def results_frame(results: dict) -> pd.DataFrame:
             continue
         r = b["ratio"]
         aim = b.get("aim", AIMS.get(b["name"]))
+        mfu = b.get("mfu") or {}
         rows.append({
             "benchmark": b["name"], "unit": b["unit"],
             "alignkit": b["alignkit"]["label"], "alignkit median": statistics.median(b["alignkit"]["values"]),
@@ -53,6 +57,7 @@ def results_frame(results: dict) -> pd.DataFrame:
             "CPU-time ratio median": (b.get("cpu_ratio") or {}).get("median"),
             "aim": aim, "meets aim": None if aim is None else r["median"] >= aim,
             "alignkit peak MB": b["alignkit"]["peak_mem_mb"], "peer peak MB": b["peer"]["peak_mem_mb"],
+            **({"alignkit MFU": mfu["alignkit"], "peer MFU": mfu["peer"]} if mfu else {}),
             "model": b["settings"].get("model"), "batch size": b["settings"].get("batch_size"),
             "max length": b["settings"].get("max_length"), "trainable": b["settings"].get("trainable"),
         })
@@ -165,3 +170,18 @@ def verdicts(results: dict) -> list[str]:
         out.append(f"{b['name']}: {b['alignkit']['label']} is {r['median']:.2f}× {b['peer']['label']} "
                    f"(min {r['min']:.2f}, max {r['max']:.2f} over {len(r['values'])} repeats; {rates}){goal}.")
     return out
+
+
+def deepspeed_frame(results: dict) -> pd.DataFrame | None:
+    """The GPU results' DeepSpeed runs of the gpu profile (RM, DPO): steps, wall time and final eval metrics."""
+    runs = results.get("deepspeed") or {}
+    rows = []
+    for kind in ("rm", "dpo"):
+        if kind not in runs:
+            continue
+        run, final = runs[kind], runs[kind].get("final_eval") or {}
+        accuracy = final.get("accuracy", final.get("reward_accuracy"))
+        rows.append({"run": kind, "optimizer steps": run.get("steps"), "wall time (s)": run.get("wall_time_s"),
+                     "reference pass (s)": run.get("reference_s"), "eval accuracy": accuracy,
+                     "eval loss": final.get("loss"), "eval pairs": final.get("n")})
+    return pd.DataFrame(rows) if rows else None

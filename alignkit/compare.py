@@ -47,7 +47,7 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     from transformers import AutoModelForCausalLM
     from alignkit.data.tokenize import ChatEncoder
     from alignkit.generation import generate
-    from alignkit.models import RewardModel, load_tokenizer, resolve_model
+    from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model
     from alignkit.scoring import score_texts
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -57,7 +57,7 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     encoder = ChatEncoder(load_tokenizer(cfg.model.name), cfg.data.max_length, cfg.data.max_prompt_length)
     rows = []
     for name, source in sources.items():
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype))
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype)).to(compute_device())
         made = generate(lm, encoder, [p for _, _, p in flat], cfg.generation, seed=cfg.seed, desc=f"generate {name}")
         rows += [{"split": s, "prompt_id": pid, "model": name, "prompt": list(p), **m}
                  for (s, pid, p), m in zip(flat, made)]

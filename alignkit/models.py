@@ -57,6 +57,17 @@ def _smollm2_checkpoint() -> Path:
     return target
 
 
+def compute_device() -> torch.device:
+    """Where alignkit puts a model it loads: $ALIGNKIT_DEVICE if set (e.g. 'cpu'), else this process's GPU
+    (cuda:$LOCAL_RANK, the DeepSpeed launcher's numbering) when torch sees one, else the CPU."""
+    chosen = os.environ.get("ALIGNKIT_DEVICE")
+    if chosen:
+        return torch.device(chosen)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def resolve_model(name: str) -> str:
     """A name as given by the user -> something `from_pretrained` accepts."""
     if not name:
@@ -157,7 +168,7 @@ class RewardModel(nn.Module):
                 resolve_model(name), num_labels=1, dtype=dtype)
         finally:
             hf_logging.set_verbosity(verbosity)
-        return cls(seqcls)
+        return cls(seqcls).to(compute_device())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask: (B, L) -> (token scores (B, L), end scores (B,))."""
@@ -181,7 +192,12 @@ class RewardModel(nn.Module):
 class Policy(nn.Module):
     """A causal LM whose forward returns each sequence's response log-probability. Vocabulary logits are
     computed only at positions that predict a response token (the prompt's logits are never needed), which
-    saves most of the (tokens x vocab) work and memory of a full `lm(...).logits`."""
+    saves most of the (tokens x vocab) work and memory of a full `lm(...).logits`. When a batch has more
+    than `logits_chunk` response tokens and gradients are on, the logits are made `logits_chunk` tokens at
+    a time and recomputed in the backward pass, so at most one chunk's (tokens x vocab) logits is held
+    (Qwen2.5's 152k vocabulary: 6.5k response tokens would otherwise keep ~12 GB of logits and their grads)."""
+
+    logits_chunk = 2048
 
     def __init__(self, lm: nn.Module):
         super().__init__()
@@ -194,7 +210,7 @@ class Policy(nn.Module):
         for option in ("final_logit_softcapping", "logits_scaling"):
             if getattr(lm.config, option, None):
                 raise AlignkitError(f"{name}: config sets {option}; alignkit's response-only logits skip it")
-        return cls(lm)
+        return cls(lm).to(compute_device())
 
     def _decoder_and_head(self):
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
@@ -208,8 +224,18 @@ class Policy(nn.Module):
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         predicts = response_mask[:, 1:].bool()  # position t-1 predicts token t
         rows = predicts.nonzero()[:, 0]
-        logits = head(hidden[:, :-1][predicts]).float()  # (T, V), T = response tokens in the batch
-        token_logps = -F.cross_entropy(logits, input_ids[:, 1:][predicts], reduction="none")
+        states, targets = hidden[:, :-1][predicts], input_ids[:, 1:][predicts]  # T = response tokens
+
+        def logps_of(h, t):  # (n, H), (n,) -> (n,): one chunk's (n, V) logits live only inside
+            return -F.cross_entropy(head(h).float(), t, reduction="none")
+
+        n = self.logits_chunk
+        if states.shape[0] <= n or not torch.is_grad_enabled():
+            token_logps = logps_of(states, targets)
+        else:
+            from torch.utils.checkpoint import checkpoint
+            token_logps = torch.cat([checkpoint(logps_of, states[i:i + n], targets[i:i + n], use_reentrant=False)
+                                     for i in range(0, states.shape[0], n)])
         total = torch.zeros(input_ids.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
         return total, predicts.sum(-1)
 

