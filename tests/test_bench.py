@@ -105,3 +105,32 @@ def test_performance_notebook_renders_results_or_says_how(rm_result, tmp_path):
                                                "results_path": str(results_path)},
                                    kernel_name="python3", progress_bar=False)
         assert expect in out.read_text()
+
+
+def test_random_model_shapes_and_matmul_parameter_count(tmp_path):
+    common = _bench("rm").common  # benchmarks/common.py, as the benches import it
+    path, label = common.pick_model("random:tiny", False, tmp_path)
+    assert label == "tiny (random weights)"
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path)
+    # by hand from SHAPES["tiny"]: hidden 32, MLP 64, 4 heads of 8, 2 key/value heads, 2 layers
+    attention = 32 * 32 + 32 * 16 + 32 * 16 + 32 * 32  # q, k, v, o
+    mlp = 3 * 32 * 64  # gate, up, down
+    per_layer = attention + mlp + 2 * 32  # + two RMSNorm weights
+    body = 2 * per_layer + 32  # + the final norm
+    assert common.matmul_params(model, lm_head=False) == body
+    assert common.matmul_params(model, lm_head=True) == body + model.config.vocab_size * 32
+    assert common.model_flops_utilisation({}, body) is None  # no GPU here: no MFU claimed
+    with pytest.raises(SystemExit, match="unknown model shape"):
+        common.pick_model("random:gpt-17", False, tmp_path)
+
+
+def test_gpu_results_render_with_mfu_and_deepspeed_runs():
+    from alignkit import bench_report
+    results = bench_report.load_results(REPO / bench_report.GPU_RESULTS)
+    frame = bench_report.results_frame(results)
+    assert list(frame.benchmark) == ["rm", "dpo"]
+    assert frame["alignkit MFU"].between(0, 1).all() and frame["peer MFU"].between(0, 1).all()
+    runs = bench_report.deepspeed_frame(results)
+    assert list(runs.run) == ["rm", "dpo"] and (runs["optimizer steps"] > 0).all()
+    assert "H100" in bench_report.machine_line(results["machine"])

@@ -69,3 +69,16 @@ def test_truncation_keeps_the_end_token_and_counts_cuts(tokenizer, homework_pair
     batch = collate_pairs(items[:3], tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] == 6
     assert batch["response_mask"].sum() > 0
+
+
+def test_models_load_onto_the_chosen_device(monkeypatch, tiny_model_dir):
+    import torch
+    from alignkit.models import RewardModel, compute_device
+    monkeypatch.delenv("ALIGNKIT_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # DeepSpeed's launcher numbers a host's processes so
+    assert compute_device() == torch.device("cuda", 3)
+    monkeypatch.setenv("ALIGNKIT_DEVICE", "cpu")  # an explicit choice wins
+    assert compute_device() == torch.device("cpu")
+    model = RewardModel.from_pretrained(str(tiny_model_dir))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
