@@ -5,6 +5,8 @@ rendering and tokenization. Unit: sequences (texts) scored per second.
 
     .venv/bin/python benchmarks/bench_scoring.py                # SmolLM2-135M from the cache
     .venv/bin/python benchmarks/bench_scoring.py --quick        # tiny random model
+    python benchmarks/bench_scoring.py --device cuda --bf16 --model random:qwen2.5-0.5b --n-rows 64 \
+        --batch-size 32 --max-length 1024                           # the gpu profile's shape on a GPU
 """
 from __future__ import annotations
 
@@ -24,54 +26,59 @@ import common  # noqa: E402
 def one_at_a_time(model, tokenizer, prompts, responses, max_length: int) -> list[float]:
     """The seed's pattern: render, tokenize and forward each text alone (no batching, no sorting)."""
     scores = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for prompt, response in zip(prompts, responses):
             text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}],
                                                  tokenize=False).rstrip()
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length).to(device)
             scores.append(model(ids["input_ids"], ids["attention_mask"])[1].item())
     return scores
 
 
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
-        batch_size: int = 16, max_length: int | None = None, seed: int = 0) -> dict:
+        batch_size: int = 16, max_length: int | None = None, seed: int = 0, device: str = "cpu",
+        bf16: bool = False, tokenizer: str = "smollm2") -> dict:
     """Score the same 2 * `n_rows` texts (both responses of `n_rows` pairs) with each side per repeat."""
     common.quiet()
     from alignkit.data.tokenize import ChatEncoder
     from alignkit.models import RewardModel, load_tokenizer
     from alignkit.scoring import score_texts
+    from alignkit.train.loop import autocast
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench-scoring-")
-    if model is None:
-        model = str(common.tiny_model(Path(tmp.name) / "tiny")) if quick else "smollm2"
+    device = common.pick_device(device)
+    model, model_label = common.pick_model(model, quick, Path(tmp.name), tokenizer)
     n_rows = n_rows or (32 if quick else 24)
     max_length = max_length or (64 if quick else 192)
     pairs, source = common.preference_pairs(n_rows, seed)
     prompts = [p.prompt for p in pairs for _ in (0, 1)]
     responses = [r for p in pairs for r in (p.better, p.worse)]
-    tokenizer = load_tokenizer(model)
-    scorer = RewardModel.from_pretrained(model, seed=seed).eval()
-    encoder = ChatEncoder(tokenizer, max_length, max_length // 2)
+    tok = load_tokenizer(model)
+    scorer = RewardModel.from_pretrained(model, seed=seed).to(device).eval()
+    encoder = ChatEncoder(tok, max_length, max_length // 2)
 
     def alignkit_side(r: int) -> common.Work:
-        score_texts(scorer, encoder, prompts, responses, batch_size=batch_size, progress=False)
+        with autocast(bf16, device):
+            score_texts(scorer, encoder, prompts, responses, batch_size=batch_size, progress=False)
         return common.Work(len(responses))
 
     def peer_side(r: int) -> common.Work:
-        one_at_a_time(scorer, tokenizer, prompts, responses, max_length)
+        with autocast(bf16, device):
+            one_at_a_time(scorer, tok, prompts, responses, max_length)
         return common.Work(len(responses))
 
     few = slice(0, min(4, len(responses)))
     measured = common.alternate(
         {"alignkit": alignkit_side, "peer": peer_side}, repeats,
         warmup={"alignkit": lambda: score_texts(scorer, encoder, prompts[few], responses[few], progress=False),
-                "peer": lambda: one_at_a_time(scorer, tokenizer, prompts[few], responses[few], max_length)})
-    settings = {"model": "smollm2" if model == "smollm2" else (common.QUICK_MODEL if quick else model),
+                "peer": lambda: one_at_a_time(scorer, tok, prompts[few], responses[few], max_length)})
+    settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "sequences": len(responses),
                 "batch_size": batch_size, "max_length": max_length, "trainable": "none (inference)",
-                "dtype": "float32", "peer_batch_size": 1,
+                "dtype": "float32 weights, bf16 autocast" if bf16 else "float32", "peer_batch_size": 1,
                 "timing": "wall time of scoring all texts, rendering and tokenization included",
-                "memory": "peak RSS minus RSS before the repeat (sampled every 5 ms)"}
+                "memory": common.memory_note(device)}
     tmp.cleanup()
     return common.make_result("scoring", "sequences/s", "alignkit score_texts (batched, length-sorted)",
                               "one at a time (seed's loop)", measured, settings, time.perf_counter() - t0, aim=10.0)
@@ -81,14 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random model, short sequences")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick)")
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
+                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
     parser.add_argument("--n-rows", type=int, help="pairs scored per repeat, 2 texts each (default 24; 32 quick)")
     parser.add_argument("--batch-size", type=int, default=16, help="alignkit's texts per forward")
     parser.add_argument("--max-length", type=int, help="default 192 (64 with --quick)")
+    common.add_device_options(parser)
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
-                 max_length=args.max_length)
+                 max_length=args.max_length, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU half of the benchmarks, on one CUDA host:
 #  1. RM and DPO training steps, alignkit vs TRL, bf16 autocast, full fine-tuning, in the gpu profile's shape
-#     (Qwen2.5-0.5B architecture, batch 8 pairs, max length 1024): tokens/s, ratio, MFU (bench_*.py);
+#     (Qwen2.5-0.5B architecture, batch 8 pairs, max length 1024): tokens/s, ratio, MFU (bench_*.py); and
+#     scoring, batched vs one text at a time;
 #  2. the gpu profile itself launched by DeepSpeed's launcher (ZeRO-2, bf16): a short RM run and a short
 #     DPO run, end to end (data, training, eval, save), with their metrics.json.
 # Models: the Hub's weights when the host can download them (MODEL=Qwen/Qwen2.5-0.5B-Instruct); by default
@@ -39,6 +40,8 @@ shape=(--device cuda --bf16 --model "${MODEL:-random:qwen2.5-0.5b}" --tokenizer 
        --batch-size 8 --max-length 1024 --n-rows 128 --repeats 3)
 step bench_rm "$py" benchmarks/bench_rm.py "${shape[@]}" --json "$out/bench_rm_gpu.json"
 step bench_dpo "$py" benchmarks/bench_dpo.py "${shape[@]}" --max-prompt-length 512 --json "$out/bench_dpo_gpu.json"
+step bench_scoring "$py" benchmarks/bench_scoring.py --device cuda --bf16 --model "${MODEL:-random:qwen2.5-0.5b}" \
+    --tokenizer "$tok" --n-rows 64 --batch-size 32 --max-length 1024 --repeats 3 --json "$out/bench_scoring_gpu.json"
 
 launch=("$py" -m deepspeed.launcher.runner --num_gpus 1 --module alignkit)
 run=(--profile gpu --model "$model" --data "$data" --set data.eval_path=null --output-dir "$work/out")
