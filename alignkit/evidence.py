@@ -62,6 +62,8 @@ def key_numbers(cfg) -> dict:
         "rm.longer_wins_acc": _get(rm, "eval", "longer_wins_accuracy"),
         "rm.length_matched_acc": _get(rm, "eval", "length_matched_accuracy"),
         "rm.length_matched_n": _get(rm, "eval", "length", "length_matched", "n"),
+        "rm.length_matched_ci": _get(rm, "eval", "length", "length_matched", "ci95"),
+        "rm.untrained_length_matched_acc": _get(rm, "eval_untrained", "length_matched_accuracy"),
         "rm.wall_time_s": _get(rm, "wall_time_s"), "rm.steps": _get(rm, "steps"),
         "ood.acc": _get(ood, "eval", "accuracy"), "ood.ci": _get(ood, "eval", "ci95"), "ood.n": _get(ood, "eval", "n"),
         "scores.test_auc": _get(scores, "trained-test", "auc"),
@@ -150,15 +152,23 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
     if question == "length_bias":
         return [
             ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", "the baseline to beat / 需超越的基线"),
-            ("RM accuracy, test", n["rm.test_acc"], "ch. 1",
-             NOT_RUN if None in (n["rm.test_acc"], n["rm.longer_wins_acc"]) else
-             "above the length rule / 高于长度规则" if n["rm.test_acc"] > n["rm.longer_wins_acc"]
-             else "not above the length rule / 未高于长度规则"),
-            ("RM accuracy on length-matched pairs (±10%)",
+            ("RM accuracy, test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1",
+             NOT_RUN if n["rm.longer_wins_acc"] is None else
+             _ci_reading(n["rm.test_ci"], n["rm.longer_wins_acc"], "above the length rule / 高于长度规则",
+                         "below the length rule / 低于长度规则",
+                         "CI holds the length rule's accuracy: not shown better / 置信区间包含长度规则的准确率：未显示更好")),
+            ("RM accuracy on length-matched pairs (±10%) [95% CI]",
              None if n["rm.length_matched_acc"] is None else
-             f"{n['rm.length_matched_acc']:.3f} (n={n['rm.length_matched_n']})", "ch. 1", NOT_RUN if n["rm.length_matched_acc"] is None else
-             "signal beyond length / 长度之外仍有信号" if n["rm.length_matched_acc"] > 0.5
-             else "no signal beyond length / 长度之外无信号"),
+             f"{n['rm.length_matched_acc']:.3f} (n={n['rm.length_matched_n']}) "
+             f"[{n['rm.length_matched_ci'][0]:.3f}, {n['rm.length_matched_ci'][1]:.3f}]", "ch. 1",
+             _ci_reading(n["rm.length_matched_ci"], 0.5, "signal beyond length / 长度之外仍有信号",
+                         "below chance / 低于随机", "CI holds 0.5: no signal beyond length shown / "
+                         "置信区间包含 0.5：未显示长度之外的信号")),
+            ("untrained model on the same length-matched pairs", n["rm.untrained_length_matched_acc"], "ch. 1",
+             NOT_RUN if None in (n["rm.untrained_length_matched_acc"], n["rm.length_matched_acc"]) else
+             "training added nothing here / 训练在此没有带来提升"
+             if n["rm.length_matched_acc"] <= n["rm.untrained_length_matched_acc"] else
+             "trained model higher / 训练后更高"),
             ("Spearman(score, length): untrained → trained",
              (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3", _length_reading(n)),
             ("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
