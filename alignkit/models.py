@@ -193,8 +193,8 @@ class Policy(nn.Module):
     """A causal LM whose forward returns each sequence's response log-probability. Vocabulary logits are
     computed only at positions that predict a response token (the prompt's logits are never needed), which
     saves most of the (tokens x vocab) work and memory of a full `lm(...).logits`. When a batch has more
-    than `logits_chunk` response tokens and gradients are on, the logits are made `logits_chunk` tokens at
-    a time and recomputed in the backward pass, so at most one chunk's (tokens x vocab) logits is held
+    than `logits_chunk` response tokens, the logits are made `logits_chunk` tokens at a time (with gradients
+    on, recomputed in the backward pass), so at most one chunk's (tokens x vocab) logits is held
     (Qwen2.5's 152k vocabulary: 6.5k response tokens would otherwise keep ~12 GB of logits and their grads)."""
 
     logits_chunk = 2048
@@ -230,12 +230,14 @@ class Policy(nn.Module):
             return -F.cross_entropy(head(h).float(), t, reduction="none")
 
         n = self.logits_chunk
-        if states.shape[0] <= n or not torch.is_grad_enabled():
+        if states.shape[0] <= n:
             token_logps = logps_of(states, targets)
-        else:
+        else:  # with gradients, each chunk's logits are recomputed in backward instead of kept
             from torch.utils.checkpoint import checkpoint
-            token_logps = torch.cat([checkpoint(logps_of, states[i:i + n], targets[i:i + n], use_reentrant=False)
-                                     for i in range(0, states.shape[0], n)])
+            recompute = torch.is_grad_enabled()
+            token_logps = torch.cat([
+                checkpoint(logps_of, states[i:i + n], targets[i:i + n], use_reentrant=False) if recompute
+                else logps_of(states[i:i + n], targets[i:i + n]) for i in range(0, states.shape[0], n)])
         total = torch.zeros(input_ids.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
         return total, predicts.sum(-1)
 

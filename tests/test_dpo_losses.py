@@ -111,6 +111,14 @@ def test_chunked_response_logits_equal_unchunked_in_value_and_gradient(tiny_mode
     whole, whole_grads = run(10 ** 6)
     chunked, chunked_grads = run(5)  # 30 response tokens -> 6 chunks, recomputed in backward
     assert torch.allclose(whole, chunked, atol=1e-6)
+    with torch.no_grad():  # the reference pass and evaluation chunk too, without recomputation
+        policy = Policy.from_pretrained(str(tiny_model_dir))
+        ids = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(2))
+        attention, response = torch.ones_like(ids), torch.zeros(2, 16, dtype=torch.bool)
+        response[:, 3:] = True
+        unchunked = policy(ids, attention, response)[0]
+        policy.logits_chunk = 4
+        assert torch.allclose(policy(ids, attention, response)[0], unchunked, atol=1e-6)
     assert whole_grads.keys() == chunked_grads.keys() and len(whole_grads) > 0
     for name, grad in whole_grads.items():  # the head's gradient is summed chunk by chunk: rounding only
         gap = (grad - chunked_grads[name]).abs().max() / grad.abs().max()
