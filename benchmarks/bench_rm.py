@@ -101,10 +101,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     'packed' (PackedRewardTask: shared-prompt packing) or 'plain' (RewardTask: concatenated batch).
     `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES)."""
     common.quiet()
-    from alignkit.config import TrainConfig
     from alignkit.models import RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model
     from alignkit.packing import PackedRewardTask, packed_length
-    from alignkit.train.loop import train
     from alignkit.train.rm import RewardTask
     tasks = {"packed": PackedRewardTask, "plain": RewardTask}
     if alignkit_task not in tasks:
@@ -140,29 +138,10 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
         raise SystemExit(f"{PEER_PAD} occurs in the rows; TRL's pad-id pooling would read the wrong token")
     n_ours = common.check_same_trainable(ours, trainer.model)
 
-    def alignkit_side(r: int, steps: int | None = None) -> common.Work:
-        cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
-                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9, bf16=bf16)
-        timed = common.TimedTask(task)
-        train(ours, timed, chunks[r], [], [group_key(i) for i in chunks[r]], cfg, seed=seed,
-              checkpoint_dir=Path(tmp.name) / "ckpt", tensorboard_dir=None, desc="bench rm")
-        common.synchronize(device)
-        return common.Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
-
-    counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
-
-    def peer_side(r: int, steps: int | None = None) -> common.Work:
-        trainer.train_dataset = datasets[r]
-        trainer.args.max_steps = steps or n_rows // batch_size
-        before = trainer._total_train_tokens
-        trainer.train()
-        counted.append(trainer._total_train_tokens - before)
-        return common.Work(tokens[r], window.last - window.first, window.last_cpu - window.first_cpu)
-
-    measured = common.alternate({"alignkit": alignkit_side, "peer": peer_side}, repeats,
-                                warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
-    if counted[1:] != tokens:  # [0] is the one-step warm-up
-        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
+    lengths = [[group_key(i) for i in chunk] for chunk in chunks]
+    measured = common.race_training(ours, task, chunks, lengths, tokens, trainer, window, datasets,
+                                    repeats=repeats, batch_size=batch_size, lr=lr, bf16=bf16, seed=seed,
+                                    device=device, folder=Path(tmp.name), desc="bench rm")
     settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
                 "sequences": 2 * n_rows, "tokens_per_repeat": tokens,

@@ -400,6 +400,42 @@ class TimedTask:
         return self.task.evaluate(m, eval_items)
 
 
+def race_training(model, task, chunks: list, lengths: list[list[int]], tokens: list[int], trainer, window, datasets,
+                  *, repeats: int, batch_size: int, lr: float, bf16: bool, seed: int, device, folder: Path,
+                  desc: str) -> dict[str, dict]:
+    """The two training benches' race: per repeat r, alignkit's loop trains `model` one epoch over chunk r
+    (`task`, length-grouped by `lengths[r]`) and the TRL `trainer` one epoch over `datasets[r]` (the same
+    rows), alternating, after a one-step warm-up each. Returns `alternate`'s measurements; stops if TRL's own
+    non-pad token counter disagrees with `tokens` (then the two sides did not see the same rows)."""
+    from alignkit.config import TrainConfig
+    from alignkit.train.loop import train
+
+    def alignkit_side(r: int, steps: int | None = None) -> Work:
+        cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
+                          max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9, bf16=bf16)
+        timed = TimedTask(task)
+        train(model, timed, chunks[r], [], lengths[r], cfg, seed=seed, checkpoint_dir=folder / "ckpt",
+              tensorboard_dir=None, desc=desc)
+        synchronize(device)
+        return Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
+
+    counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
+
+    def peer_side(r: int, steps: int | None = None) -> Work:
+        trainer.train_dataset = datasets[r]
+        trainer.args.max_steps = steps or len(chunks[r]) // batch_size
+        before = trainer._total_train_tokens
+        trainer.train()
+        counted.append(trainer._total_train_tokens - before)
+        return Work(tokens[r], window.last - window.first, window.last_cpu - window.first_cpu)
+
+    measured = alternate({"alignkit": alignkit_side, "peer": peer_side}, repeats,
+                         warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
+    if counted[1:] != tokens:  # [0] is the one-step warm-up
+        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
+    return measured
+
+
 def check_same_trainable(ours, peer_model) -> int:
     """Both sides must train the same number of parameters; returns it."""
     n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)

@@ -46,7 +46,6 @@ def build(task_name: str, model: str, tokenizer, device, bf16: bool, trainable: 
 def dpo_memory(net, task, items, batch_size: int, device, bf16: bool) -> None:
     """Peak GPU memory of one forward + backward on the longest DPO batch: alignkit's response-only logits
     (`Policy.forward`) vs the usual full-sequence logits (`lm(...).logits`, then log-softmax and gather)."""
-    import torch.nn.functional as F
     from alignkit.train.loop import autocast
     batch_items = sorted(items, key=lambda i: i.pair.length)[-batch_size:]
     batch = {k: v.to(device) for k, v in task.collate(batch_items).items()}
@@ -78,7 +77,8 @@ def dpo_memory(net, task, items, batch_size: int, device, bf16: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["rm", "dpo"], default="rm")
-    parser.add_argument("--model", help="default smollm2; random:SHAPE = random weights (" + ", ".join(common.SHAPES) + ")")
+    parser.add_argument("--model", help="default smollm2; random:SHAPE = random weights ("
+                                        + ", ".join(common.SHAPES) + ")")
     parser.add_argument("--n-rows", type=int, default=64, help="preference pairs in the profiled epoch")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024)

@@ -35,11 +35,16 @@ def _check_shape(result, name, unit, repeats):
     json.dumps(result)  # JSON-serializable as run_all writes it
 
 
-@pytest.fixture(scope="module")
-def rm_result(tiny_model_dir, data_dir):
+def _quick_result(name, tiny_model_dir, data_dir):
+    """One repeat of a training bench on the tiny model: 8 real pairs, 4 per step."""
     import os
     os.environ.setdefault("ALIGNKIT_DATA_DIR", str(data_dir))
-    return _bench("rm").run(quick=True, repeats=1, model=str(tiny_model_dir), n_rows=8, batch_size=4)
+    return _bench(name).run(quick=True, repeats=1, model=str(tiny_model_dir), n_rows=8, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def rm_result(tiny_model_dir, data_dir):
+    return _quick_result("rm", tiny_model_dir, data_dir)
 
 
 def test_rm_bench_measures_both_sides_on_the_same_rows(rm_result):
@@ -54,9 +59,7 @@ def test_rm_bench_measures_both_sides_on_the_same_rows(rm_result):
 
 @pytest.fixture(scope="module")
 def dpo_result(tiny_model_dir, data_dir):
-    import os
-    os.environ.setdefault("ALIGNKIT_DATA_DIR", str(data_dir))
-    return _bench("dpo").run(quick=True, repeats=1, model=str(tiny_model_dir), n_rows=8, batch_size=4)
+    return _quick_result("dpo", tiny_model_dir, data_dir)
 
 
 def test_dpo_bench_measures_both_sides_on_the_same_tokens(dpo_result):
