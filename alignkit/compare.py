@@ -20,15 +20,19 @@ MODELS = ("base", "dpo")
 
 
 def pick_prompts(cfg: RunConfig) -> dict[str, list]:
-    """{'test': [...], 'train': [...]} unique prompts (message tuples) from the profile's split, seeded."""
-    from alignkit.data.sources import load_pairs
+    """{'test': [...], 'train': [...]} unique prompts (message tuples) from the profile's split, seeded; train
+    prompts come from the pairs DPO trained on (its `dpo.max_pairs` sample)."""
+    from alignkit.data.sources import load_pairs, seeded_sample
     out = {}
     for split, limit in (("test", cfg.generation.test_prompts), ("train", cfg.generation.train_prompts)):
         path = cfg.out / "data" / f"{split}.jsonl"
         if not path.exists():
             raise AlignkitError(f"{path} is missing; train the reward model first (alignkit rm train --profile "
                                 f"{cfg.profile}) so the test/train split exists")
-        unique = {p.prompt_id: p.prompt for p in load_pairs(str(path), "ALIGNKIT")[0]}
+        pairs = load_pairs(str(path), "ALIGNKIT")[0]
+        if split == "train":
+            pairs = seeded_sample(pairs, cfg.dpo.max_pairs, cfg.seed)
+        unique = {p.prompt_id: p.prompt for p in pairs}
         ids = sorted(unique)
         random.Random(f"{cfg.seed}-{split}").shuffle(ids)
         out[split] = [(i, unique[i]) for i in ids[:limit]]

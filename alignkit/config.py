@@ -124,6 +124,9 @@ class DPOConfig:
     """SimPO target margin."""
     orpo_lambda: float = 0.1
     """ORPO weight of the odds-ratio term next to the SFT loss."""
+    max_pairs: int | None = None
+    """Train on a seeded sample of this many of the training split's pairs (None = all of them); the
+    reference log-probs are then computed for those pairs only."""
     reference: str = "cache"
     """'cache': reference log-probs computed once before training and kept on disk (no reference forward
     per step); 'forward': a reference forward every step (LoRA adapter disabled, or a frozen copy)."""

@@ -138,16 +138,19 @@ def score_file(model_name: str, data: str, template: str, out: str | Path, *, ma
 
 def score_profile(cfg, *, batch_size: int = 16) -> dict:
     """The study's 2 x 2: {untrained (base + seeded fresh head), trained RM} x {test, train} splits of a
-    profile's reward-model run. Writes outputs/<profile>/scores/<model>-<split>.* and figures/."""
+    profile's reward-model run ('train': the same seeded sample the training run measured its train accuracy
+    on, as large as the test split). Writes outputs/<profile>/scores/<model>-<split>.* and figures/."""
     from alignkit.io import atomic_write_json
     from alignkit.models import RewardModel, load_tokenizer
     from alignkit.data.sources import load_pairs
     from alignkit.plots import margin_and_length, score_distributions
     from alignkit.errors import AlignkitError
+    from alignkit.train.rm import train_check_pairs
     rm_dir = cfg.out / "rm"
     if not (rm_dir / "config.json").exists():
         raise AlignkitError(f"no trained reward model in {rm_dir}; run `alignkit rm train --profile {cfg.profile}`")
     splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
+    splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), cfg.data.max_length, cfg.data.max_prompt_length)
     tables, summaries = {}, {}
     for model_name, source in (("untrained", cfg.model.name), ("trained", str(rm_dir))):

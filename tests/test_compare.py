@@ -48,7 +48,9 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     from alignkit.errors import AlignkitError
     from alignkit.train.dpo import dpo_metrics
     from alignkit.train.rm import reward_model_metrics
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1, "dpo.train.max_steps": 1})
+    from alignkit.data.sources import load_pairs, seeded_sample
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1, "dpo.train.max_steps": 1,
+                                                             "dpo.max_pairs": 12})
     reward_model_metrics(cfg)
     with pytest.raises(AlignkitError, match="dpo train"):
         compare_profile(cfg)
@@ -63,3 +65,7 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     assert saved["test"]["win_rate"] == summary["test"]["win_rate"]
     assert (tmp_path / "out" / "figures" / "generations_scores.png").exists()
     assert compare_profile(cfg)["reused"]
+    # train prompts are drawn from the pairs DPO trained on
+    all_train = load_pairs(str(cfg.out / "data" / "train.jsonl"), "ALIGNKIT")[0]
+    trained_on = {p.prompt_id for p in seeded_sample(all_train, 12, cfg.seed)}
+    assert set(table[table.split == "train"].prompt_id) <= trained_on < {p.prompt_id for p in all_train}

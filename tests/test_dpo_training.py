@@ -98,13 +98,16 @@ def test_dpo_run_writes_a_causal_lm_and_is_reused(tiny_model_dir, tmp_path, data
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
     from alignkit.train.dpo import dpo_metrics
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"dpo.train.max_steps": 2, "dpo.trainable.mode": "lora",
-                                                             "dpo.trainable.lora_r": 4})
+                                                             "dpo.trainable.lora_r": 4, "dpo.max_pairs": 20})
     metrics = dpo_metrics(cfg)
     out = tmp_path / "out" / "dpo"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 2 and 0 <= saved["eval"]["reward_accuracy"] <= 1
-    assert saved["train"]["n"] == saved["eval"]["n"]
-    assert list((tmp_path / "out" / "cache").glob("ref-*.pt")), "reference log-probs were not cached"
+    assert saved["train"]["n"] == saved["eval"]["n"] < 20 == saved["data"]["n_dpo_train"] < saved["data"]["n_train"]
+    caches = list((tmp_path / "out" / "cache").glob("ref-*.pt"))
+    assert caches, "reference log-probs were not cached"
+    # reference log-probs only for the sampled training pairs (and the test split)
+    assert sorted(len(torch.load(c)) for c in caches) == sorted([20, saved["eval"]["n"]])
     scalars = list((tmp_path / "out" / "tensorboard" / "dpo").glob("events.out.tfevents.*"))
     assert scalars
     lm = AutoModelForCausalLM.from_pretrained(out)

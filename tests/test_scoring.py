@@ -77,9 +77,15 @@ def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_pat
     from alignkit.scoring import score_profile
     from alignkit.train.rm import run_reward_model
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16})
-    run_reward_model(cfg)
+    metrics = run_reward_model(cfg)
     summaries = score_profile(cfg)
     assert set(summaries) == {"untrained-test", "untrained-train", "trained-test", "trained-train"}
-    assert summaries["trained-test"]["n"] == len((cfg.out / "data" / "test.jsonl").read_text().splitlines())
+    n_test = len((cfg.out / "data" / "test.jsonl").read_text().splitlines())
+    n_train = len((cfg.out / "data" / "train.jsonl").read_text().splitlines())
+    assert summaries["trained-test"]["n"] == n_test < n_train
+    # the train split is scored on the sample the training run measured its train accuracy on
+    assert summaries["trained-train"]["n"] == metrics["train"]["n"] == n_test
+    assert summaries["trained-train"]["accuracy"] == pytest.approx(metrics["train"]["accuracy"])
+    assert summaries["trained-test"]["accuracy"] == pytest.approx(metrics["eval"]["accuracy"])
     assert (cfg.out / "figures" / "score_distributions.png").stat().st_size > 1000
     assert (cfg.out / "scores" / "trained-train.parquet").exists()

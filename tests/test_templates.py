@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from alignkit.data.sources import load_pairs, split_by_prompt
+from alignkit.data.sources import load_pairs, seeded_sample, split_by_prompt
 from alignkit.data.templates import PreferencePair, get_template
 from alignkit.errors import AlignkitError, DataError
 
@@ -60,6 +60,15 @@ def test_split_by_prompt_never_shares_a_question(homework_pairs):
     assert not {p.prompt_id for p in train} & {p.prompt_id for p in test}
     assert split_by_prompt(homework_pairs, 0.2, seed=1)[1] == test  # seeded
     assert 0.15 < len(test) / len(homework_pairs) < 0.25
+
+
+def test_seeded_sample_is_a_seeded_subset_and_all_when_not_smaller():
+    items = list(range(50))
+    sample = seeded_sample(items, 10, seed=3)
+    assert len(set(sample)) == 10 and set(sample) <= set(items)
+    assert seeded_sample(items, 10, seed=3) == sample and seeded_sample(items, 10, seed=4) != sample
+    assert seeded_sample(items, None, 3) is items and seeded_sample(items, 50, 3) is items
+    assert seeded_sample(items, 80, 3) is items
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -130,10 +130,17 @@ def load_pairs(path: str, template: str, *, name: str | None = None, split: str 
     if not pairs:
         raise DataError(f"no usable preference pairs (rows read: {report.rows}, skipped: {report.skipped})",
                         source=path)
-    if max_rows is not None and max_rows < len(pairs):
-        pairs = random.Random(seed).sample(pairs, max_rows)
+    pairs = seeded_sample(pairs, max_rows, seed)
     report.pairs = len(pairs)
     return pairs, report
+
+
+def seeded_sample(items: list, n: int | None, seed: int) -> list:
+    """A seeded random sample of `n` items (in the sampled order); all of them, as given, when `n` is None
+    or not smaller than their number."""
+    if n is None or n >= len(items):
+        return items
+    return random.Random(seed).sample(items, n)
 
 
 def split_by_prompt(pairs: list[PreferencePair], test_fraction: float, seed: int

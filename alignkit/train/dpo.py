@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,13 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit.config import DPOConfig, RunConfig
+from alignkit.data.sources import seeded_sample
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_path
 from alignkit import losses
 from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
 from alignkit.train.loop import save_final, train
-from alignkit.train.rm import config_hash, prepare_data
+from alignkit.train.rm import config_hash, prepare_data, train_check_pairs
 
 LOSSES = ("sigmoid", "robust", "ipo", "rdpo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -183,6 +183,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_pairs, eval_pairs, data_info = prepare_data(cfg)
     if not train_pairs:
         raise AlignkitError("DPO needs training pairs: set data.train_path (or --data)")
+    train_pairs = seeded_sample(train_pairs, d.max_pairs, cfg.seed)
+    data_info["n_dpo_train"] = len(train_pairs)
     tokenizer = load_tokenizer(cfg.model.name)
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
     train_encoded, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
@@ -212,8 +214,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
                    seed=cfg.seed, checkpoint_dir=cfg.out / "checkpoints" / "dpo",
                    tensorboard_dir=cfg.out / "tensorboard" / "dpo", resume=resume, desc="dpo train",
                    run_id=config_hash(dpo_config(cfg)))
-    # train-side metrics on a seeded sample as large as the test split, for a like-for-like comparison
-    sample = random.Random(cfg.seed).sample(train_items, min(len(train_items), max(len(eval_items), 1)))
+    # train-side metrics on a seeded sample of the pairs trained on, as large as the test split
+    sample = train_check_pairs(train_items, eval_items, cfg.seed)
     policy.eval()
     with torch.inference_mode():
         train_eval = task.evaluate(result["engine"] or policy, sample)

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from alignkit.config import RunConfig
-from alignkit.data.sources import load_pairs, resolve_source, split_by_prompt
+from alignkit.data.sources import load_pairs, resolve_source, seeded_sample, split_by_prompt
 from alignkit.data.templates import PreferencePair
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
@@ -131,9 +131,11 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
                        run_id=config_hash(rm_config(cfg)))
+        train_check, _ = encode_pairs(encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
+                                      cfg.data.truncation)
         model.eval()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
-            metrics["train"] = task.evaluate(result["engine"] or model, train_items)
+            metrics["train"] = task.evaluate(result["engine"] or model, train_check)
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
         metrics["wall_time_s"] = round(time.time() - t0, 1)
@@ -150,6 +152,12 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         atomic_write_json(out, metrics)
     metrics["metrics_path"] = str(out)
     return metrics
+
+
+def train_check_pairs(train_pairs: list, eval_pairs: list, seed: int) -> list:
+    """The training pairs a model is measured on after training: a seeded sample as large as the test split,
+    so train and test accuracy carry confidence intervals of the same width (and cost the same to score)."""
+    return seeded_sample(train_pairs, max(len(eval_pairs), 1), seed)
 
 
 def rm_config(cfg: RunConfig) -> dict:
