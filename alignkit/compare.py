@@ -103,6 +103,7 @@ def summarize_generations(table: pd.DataFrame, *, seed: int = 0, dataset_scores:
                  "mean_score_base": c["mean_score_a"], "mean_score_dpo": c["mean_score_b"],
                  "mean_difference": c["mean_difference"], "mean_difference_ci95": c["mean_difference_ci95"],
                  "mean_length_base": c["mean_length_a"], "mean_length_dpo": c["mean_length_b"],
+                 "mean_length_difference_ci95": c["mean_length_difference_ci95"],
                  "hit_limit_base": float(rows.hit_limit_base.mean()), "hit_limit_dpo": float(rows.hit_limit_dpo.mean()),
                  "score_length_spearman": correlations(sub.response_tokens, sub.score)["spearman"],
                  "length_controlled": {**c["length_controlled"], "dpo_effect": c["length_controlled"]["effect"],

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from alignkit.findings import NOT_RUN, data_file, difference_ci, label_disagreement
+from alignkit.stats import wilson_interval
 
 QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_policy", "dpo_vs_rlhf",
              "dpo_limits", "variants")
@@ -74,10 +75,10 @@ def key_numbers(cfg) -> dict:
         "dpo.reference": getattr(getattr(cfg, "dpo", None), "reference", None),
     }
     for split in ("train", "eval"):
-        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin"):
+        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin", "n"):
             n[f"dpo.{split}.{key}"] = _get(dpo, split, key)
     for key in ("n", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
-                "mean_length_dpo", "score_length_spearman"):
+                "mean_length_dpo", "mean_length_difference_ci95", "score_length_spearman"):
         n[f"gen.{key}"] = _get(gen, "test", key)
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
     n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
@@ -172,9 +173,9 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
             ("Spearman(score, length): untrained → trained",
              (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3", _length_reading(n)),
             ("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
-             NOT_RUN if None in (n["gen.mean_length_base"], n["gen.mean_length_dpo"]) else
-             "DPO answers longer / DPO 回答更长" if n["gen.mean_length_dpo"] > n["gen.mean_length_base"]
-             else "DPO answers not longer / DPO 回答未变长"),
+             _ci_reading(n["gen.mean_length_difference_ci95"], 0.0, "DPO answers longer / DPO 回答更长",
+                         "DPO answers shorter / DPO 回答更短",
+                         "length change within noise / 长度变化在噪声内")),
             ("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]), "ch. 5",
              _ci_reading(n["gen.lc_effect_ci"], 0.0, "DPO gain survives length control / 控制长度后仍有提升",
                          "DPO loses under length control / 控制长度后下降",
@@ -202,24 +203,30 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
                                            f"samples (off-policy) / 数据并非策略自身的采样（离策略）"),
         ]
     if question == "dpo_vs_rlhf":
+        held_out_ci = _accuracy_ci(n, "eval")
         return [
             ("reference log-probs", n["dpo.reference"], "config",
              "computed once and cached: one model in memory while training / 只算一次并缓存：训练时内存中只有一个模型"
              if n["dpo.reference"] == "cache" else "a reference forward every step / 每步一次参考模型前向"),
             ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", ""),
             ("reward-model training wall time (s), a PPO pipeline's first stage", n["rm.wall_time_s"], "ch. 1", ""),
-            ("implicit-reward accuracy on held-out pairs", n["dpo.eval.reward_accuracy"], "ch. 4",
-             NOT_RUN if n["dpo.eval.reward_accuracy"] is None else
-             "the policy ranks held-out pairs better than chance / 策略对留出样本对的排序优于随机"
-             if n["dpo.eval.reward_accuracy"] > 0.5 else "not above chance / 未高于随机"),
+            ("implicit-reward accuracy on held-out pairs [95% CI]", (n["dpo.eval.reward_accuracy"], held_out_ci),
+             "ch. 4", _ci_reading(held_out_ci, 0.5,
+                                  "the policy ranks held-out pairs better than chance / 策略对留出样本对的排序优于随机",
+                                  "below chance / 低于随机", chance[2])),
         ]
     if question == "dpo_limits":
-        gap = None if None in (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]) else \
-            n["dpo.train.reward_accuracy"] - n["dpo.eval.reward_accuracy"]
+        gap_ci = None
+        if None not in (n["dpo.train.reward_accuracy"], n["dpo.train.n"], n["dpo.eval.reward_accuracy"], n["dpo.eval.n"]):
+            gap_ci = list(difference_ci(n["dpo.train.reward_accuracy"] * n["dpo.train.n"], n["dpo.train.n"],
+                                        n["dpo.eval.reward_accuracy"] * n["dpo.eval.n"], n["dpo.eval.n"]))
         return [
             ("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
-             "ch. 4", NOT_RUN if gap is None else f"gap {gap:+.3f}: " +
-             ("fits train pairs better / 训练集拟合更好" if gap > 0.05 else "no large gap / 差距不大")),
+             "ch. 4", NOT_RUN if gap_ci is None else
+             f"gap {n['dpo.train.reward_accuracy'] - n['dpo.eval.reward_accuracy']:+.3f} "
+             f"[{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}]: " +
+             _ci_reading(gap_ci, 0.0, "fits train pairs better / 训练集拟合更好", "held-out above train / 留出集更高",
+                         "gap within noise / 差距在噪声内")),
             ("held-out implicit reward of chosen / rejected",
              (n["dpo.eval.rewards_chosen"], n["dpo.eval.rewards_rejected"]), "ch. 4",
              NOT_RUN if n["dpo.eval.rewards_chosen"] is None else
@@ -233,6 +240,12 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
     if question == "variants":
         return [("see the loss-shape table and figure below / 见下方损失形状表与图", "", "alignkit.losses", "")]
     raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
+
+
+def _accuracy_ci(n: dict, split: str) -> list[float] | None:
+    """95% Wilson interval of DPO's implicit-reward accuracy on a split ('train' sample or 'eval')."""
+    acc, size = n[f"dpo.{split}.reward_accuracy"], n[f"dpo.{split}.n"]
+    return None if None in (acc, size) or not size else list(wilson_interval(acc * size, size))
 
 
 def _length_reading(n: dict) -> str:

@@ -120,6 +120,8 @@ def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int 
         "mean_difference_ci95": list(bootstrap_ci(rows, lambda r: float(np.mean(r[:, 1] - r[:, 0])),
                                                   n_resamples=n_resamples, seed=seed)),
         "mean_length_a": float(rows[:, 2].mean()), "mean_length_b": float(rows[:, 3].mean()),
+        "mean_length_difference_ci95": list(bootstrap_ci(rows, lambda r: float(np.mean(r[:, 3] - r[:, 2])),
+                                                         n_resamples=n_resamples, seed=seed)),
         "length_controlled": {
             "effect": effect,
             "effect_ci95": list(bootstrap_ci(rows, lambda r: fit(r)[0], n_resamples=n_resamples, seed=seed)),

@@ -19,6 +19,11 @@ def test_paired_comparison_by_hand():
     assert c["length_controlled"]["length_part"] == pytest.approx(0.5)  # 0.5 * mean d_len 1.0
     lo, hi = c["win_rate_ci95"]
     assert 0 <= lo <= c["win_rate"] <= hi <= 1
+    # d_len = [2, 0, -2, 4]: resampled means lie within [-2, 4] and the interval holds the mean 1.0
+    lo, hi = c["mean_length_difference_ci95"]
+    assert -2 <= lo <= 1.0 <= hi <= 4
+    same = paired_comparison(base, dpo, len_base, [13, 13, 13, 13], n_resamples=50)
+    assert same["mean_length_difference_ci95"] == pytest.approx([3.0, 3.0])  # every resample: +3 tokens
 
 
 def test_outside_range_counts_both_tails():

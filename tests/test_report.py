@@ -190,6 +190,32 @@ def _readings(table):
     return dict(zip(table.measure, table.reading))
 
 
+def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
+    """This session's cpu numbers: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
+    (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
+    the train gap is real; +1.5 tokens is within noise."""
+    from alignkit import evidence
+    from alignkit.config import load_config
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
+    numbers = evidence.key_numbers(cfg)
+    numbers.update({"dpo.eval.reward_accuracy": 0.544, "dpo.eval.n": 169, "dpo.train.reward_accuracy": 0.799,
+                    "dpo.train.n": 169, "gen.mean_length_base": 92.1, "gen.mean_length_dpo": 93.6,
+                    "gen.mean_length_difference_ci95": [-0.4, 3.3]})
+    held_out = "implicit-reward accuracy on held-out pairs [95% CI]"
+    assert _readings(evidence.evidence(cfg, "dpo_vs_rlhf", numbers))[held_out].startswith("CI holds 0.5")
+    gap = _readings(evidence.evidence(cfg, "dpo_limits", numbers))["implicit-reward accuracy: train → held-out"]
+    assert gap.startswith("gap +0.255 [") and gap.endswith("fits train pairs better / 训练集拟合更好")
+    lengths = _readings(evidence.evidence(cfg, "length_bias", numbers))["mean response tokens: base → DPO"]
+    assert lengths.startswith("length change within noise")
+    numbers.update({"dpo.eval.reward_accuracy": 0.62, "dpo.train.reward_accuracy": 0.64,
+                    "gen.mean_length_difference_ci95": [0.5, 3.3]})
+    assert _readings(evidence.evidence(cfg, "dpo_vs_rlhf", numbers))[held_out].startswith("the policy ranks")
+    gap = _readings(evidence.evidence(cfg, "dpo_limits", numbers))["implicit-reward accuracy: train → held-out"]
+    assert gap.endswith("gap within noise / 差距在噪声内")
+    assert _readings(evidence.evidence(cfg, "length_bias", numbers))["mean response tokens: base → DPO"].startswith(
+        "DPO answers longer")
+
+
 def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(tmp_path):
     """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
