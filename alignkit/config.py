@@ -253,4 +253,7 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
         data = getattr(cfg, section)
         data.train_path = none_if_blank(data.train_path)
         data.eval_path = none_if_blank(data.eval_path)
+    for name, value in (("data.max_pairs", cfg.data.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
+        if value is not None and value < 1:
+            raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
     return cfg
