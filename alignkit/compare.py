@@ -21,8 +21,9 @@ MODELS = ("base", "dpo")
 
 def pick_prompts(cfg: RunConfig) -> dict[str, list]:
     """{'test': [...], 'train': [...]} unique prompts (message tuples) from the profile's split, seeded; train
-    prompts come from the pairs DPO trained on (its `dpo.max_pairs` sample)."""
-    from alignkit.data.sources import load_pairs, seeded_sample
+    prompts come from the pairs DPO trained on."""
+    from alignkit.data.sources import load_pairs
+    from alignkit.train.dpo import dpo_training_pairs
     out = {}
     for split, limit in (("test", cfg.generation.test_prompts), ("train", cfg.generation.train_prompts)):
         path = cfg.out / "data" / f"{split}.jsonl"
@@ -31,7 +32,7 @@ def pick_prompts(cfg: RunConfig) -> dict[str, list]:
                                 f"{cfg.profile}) so the test/train split exists")
         pairs = load_pairs(str(path), "ALIGNKIT")[0]
         if split == "train":
-            pairs = seeded_sample(pairs, cfg.dpo.max_pairs, cfg.seed)
+            pairs = dpo_training_pairs(cfg, pairs)
         unique = {p.prompt_id: p.prompt for p in pairs}
         ids = sorted(unique)
         random.Random(f"{cfg.seed}-{split}").shuffle(ids)

@@ -129,16 +129,8 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
                          "CI holds 0.5: no preference shown / 无显著偏好")),
         ]
     if question == "robustness":
-        gap, gap_ci = None, None
-        if n["rm.train_acc"] is not None and n["rm.test_acc"] is not None:
-            gap = n["rm.train_acc"] - n["rm.test_acc"]
-            gap_ci = list(difference_ci(n["rm.train_acc"] * n["rm.train_n"], n["rm.train_n"],
-                                        n["rm.test_acc"] * n["rm.test_n"], n["rm.test_n"]))
-        ood_gap, ood_ci = None, None
-        if n["ood.acc"] is not None and n["rm.test_acc"] is not None:
-            ood_gap = n["ood.acc"] - n["rm.test_acc"]
-            ood_ci = list(difference_ci(n["ood.acc"] * n["ood.n"], n["ood.n"], n["rm.test_acc"] * n["rm.test_n"],
-                                        n["rm.test_n"]))
+        gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
+        ood_gap, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
         return [
             ("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2",
              _ci_reading(gap_ci, 0.0, "over-fitting measured / 测得过拟合", "test above train / 测试高于训练",
@@ -216,15 +208,11 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
                                   "below chance / 低于随机", chance[2])),
         ]
     if question == "dpo_limits":
-        gap_ci = None
-        if None not in (n["dpo.train.reward_accuracy"], n["dpo.train.n"], n["dpo.eval.reward_accuracy"], n["dpo.eval.n"]):
-            gap_ci = list(difference_ci(n["dpo.train.reward_accuracy"] * n["dpo.train.n"], n["dpo.train.n"],
-                                        n["dpo.eval.reward_accuracy"] * n["dpo.eval.n"], n["dpo.eval.n"]))
+        gap, gap_ci = _accuracy_gap(n["dpo.train.reward_accuracy"], n["dpo.train.n"],
+                                    n["dpo.eval.reward_accuracy"], n["dpo.eval.n"])
         return [
             ("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
-             "ch. 4", NOT_RUN if gap_ci is None else
-             f"gap {n['dpo.train.reward_accuracy'] - n['dpo.eval.reward_accuracy']:+.3f} "
-             f"[{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}]: " +
+             "ch. 4", NOT_RUN if gap_ci is None else f"gap {gap:+.3f} [{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}]: " +
              _ci_reading(gap_ci, 0.0, "fits train pairs better / 训练集拟合更好", "held-out above train / 留出集更高",
                          "gap within noise / 差距在噪声内")),
             ("held-out implicit reward of chosen / rejected",
@@ -240,6 +228,13 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
     if question == "variants":
         return [("see the loss-shape table and figure below / 见下方损失形状表与图", "", "alignkit.losses", "")]
     raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
+
+
+def _accuracy_gap(acc_a, n_a, acc_b, n_b) -> tuple[float | None, list[float] | None]:
+    """Accuracy a − b of two independent samples with its 95% CI; (None, None) when either is missing."""
+    if None in (acc_a, n_a, acc_b, n_b):
+        return None, None
+    return acc_a - acc_b, list(difference_ci(acc_a * n_a, n_a, acc_b * n_b, n_b))
 
 
 def _accuracy_ci(n: dict, split: str) -> list[float] | None:

@@ -165,6 +165,11 @@ def reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *
 
 # ----------------------------------------------------------------------------- the run
 
+def dpo_training_pairs(cfg: RunConfig, train_pairs: list) -> list:
+    """The pairs of the training split that DPO trains on: a seeded `dpo.max_pairs` sample (all when unset)."""
+    return seeded_sample(train_pairs, cfg.dpo.max_pairs, cfg.seed)
+
+
 def dpo_config(cfg: RunConfig) -> dict:
     """The settings a DPO run depends on."""
     full = cfg.to_dict()
@@ -183,7 +188,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_pairs, eval_pairs, data_info = prepare_data(cfg)
     if not train_pairs:
         raise AlignkitError("DPO needs training pairs: set data.train_path (or --data)")
-    train_pairs = seeded_sample(train_pairs, d.max_pairs, cfg.seed)
+    train_pairs = dpo_training_pairs(cfg, train_pairs)
     data_info["n_dpo_train"] = len(train_pairs)
     tokenizer = load_tokenizer(cfg.model.name)
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
