@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     rm_eval = rm.add_parser("eval", help="evaluate a reward model (or an untrained base) without training",
                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_eval)
+    rm_pre = rm.add_parser("preflight", help="show how one pair is tokenized, where the reward is read, and "
+                           "check it against Hugging Face / TRL conventions (exit 1 if a check fails)",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(rm_pre)
+    rm_pre.add_argument("--data", help="pairs: file, folder or Hub id (data.train_path)")
+    rm_pre.add_argument("--template", help="template of --data (data.train_template)")
+    rm_pre.add_argument("--pair", type=int, default=0, help="which pair of the data to show (default 0)")
     score = commands.add_parser("score", help="score every pair of a preference file with a reward model",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SCORE_EPILOG)
     score.add_argument("--profile", help="score the profile's untrained and trained RM on its test and train "
@@ -157,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: summary[k] for k in ("test", "train", "verdict") if k in summary}, indent=2,
                              ensure_ascii=False))
             return 0
+        if args.command == "rm" and args.action == "preflight":
+            from alignkit.train.rm import rm_preflight
+            report = rm_preflight(config_from_args(args), args.pair)
+            shown = "".join(f"[{t['text']}]" if t["special"] else t["text"].replace("\n", "\\n\n")
+                            for t in report.tokens)
+            print(f"tokens ([special] shown; the reward is read at the last one):\n{shown}\n")
+            for c in report.checks:
+                print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.value}")
+            return 0 if report.ok else 1
         if args.command == "rm":
             cfg = config_from_args(args)
             from alignkit.train.rm import reward_model_metrics, run_reward_model

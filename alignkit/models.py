@@ -111,8 +111,9 @@ def _blocks(backbone: nn.Module) -> nn.ModuleList:
     raise AlignkitError(f"cannot find the transformer blocks of {type(backbone).__name__}")
 
 
-def make_trainable(body: nn.Module, cfg: TrainableConfig) -> nn.Module:
-    """Freeze/unfreeze (or wrap with LoRA) `body`; returns the module to use in its place."""
+def make_trainable(body: nn.Module, cfg: TrainableConfig, seed: int = 0) -> nn.Module:
+    """Freeze/unfreeze (or wrap with LoRA) `body`; returns the module to use in its place. LoRA's random
+    init draws from its own generator seeded with `seed`, not from whatever state the process is in."""
     if cfg.mode == "full":
         body.requires_grad_(True)
         return body
@@ -131,7 +132,9 @@ def make_trainable(body: nn.Module, cfg: TrainableConfig) -> nn.Module:
         from peft import LoraConfig, get_peft_model
         targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else cfg.lora_targets.split(",")
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
-        return get_peft_model(body, lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return get_peft_model(body, lora)
     raise AlignkitError(f"trainable.mode must be 'full', 'last_k' or 'lora', got {cfg.mode!r}")
 
 
@@ -142,9 +145,29 @@ def merged(body: nn.Module) -> nn.Module:
     return body
 
 
+def export_tokenizer(tokenizer, turn_ending: tuple[int, ...]):
+    """A copy of `tokenizer` whose pad token lets Hugging Face's sequence classifiers find the reward
+    position in padded batches. They read the rightmost token that is not the pad token, so the pad must
+    differ from the last token of a rendered turn (`turn_ending[-1]`; ChatML without a trailing newline ends
+    in `<|im_end|>`, which SmolLM2 also uses as pad). Keeps the tokenizer's own pad when it already differs."""
+    last = turn_ending[-1] if turn_ending else None
+    out = copy.deepcopy(tokenizer)
+    if out.pad_token_id is not None and out.pad_token_id != last:
+        return out
+    for token in [out.unk_token, out.bos_token, *out.all_special_tokens]:
+        if token and out.convert_tokens_to_ids(token) != last:
+            out.pad_token = token
+            return out
+    raise AlignkitError("the tokenizer has no special token other than its turn end to pad with; add a pad "
+                        "token to it before training a reward model for export")
+
+
 class RewardModel(nn.Module):
     """Causal LM body + `score_head = Linear(hidden, 1, bias=False)`; the reward is read at the last
     token the attention mask marks as real (pad id can equal eos, so pad-id pooling is wrong)."""
+
+    pad_token_id: int | None = None
+    """Written to the saved config, so HF pools padded batches; set it from `export_tokenizer`."""
 
     def __init__(self, seqcls: nn.Module):
         super().__init__()
@@ -177,10 +200,10 @@ class RewardModel(nn.Module):
         return scores, gather_last_attended(scores, attention_mask)
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Save as `*ForSequenceClassification` (LoRA merged). The saved config has no pad token id, so
-        HF reads the score at the last position: right for an unpadded or left-padded input."""
+        """Save as `*ForSequenceClassification` (LoRA merged). HF reads the score at the rightmost token that
+        is not `pad_token_id` (the last position when it is None: unpadded inputs only)."""
         config = copy.deepcopy(self.config)
-        config.pad_token_id = None
+        config.pad_token_id = self.pad_token_id
         config.num_labels = 1
         with torch.device("meta"):
             seqcls = self._seqcls_class(config)

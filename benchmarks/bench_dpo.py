@@ -12,12 +12,10 @@ Fairness notes, recorded in the result's settings:
   (alignkit: `reference_logps`, before `make_trainable`; TRL: in its constructor). Those passes are timed
   apart (settings.reference_precompute_s) and are not in the ratio, which measures training steps only.
 - Same tokens: TRL gets conversational rows ({prompt: messages, chosen/rejected: [assistant message]}) and
-  tokenizes them with the chat template itself. Two differences to alignkit's `ChatEncoder` are removed:
-  (1) rows are kept only if alignkit's encoding cuts nothing (prompt <= max_prompt_length, each sequence
-  <= max_length), so neither side truncates (TRL has no prompt limit and cuts sequence ends instead);
-  (2) SmolLM2's template ends every turn with "<|im_end|>\\n", and alignkit drops the final "\\n" of a
-  sequence (its last token is the end-of-turn token), so TRL's tokenizer copy gets the same template minus
-  the newline after the last message. The bench then checks that TRL's prompt + chosen/rejected ids equal
+  tokenizes them with the chat template itself, as alignkit's `ChatEncoder` does (the whole rendering, the
+  newline after "<|im_end|>" included). Rows are kept only if alignkit's encoding cuts nothing (prompt <=
+  max_prompt_length, each sequence <= max_length), so neither side truncates (TRL has no prompt limit and
+  cuts sequence ends instead). The bench then checks that TRL's prompt + chosen/rejected ids equal
   alignkit's token for token, and that TRL's own non-pad token counter matches ours.
 - TRL runs fp32 with gradient checkpointing off (its defaults would be bf16 autocast, which stalls on this
   CPU, and checkpointing, which recomputes the forward): the same arithmetic as alignkit.
@@ -49,19 +47,6 @@ import common  # noqa: E402
 
 BETA = 0.1
 LORA = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
-TURN_END = "'<|im_end|>' + '\n'}}"
-"""SmolLM2's template closes every turn with this; `_peer_template` drops the newline after the last turn."""
-
-
-def _peer_template(template: str) -> str:
-    """The chat template with no newline after the last message (unless a generation prompt follows), so
-    prompt + response renders exactly as alignkit's `ChatEncoder` encodes it (it strips that newline)."""
-    if TURN_END not in template:
-        raise SystemExit("unexpected chat template: the bench knows how to align SmolLM2's ChatML template only")
-    return template.replace(TURN_END, "'<|im_end|>'}}{% if not loop.last or add_generation_prompt %}"
-                                      "{{ '\n' }}{% endif %}")
-
-
 def _uncut_pairs(n: int, tokenizer, max_length: int, max_prompt_length: int, seed: int):
     """`n` seeded pairs whose encoding alignkit does not truncate, with their encodings (renumbered 0..n-1)."""
     from dataclasses import replace
@@ -106,7 +91,6 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
     import datasets
     datasets.disable_progress_bars()
     tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
-    tokenizer.chat_template = _peer_template(tokenizer.chat_template)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA) if trainable == "lora" else None
     args = DPOConfig(
@@ -203,7 +187,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                                            "rows": len(encoded), "batch_size": 8,
                                            "max_abs_difference": ref_gap},
                 "peer": {"bf16": bf16, "gradient_checkpointing": False, "precompute_ref_log_probs": True,
-                         "chat_template": "SmolLM2's, without the newline after the last message",
+                         "chat_template": "the tokenizer's own (both sides)",
                          "optim": str(trainer.args.optim), "train_sampling_strategy": "random"},
                 "alignkit_batches": "length-grouped (alignkit.train.loop), better rows then worse rows",
                 "rows": "repeat r trains both sides on chunk r of the sample (same rows, different per repeat)",

@@ -30,7 +30,7 @@ def one_at_a_time(model, tokenizer, prompts, responses, max_length: int) -> list
     with torch.no_grad():
         for prompt, response in zip(prompts, responses):
             text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}],
-                                                 tokenize=False).rstrip()
+                                                 tokenize=False)
             ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length).to(device)
             scores.append(model(ids["input_ids"], ids["attention_mask"])[1].item())
     return scores

@@ -25,6 +25,18 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def no_newline_tokenizer(tokenizer):
+    """SmolLM2's tokenizer with a ChatML template that ends each turn at `<|im_end|>` (no newline after it),
+    so a rendered conversation ends in SmolLM2's pad token."""
+    import copy
+    variant = copy.deepcopy(tokenizer)
+    ending = "'<|im_end|>' + '\n'"
+    assert ending in variant.chat_template
+    variant.chat_template = variant.chat_template.replace(ending, "'<|im_end|>'")
+    return variant
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     """A random 2-layer Llama with SmolLM2's vocabulary and chat template, saved as a causal LM."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -114,3 +114,37 @@ def test_dpo_run_writes_a_causal_lm_and_is_reused(tiny_model_dir, tmp_path, data
     generate = pipeline("text-generation", model=lm, tokenizer=AutoTokenizer.from_pretrained(out))
     assert isinstance(generate("Hello", max_new_tokens=3)[0]["generated_text"], str)
     assert dpo_metrics(cfg)["reused"] and not metrics.get("reused")
+
+
+DETERMINISM_SCRIPT = """
+import hashlib, json, sys
+import torch
+from alignkit.config import load_config
+from alignkit.train.dpo import run_dpo
+overrides = json.loads(sys.argv[1])
+if sys.argv[2] == "busy":  # a process that used the global RNG before training (other notebook cells)
+    torch.rand(1000)
+metrics = run_dpo(load_config("tiny", overrides))
+weights = (load_config("tiny", overrides).out / "dpo" / "model.safetensors").read_bytes()
+print(json.dumps({"eval": metrics["eval"], "train": metrics["train"], "weights": hashlib.sha256(weights).hexdigest()}))
+"""
+
+
+def test_dpo_run_is_identical_across_processes(tiny_model_dir, tmp_path, data_dir):
+    """Same seed and config in two fresh processes (different hash seeds, one of them with the global RNG
+    used first) -> the same metrics and the same saved weights, bit for bit."""
+    import os
+    import subprocess
+    import sys
+    results = []
+    for hash_seed, state in (("1", "fresh"), ("2", "busy")):
+        cfg = tiny_config(tiny_model_dir, tmp_path / hash_seed, data_dir)
+        overrides = {"model.name": cfg.model.name, "output_dir": str(cfg.output_dir),
+                     "data.train_path": cfg.data.train_path, "data.local_name": None, "dpo.train.max_steps": 2,
+                     "dpo.trainable.mode": "lora", "dpo.trainable.lora_r": 4, "dpo.max_pairs": 12}
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT, json.dumps(overrides), state],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert results[0] == results[1]

@@ -5,9 +5,10 @@ from alignkit.data.tokenize import ChatEncoder, collate_pairs, encode_pairs
 from alignkit.models import RewardModel, TrainableConfig, make_trainable
 
 
-def test_sequence_ending_in_pad_equal_eos_is_pooled_at_its_end(tiny_model_dir, tokenizer):
-    """SmolLM2's pad id is its eos <|im_end|>; every encoded response ends in it. Pad-id pooling would
-    read the token before it; attention-mask pooling must read it."""
+def test_sequence_ending_in_pad_equal_eos_is_pooled_at_its_end(tiny_model_dir, no_newline_tokenizer):
+    """SmolLM2's pad id is its eos <|im_end|>; with a template that ends a turn there, every encoded response
+    ends in it. Pad-id pooling would read the token before it; attention-mask pooling must read it."""
+    tokenizer = no_newline_tokenizer
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     encoder = ChatEncoder(tokenizer, 64, 32)
     short = encoder.encode([{"role": "user", "content": "hi"}], "Hello!")
@@ -56,14 +57,14 @@ def test_untrained_head_is_seeded(tiny_model_dir):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_truncation_keeps_the_end_token_and_counts_cuts(tokenizer, homework_pairs):
+def test_truncation_keeps_the_turn_ending_and_counts_cuts(tokenizer, homework_pairs):
     encoder = ChatEncoder(tokenizer, 48, 24)
     items, report = encode_pairs(encoder, homework_pairs[:30])
     assert report.response_cut > 0 and len(items) == 30
     for item in items:
         for seq in (item.better, item.worse):
             assert len(seq.input_ids) <= 48 and seq.prompt_length <= 24
-            assert seq.input_ids[-1] == tokenizer.eos_token_id
+            assert seq.input_ids[-2:] == encoder.ending == (tokenizer.eos_token_id, tokenizer.encode("\n")[0])
     dropped, drop_report = encode_pairs(encoder, homework_pairs[:30], truncation="drop")
     assert len(dropped) == 30 - report.response_cut == 30 - drop_report.dropped
     batch = collate_pairs(items[:3], tokenizer.pad_token_id)

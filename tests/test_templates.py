@@ -141,3 +141,45 @@ def test_data_dir_env_replaces_the_hub_id(monkeypatch, data_dir, tmp_path):
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(tmp_path))
     with pytest.raises(AlignkitError, match="has no align_anything_t2t.json"):
         resolve_source("PKU-Alignment/align-anything", "align_anything_t2t.json")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_utf8_bom_and_crlf_line_ends_are_read(tmp_path, suffix):
+    rows = [GOOD, {**GOOD, "question": "naïve café?", "overall_response": "2"}]
+    text = ("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n" if suffix == ".jsonl"
+            else json.dumps(rows, ensure_ascii=False, indent=1).replace("\n", "\r\n"))
+    path = tmp_path / f"windows{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    pairs, report = load_pairs(str(path), "HOMEWORK")
+    assert report.rows == 2 and pairs[1].prompt[0]["content"] == "naïve café?" and pairs[1].better == "b"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_latin1_file_is_named_with_line_and_encoding(tmp_path, suffix):
+    rows = [GOOD, GOOD, {**GOOD, "question": "café?"}]
+    text = ("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) if suffix == ".jsonl"
+            else "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]")
+    path = tmp_path / f"latin{suffix}"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=rf"latin{suffix}.*not UTF-8.*0xe9 at line {3 if suffix == '.jsonl' else 4}"):
+        load_pairs(str(path), "HOMEWORK")
+
+
+def test_row_of_another_template_names_the_templates_it_fits(tmp_path):
+    pku = {"prompt": "q?", "response_0": "a", "response_1": "b", "better_response_id": 1, "safer_response_id": 0}
+    path = _write(tmp_path, "d.json", json.dumps([pku]))
+    with pytest.raises(DataError, match=r"field 'response_2'.*fits template PKUSafeRLHF or PKUSafeRLHF-safer"):
+        load_pairs(path, "HOMEWORK")
+    path = _write(tmp_path, "e.json", json.dumps([{"text": "hello"}]))
+    with pytest.raises(DataError, match="fits no registered template"):
+        load_pairs(path, "HOMEWORK")
+
+
+def test_cli_exits_2_naming_a_file_that_is_not_utf8(tmp_path, capsys):
+    from alignkit.cli import main
+    path = tmp_path / "d.json"
+    path.write_bytes(json.dumps([{**GOOD, "question": "caf\xe9"}], ensure_ascii=False).encode("latin-1"))
+    assert main(["score", "--model", "smollm2", "--data", str(path), "--template", "HOMEWORK",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "d.json" in err and "not UTF-8" in err and "Traceback" not in err

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from alignkit.data.templates import PreferencePair, RowError, SkipRow, get_template
+from alignkit.data.templates import PreferencePair, RowError, SkipRow, get_template, matching_templates
 from alignkit.errors import AlignkitError, DataError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -39,11 +39,24 @@ def resolve_source(path: str, local_name: str | None = None) -> str:
     return path
 
 
+def _decode(data: bytes, path: Path, line: int | None = None) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); anything else is named by file, line and encoding."""
+    try:
+        return data.decode("utf-8-sig" if line in (None, 1) else "utf-8")
+    except UnicodeDecodeError as e:
+        at = line if line is not None else data[:e.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {at} cannot be decoded as UTF-8; "
+                        f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)", source=str(path),
+                        row=at if line is not None else None) from None
+
+
 def _read_json_file(path: Path) -> Iterator[tuple[int, Mapping]]:
-    """Rows with 1-based numbers: line numbers for JSON lines, element numbers for a JSON array."""
+    """Rows with 1-based numbers: line numbers for JSON lines, element numbers for a JSON array. UTF-8 with
+    or without a byte-order mark, LF or CRLF line ends."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = _decode(raw, path, number)
                 if not line.strip():
                     continue
                 try:
@@ -54,7 +67,7 @@ def _read_json_file(path: Path) -> Iterator[tuple[int, Mapping]]:
                 yield number, row
         return
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_decode(path.read_bytes(), path))
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})",
                         source=str(path)) from None
@@ -121,7 +134,9 @@ def load_pairs(path: str, template: str, *, name: str | None = None, split: str 
         try:
             pair = mapper(row)
         except RowError as e:
-            raise DataError(f"{e} (template {template})", source=source, row=number, field=e.field) from None
+            fits = matching_templates(row, exclude=template)
+            hint = f"the row fits template {' or '.join(fits)}" if fits else "the row fits no registered template"
+            raise DataError(f"{e} (template {template}; {hint})", source=source, row=number, field=e.field) from None
         except SkipRow as e:
             report.skipped[str(e)] = report.skipped.get(str(e), 0) + 1
             continue

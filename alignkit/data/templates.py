@@ -71,6 +71,21 @@ def get_template(name: str) -> Callable[[Mapping], PreferencePair]:
     return TEMPLATES[name]
 
 
+def matching_templates(row: Mapping, exclude: str = "") -> list[str]:
+    """Names of the registered templates (but `exclude`) that map `row` without an error."""
+    fits = []
+    for name, mapper in sorted(TEMPLATES.items()):
+        try:
+            mapper(row)
+        except RowError:
+            continue
+        except SkipRow:
+            pass
+        if name != exclude:
+            fits.append(name)
+    return fits
+
+
 # ----------------------------------------------------------------------------- field helpers
 
 def _text(row: Mapping, key: str) -> str:

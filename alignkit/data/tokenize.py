@@ -3,20 +3,28 @@
 Truncation policy (`max_length` tokens per sequence, `max_prompt_length` for the prompt part):
 1. A prompt longer than `max_prompt_length` keeps its last `max_prompt_length` tokens (the question's
    end and the assistant header survive; a long system/history start is cut).
-2. A response that does not fit in the room left is cut at its end, and its end-of-turn token is put back
-   as the last token, so the reward is always read at an end-of-turn position.
+2. A response that does not fit in the room left is cut at its end, and the template's turn ending (for
+   ChatML `<|im_end|>` and a newline) is put back, so the reward is always read where the template ends
+   a reply.
 Every cut is counted: `TruncationReport` says how many pairs lost response (or prompt) tokens. With
 `truncation="drop"` such pairs are removed instead (also counted).
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 
 import torch
 
 from alignkit.data.templates import PreferencePair
 from alignkit.errors import AlignkitError
+
+
+ENCODING = "template-v2"
+"""Names how sequences are encoded (the whole template rendering, the reward read at its last token). Part
+of every trained step's identity, so runs encoded the old way (v1: the rendering's trailing whitespace
+stripped) are retrained rather than reused."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,6 @@ class TruncationReport:
     response_cut: int = 0
     prompt_cut: int = 0
     dropped: int = 0
-    examples: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"pairs": self.pairs, "pairs_with_response_cut": self.response_cut,
@@ -54,7 +61,13 @@ class TruncationReport:
 
 
 class ChatEncoder:
-    """Encodes (prompt messages, response) with one tokenizer's chat template."""
+    """Encodes (prompt messages, response) exactly as the tokenizer's own chat template renders them.
+
+    The sequence is `apply_chat_template(prompt + [response])`, tokenized as Hugging Face does it, with the
+    template's whole turn ending kept (for ChatML: `<|im_end|>` and the newline after it). The reward is read
+    at its last token, so a plain `AutoModelForSequenceClassification` call on the standard rendering reads
+    the same position. Message text is data: a literal `<|im_end|>` inside it becomes ordinary text pieces,
+    never the control token; chat markup comes only from the template."""
 
     def __init__(self, tokenizer, max_length: int, max_prompt_length: int):
         if max_prompt_length >= max_length:
@@ -62,30 +75,78 @@ class ChatEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
-        self._special = set(tokenizer.all_special_ids)
+        self._special_texts = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+                                     | set(tokenizer.all_special_tokens))
+        self.ending = self._turn_ending()
+
+    def render(self, messages, *, generation_prompt: bool = False) -> str:
+        """The chat template's text for `messages` (a prompt: with the assistant header appended)."""
+        return self.tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                                  add_generation_prompt=generation_prompt)
+
+    def _turn_ending(self) -> tuple[int, ...]:
+        """Token ids the template writes after an assistant reply's text (ChatML: `<|im_end|>`, newline)."""
+        marker = "alignkitREPLYmarker"
+        text = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}])
+        if marker not in text:
+            raise AlignkitError("the chat template drops the assistant reply's text; alignkit cannot encode "
+                                "responses with this tokenizer")
+        tail = text[text.rindex(marker) + len(marker):]
+        return tuple(self.tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else ()
+
+    def token_ids(self, messages, *, generation_prompt: bool = False) -> list[int]:
+        """Token ids of the rendered `messages`: identical to `apply_chat_template(..., tokenize=True)` for
+        ordinary text; a message holding a special token's literal text is tokenized as text."""
+        text = self.render(messages, generation_prompt=generation_prompt)
+        if not any(s in m["content"] for m in messages for s in self._special_texts):
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._ids_with_text_contents(messages, text, generation_prompt)
+
+    def _ids_with_text_contents(self, messages, text: str, generation_prompt: bool) -> list[int]:
+        """Markup from the template is tokenized with its special tokens; each message's text with
+        `split_special_tokens=True`, so '<|im_end|>' written by a user stays text."""
+        markers = [f"alignkitMSG{i}marker" for i in range(len(messages))]
+        skeleton = self.render([{**m, "content": k} for m, k in zip(messages, markers)],
+                               generation_prompt=generation_prompt)
+        pieces = re.split("(" + "|".join(markers) + ")", skeleton)
+        contents = dict(zip(markers, (m["content"] for m in messages)))
+        if "".join(contents.get(p, p) for p in pieces) != text:
+            raise AlignkitError("the chat template changes message text (e.g. trims it); alignkit cannot "
+                                "keep special-token strings in the data as text with this tokenizer")
+        ids: list[int] = []
+        for piece in pieces:
+            if piece in contents:
+                ids += self.tokenizer(contents[piece], add_special_tokens=False,
+                                      split_special_tokens=True)["input_ids"]
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
 
     def prompt_ids(self, prompt) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """The prompt with the assistant header, as generation sees it (before the prompt cut)."""
+        return self.token_ids(prompt, generation_prompt=True)
 
     def encode(self, prompt, response: str) -> EncodedSequence:
-        tok = self.tokenizer
-        prompt_text = tok.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-        full_text = tok.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}],
-                                            tokenize=False).rstrip()
-        if not full_text.startswith(prompt_text):
+        prompt = list(prompt)
+        full_text = self.render(prompt + [{"role": "assistant", "content": response}])
+        if not full_text.startswith(self.render(prompt, generation_prompt=True)):
             raise AlignkitError("the chat template renders the prompt differently with a response appended; "
                                 "alignkit cannot tell prompt from response tokens for this tokenizer")
-        prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
-        response_ids = tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+        prompt_ids = self.prompt_ids(prompt)
+        full_ids = self.token_ids(prompt + [{"role": "assistant", "content": response}])
+        # where the response starts: a token that merges the header's last piece with the reply's first
+        # (e.g. newlines) counts as response
+        start = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(prompt_ids))
+        prompt_ids, response_ids = full_ids[:start], full_ids[start:]
         prompt_cut = len(prompt_ids) > self.max_prompt_length
         if prompt_cut:
             prompt_ids = prompt_ids[-self.max_prompt_length:]
         room = self.max_length - len(prompt_ids)
         response_cut = len(response_ids) > room
         if response_cut:
-            end = response_ids[-1] if response_ids[-1] in self._special else None
-            response_ids = response_ids[:room - 1] + [end] if end is not None else response_ids[:room]
+            end = list(self.ending)
+            keeps_end = end and len(end) < room and response_ids[-len(end):] == end
+            response_ids = response_ids[:room - len(end)] + end if keeps_end else response_ids[:room]
         return EncodedSequence(tuple(prompt_ids + response_ids), len(prompt_ids), response_cut, prompt_cut)
 
 

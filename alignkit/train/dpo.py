@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from alignkit.config import DPOConfig, RunConfig
 from alignkit.data.sources import seeded_sample
-from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
+from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_path
 from alignkit import losses
@@ -173,7 +173,7 @@ def dpo_training_pairs(cfg: RunConfig, train_pairs: list) -> list:
 def dpo_config(cfg: RunConfig) -> dict:
     """The settings a DPO run depends on."""
     full = cfg.to_dict()
-    return {k: full[k] for k in ("seed", "model", "data", "dpo")}
+    return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
 
 
 def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
@@ -213,7 +213,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items = [DPOItem(p, train_refs[i] if train_refs else None) for i, p in enumerate(train_encoded)]
     eval_items = [DPOItem(p, eval_refs[i] if eval_refs else None) for i, p in enumerate(eval_encoded)]
 
-    policy.lm = make_trainable(policy.lm, d.trainable)
+    policy.lm = make_trainable(policy.lm, d.trainable, cfg.seed)
     task = DPOTask(pad, d, reference_model, d.train.eval_batch_size)
     result = train(policy, task, train_items, eval_items, [i.pair.length for i in train_items], d.train,
                    seed=cfg.seed, checkpoint_dir=cfg.out / "checkpoints" / "dpo",

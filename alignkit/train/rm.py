@@ -12,11 +12,11 @@ import torch
 from alignkit.config import RunConfig
 from alignkit.data.sources import load_pairs, resolve_source, seeded_sample, split_by_prompt
 from alignkit.data.templates import PreferencePair
-from alignkit.data.tokenize import ChatEncoder, EncodedPair, collate_pairs, encode_pairs
+from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
-from alignkit.models import RewardModel, load_tokenizer, make_trainable
+from alignkit.models import RewardModel, export_tokenizer, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.scoring import end_scores
 from alignkit.train.loop import save_final, train
@@ -126,7 +126,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.eval()
         with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
             metrics["eval_untrained"] = task.evaluate(model, eval_items)
-        model.backbone = make_trainable(model.backbone, cfg.trainable)
+        model.backbone = make_trainable(model.backbone, cfg.trainable, cfg.seed)
         result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
@@ -139,7 +139,9 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
         metrics["wall_time_s"] = round(time.time() - t0, 1)
-        if not save_final(rm_dir, model, tokenizer, metrics, result):
+        exported = export_tokenizer(tokenizer, encoder.ending)
+        model.pad_token_id = exported.pad_token_id
+        if not save_final(rm_dir, model, exported, metrics, result):
             return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
         out = rm_dir / "metrics.json"
@@ -154,6 +156,22 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     return metrics
 
 
+def rm_preflight(cfg: RunConfig, index: int = 0):
+    """The tokenization preflight (alignkit.data.preflight) on pair `index` of the profile's training data
+    (its eval data when there is no training data), with the tokenizer and pad token the export uses."""
+    from alignkit.data.preflight import preflight
+    d = cfg.data
+    path, template = ((resolve_source(d.train_path, d.local_name), d.train_template) if d.train_path is not None
+                      else (d.eval_path, d.eval_template))
+    if path is None:
+        raise AlignkitError("preflight needs data: set data.train_path (--data) or data.eval_path (--eval-data)")
+    pairs, _ = load_pairs(path, template, max_rows=d.max_pairs, seed=cfg.seed)
+    if not 0 <= index < len(pairs):
+        raise AlignkitError(f"pair index {index} is out of range: the data has {len(pairs)} pairs")
+    encoder = ChatEncoder(load_tokenizer(cfg.model.name), d.max_length, d.max_prompt_length)
+    return preflight(encoder, pairs[index], export_tokenizer(encoder.tokenizer, encoder.ending).pad_token_id)
+
+
 def train_check_pairs(train_pairs: list, eval_pairs: list, seed: int) -> list:
     """The training pairs a model is measured on after training: a seeded sample as large as the test split,
     so train and test accuracy carry confidence intervals of the same width (and cost the same to score)."""
@@ -162,7 +180,7 @@ def train_check_pairs(train_pairs: list, eval_pairs: list, seed: int) -> list:
 
 def rm_config(cfg: RunConfig) -> dict:
     """The settings a reward model depends on (the DPO and generation sections are not among them)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}
+    return {"encoding": ENCODING, **{k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}}
 
 
 def config_hash(settings: dict) -> str:
