@@ -69,7 +69,7 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
         del lm
     rm_dir = cfg.out / "rm"
     rm = RewardModel.from_pretrained(str(rm_dir))
-    rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), cfg.data.max_length, cfg.data.max_prompt_length)
+    rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     scored = score_texts(rm, rm_encoder, [r["prompt"] for r in rows], [r["response"] for r in rows],
                          batch_size=cfg.train.eval_batch_size)
     table = pd.DataFrame(rows)

@@ -65,6 +65,16 @@ class DataConfig:
     """Prompt tokens kept (from the end) before the response."""
     truncation: str = "cut"
     """'cut' over-long responses (keeping the end-of-turn token; counted) or 'drop' those pairs."""
+    eval_max_length: int | None = None
+    """Tokens per sequence when a reward model is evaluated or scores texts (None = max_length, with the
+    same prompt cut). Set above the longest pair to score whole texts, prompt included, exactly as a Hugging
+    Face user of the exported model does."""
+
+    def eval_lengths(self) -> tuple[int, int]:
+        """(max_length, max_prompt_length) for evaluation and scoring."""
+        if self.eval_max_length is None:
+            return self.max_length, self.max_prompt_length
+        return self.eval_max_length, self.eval_max_length - 1
 
 
 @dataclass

@@ -151,7 +151,7 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
         raise AlignkitError(f"no trained reward model in {rm_dir}; run `alignkit rm train --profile {cfg.profile}`")
     splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
     splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
-    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), cfg.data.max_length, cfg.data.max_prompt_length)
+    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     tables, summaries = {}, {}
     for model_name, source in (("untrained", cfg.model.name), ("trained", str(rm_dir))):
         model = RewardModel.from_pretrained(source, seed=cfg.seed)

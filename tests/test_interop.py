@@ -137,3 +137,17 @@ def test_preflight_finds_the_reward_position_and_a_pad_that_hides_it(chat_tokeni
     assert raw.ok is not ends_in_pad
     assert {c.name for c in raw.checks if not c.ok} == ({"exported pad token", "HF reads a right-padded batch at"}
                                                         if ends_in_pad else set())
+
+
+@pytest.mark.slow
+def test_report_rm_scored_by_plain_transformers_reproduces_its_test_accuracy(tiny_report):
+    """The tiny chain's outputs/<profile>/rm, scored by a script that never imports alignkit (each test pair
+    rendered with apply_chat_template, one unpadded forward), gives the same count correct."""
+    import importlib.util
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("plain_hf_rm_check", REPO / "scripts" / "plain_hf_rm_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.check(tiny_report["out"])
+    assert result["same"], result
+    assert result["max_abs_score_difference"] < 1e-4

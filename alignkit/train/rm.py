@@ -111,8 +111,9 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_pairs, eval_pairs, data_info = prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name)
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
+    eval_encoder = ChatEncoder(tokenizer, *cfg.data.eval_lengths())
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
-    eval_items, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
+    eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
     from alignkit.packing import PackedRewardTask, packed_length  # packing imports RewardTask from here
     # training batches are shared-prompt packed (the prompt computed once per pair); evaluation and
@@ -131,7 +132,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
                        run_id=config_hash(rm_config(cfg)))
-        train_check, _ = encode_pairs(encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
+        train_check, _ = encode_pairs(eval_encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
                                       cfg.data.truncation)
         model.eval()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
