@@ -64,7 +64,7 @@ class DataConfig:
     max_prompt_length: int = 96
     """Prompt tokens kept (from the end) before the response."""
     truncation: str = "cut"
-    """'cut' over-long responses (keeping the end-of-turn token; counted) or 'drop' those pairs."""
+    """'cut' over-long responses (keeping the template's turn ending; counted) or 'drop' those pairs."""
     eval_max_length: int | None = None
     """Tokens per sequence when a reward model is evaluated or scores texts (None = max_length, with the
     same prompt cut). Set above the longest pair to score whole texts, prompt included, exactly as a Hugging

@@ -20,8 +20,7 @@ def generate(lm, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], gen
     kept), exactly as the reward model sees them. Batches are length-sorted; batch k samples with seed
     `seed + k`, so two models given the same prompts draw from the same random streams."""
     tokenizer = encoder.tokenizer
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() \
-        else tokenizer.eos_token_id
+    end_of_turn = encoder.ending[0] if encoder.ending else tokenizer.eos_token_id  # ChatML: <|im_end|>
     stop = sorted({end_of_turn, tokenizer.eos_token_id})
     encoded = [encoder.prompt_ids(p)[-encoder.max_prompt_length:] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
