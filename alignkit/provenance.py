@@ -1,16 +1,18 @@
-"""Where the report's numbers come from: profile, config, git commit, package versions, seeds, data files
-(row counts, licences), hardware and wall time per step -> a dict (`collect`) and a bilingual page
-(`markdown`)."""
+"""Where the report's numbers come from: profile, config, git commit, package versions (and how they differ
+from the lock), seeds, data files (row counts, licences), hardware and wall time per step -> a dict
+(`collect`) and a bilingual page (`markdown`)."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Mapping
 
 from alignkit.config import CONFIG_DIR, RunConfig
 
@@ -47,6 +49,82 @@ def package_versions(names=PACKAGES) -> dict:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+LOCK_FILES = ("requirements.lock", "requirements-nodeps.lock")
+"""The environment `make` installs, every package pinned (`make lock` compiles them from requirements*.txt)."""
+HOST_BUILT = frozenset({"torch"})
+"""Packages whose build the host picks (CPU `+cpu`, CUDA `+cu128`, ...): only their version number must match."""
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 name: 'PyYAML' and 'pyyaml', 'jupyter_book' and 'jupyter-book' are the same package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(text: str) -> dict[str, str]:
+    """A pip requirements lock (`name==version \\` lines, then `--hash` and comment lines) -> {canonical
+    name: version}."""
+    return {canonical_name(m.group(1)): m.group(2) for m in map(_PIN.match, text.splitlines()) if m}
+
+
+def locked_versions(files=None) -> dict[str, str]:
+    """Every package of the lock files ({} when there are none, e.g. alignkit installed from a wheel)."""
+    locked = {}
+    for path in (REPO / name for name in LOCK_FILES) if files is None else map(Path, files):
+        if path.exists():
+            locked.update(read_lock(path.read_text(encoding="utf-8")))
+    return locked
+
+
+def installed_versions(names) -> dict[str, str | None]:
+    """{name: installed version, or None when not installed} from the environment's package metadata."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _same(name: str, installed: str, locked: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+    try:
+        a, b = Version(installed), Version(locked)
+    except InvalidVersion:
+        return installed == locked
+    return a.public == b.public if name in HOST_BUILT else a == b
+
+
+def lock_drift(locked: Mapping[str, str], installed: Mapping[str, str | None]) -> list[dict]:
+    """The locked packages whose installed version differs from the lock, or that are missing:
+    [{"package", "locked", "installed" (None: not installed)}], by name. Packages outside the lock are not
+    drift (a GPU host's CUDA libraries, tools installed by hand)."""
+    return [{"package": name, "locked": version, "installed": installed.get(name)}
+            for name, version in sorted(locked.items())
+            if installed.get(name) is None or not _same(name, installed[name], version)]
+
+
+def drift_warning(drift: list[dict]) -> str | None:
+    """One sentence naming each drifting package, with the command that restores the lock; None if none."""
+    if not drift:
+        return None
+    items = ", ".join(f"{d['package']} {d['installed'] or 'not installed'} (lock {d['locked']})" for d in drift)
+    return (f"installed packages differ from the lock ({LOCK_FILES[0]}): {items}. Results may differ from a "
+            f"locked run; reinstall the lock: `pip install --no-deps -r {LOCK_FILES[0]} -r {LOCK_FILES[1]}` "
+            f"(GPU hosts: the README's command, which keeps the host's torch).")
+
+
+def lock_state(files=None, names=PACKAGES) -> dict:
+    """{"files": the lock files read, "packages": how many packages they pin, "drift": `lock_drift` of this
+    environment, "pins": {name: locked version or None} for `names`}."""
+    paths = [REPO / n for n in LOCK_FILES] if files is None else [Path(f) for f in files]
+    locked = locked_versions(paths)
+    return {"files": [p.name for p in paths if p.exists()], "packages": len(locked),
+            "drift": lock_drift(locked, installed_versions(locked)),
+            "pins": {name: locked.get(canonical_name(name)) for name in names}}
 
 
 def hardware() -> dict:
@@ -125,9 +203,27 @@ def collect(cfg: RunConfig, *, overrides: dict | None = None) -> dict:
     return {"profile": cfg.profile, "overrides": dict(overrides or {}), "config": cfg.to_dict(),
             "seeds": {"seed": cfg.seed, "used for": "data split and sampling, fresh score-head init, batch "
                                                     "order, bootstrap resamples, generation sampling"},
-            "git": git_state(), "packages": package_versions(), "hardware": hardware(),
+            "git": git_state(), "packages": package_versions(), "lock": lock_state(), "hardware": hardware(),
             "data": data_files(cfg), "wall_time_s": step_times(cfg.out), "command": " ".join(sys.argv),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def lock_markdown(lock: dict) -> str:
+    """The Packages section's first lines: which lock the run was checked against, and a warning box naming
+    each drifting package (installed vs locked version)."""
+    if not lock["files"]:
+        return ("No lock file was found (alignkit is not running from its repository), so the versions below "
+                "were not checked. / 未找到锁文件，以下版本未经核对。")
+    files = " + ".join(f"`{f}`" for f in lock["files"])
+    if not lock["drift"]:
+        return (f"Every one of the {lock['packages']} packages of {files} is installed at its locked version. / "
+                f"{files} 中的 {lock['packages']} 个软件包均为锁定版本。")
+    rows = _table(("package / 包", "installed / 已安装", "lock / 锁定"),
+                  [(d["package"], d["installed"] or "not installed / 未安装", d["locked"]) for d in lock["drift"]])
+    return (f":::{{warning}}\nThis run's environment differs from {files} in {len(lock['drift'])} of "
+            f"{lock['packages']} packages; its numbers may not reproduce in a locked environment. / "
+            f"本次运行的环境与锁文件有 {len(lock['drift'])} 个软件包不同，结果可能无法在锁定环境中复现。\n\n"
+            f"{rows}\n:::")
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -144,12 +240,18 @@ def markdown(facts: dict) -> str:
     data = _table(("file / 文件", "rows / 行数", "origin / 来源", "licence / 许可", "used / 本次使用"),
                   [(d["file"], d["rows"], d["origin"], d["licence"], "yes / 是" if d["used"] else "")
                    for d in facts["data"]])
-    packages = _table(("package / 包", "version / 版本"), list(facts["packages"].items()))
+    lock = facts.get("lock") or {"files": [], "packages": 0, "drift": [], "pins": {}}
+    packages = _table(("package / 包", "version / 版本", "lock / 锁定"),
+                      [(name, version, lock["pins"].get(name)) for name, version in facts["packages"].items()])
+    lock_note = lock_markdown(lock)
     times = _table(("step / 步骤", "wall time (s) / 用时（秒）"), list(facts["wall_time_s"].items()))
     hardware = _table(("item / 项目", "value / 值"),
                       [("CPU", hw["cpu"]), ("cores / 核数", hw["cpu_count"]), ("memory GiB / 内存", hw["memory_gib"]),
                        ("torch threads / 线程", hw.get("torch_threads")),
                        ("GPUs", ", ".join(hw.get("gpus") or []) or "none / 无"), ("platform / 平台", hw["platform"])])
+    drift = ", ".join(f"`{d['package']}`" for d in lock["drift"])
+    drift_en = f"\n**Not the locked environment:** {drift} differ from the lock (see Packages).\n" if drift else ""
+    drift_zh = f"\n**与锁定环境不一致：** {drift} 的版本与锁文件不同（见“软件包”）。\n" if drift else ""
     config = json.dumps(facts["config"], indent=2, ensure_ascii=False)
     overrides = json.dumps(facts["overrides"], ensure_ascii=False)
     return f"""# Provenance / 溯源
@@ -164,7 +266,7 @@ overrides `{overrides}`, code at commit `{git["commit"][:12]}`{dirty}, seed **{f
 (used for the {facts["seeds"]["used for"]}). Rerunning `make report PROFILE={facts["profile"]}` on the same
 machine with the same commit reproduces them; finished steps are reused when their config is unchanged.
 Generated {facts["generated"]}.
-
+{drift_en}
 **Data licences.** PKU-Alignment data (align-anything, PKU-SafeRLHF) is CC-BY-NC-4.0 (non-commercial use);
 Anthropic HH-RLHF is MIT. Content warning: the safety data contain harmful text, kept for research on making
 models less harmful.
@@ -176,7 +278,7 @@ models less harmful.
 `{git["commit"][:12]}`{"（含未提交的修改）" if git.get("dirty") else ""}，随机种子 **{facts["seeds"]["seed"]}**\
 （用于数据划分与采样、新打分头初始化、批次顺序、自助法重采样和生成采样）。在同一台机器、同一提交上重新运行\
 `make report PROFILE={facts["profile"]}` 即可复现；配置未变的已完成步骤会被复用。生成时间 {facts["generated"]}。
-
+{drift_zh}
 **数据许可。** PKU-Alignment 的数据（align-anything、PKU-SafeRLHF）采用 CC-BY-NC-4.0（仅限非商业用途）；\
 Anthropic HH-RLHF 采用 MIT 许可。内容提示：安全数据中含有有害文本，仅用于让模型更安全的研究。
 :::
@@ -195,6 +297,8 @@ Anthropic HH-RLHF 采用 MIT 许可。内容提示：安全数据中含有有害
 {hardware}
 
 ## Packages / 软件包
+
+{lock_note}
 
 {packages}
 

@@ -290,6 +290,9 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
     from alignkit import provenance
     overrides = dict(overrides or {})
     cfg = load_config(profile, overrides)
+    drift = provenance.drift_warning(provenance.lock_state()["drift"])
+    if drift:
+        log(f"report: warning: {drift}")
     t0 = time.perf_counter()
     times = run_notebooks(profile, overrides, force=force, notebooks=notebooks, log=log)
     html = [export_html(cfg.out / "notebooks" / name) for name in times]

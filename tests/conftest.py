@@ -69,6 +69,16 @@ def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
     return load_config("tiny", values)
 
 
+def tiny_chain_overrides(tiny_model_dir, output_dir) -> dict:
+    """The tiny profile's overrides for a whole-chain run (every notebook): the tiny random model, artifacts
+    under `output_dir`, 3 training steps for the reward model and for DPO."""
+    from alignkit.config import load_config
+    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(output_dir), "train.max_steps": 3}
+    if hasattr(load_config("tiny"), "dpo"):
+        overrides["dpo.train.max_steps"] = 3
+    return overrides
+
+
 @pytest.fixture(scope="session")
 def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     """The whole report once per session: every notebooks/NN_*.ipynb under papermill on the tiny profile
@@ -77,9 +87,7 @@ def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     from alignkit.config import load_config
     from alignkit.report import copy_book_sources, run_report
     base = tmp_path_factory.mktemp("report")
-    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(base / "outputs"), "train.max_steps": 3}
-    if hasattr(load_config("tiny"), "dpo"):
-        overrides["dpo.train.max_steps"] = 3
+    overrides = tiny_chain_overrides(tiny_model_dir, base / "outputs")
     root = copy_book_sources(base / "root")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALIGNKIT_DATA_DIR", str(data_dir))  # the kernels papermill starts inherit it
