@@ -18,6 +18,11 @@ from alignkit.data.tokenize import ChatEncoder, EncodedSequence, pad_sequences
 from alignkit.io import atomic_path
 
 
+EVAL_SCORES = "eval_scores.json"
+"""Per-pair scores of the training run's evaluations, saved beside the reward model:
+{"untrained-test" | "trained-test" | "trained-train": {"better": [...], "worse": [...]}} in pair order."""
+
+
 def end_scores(model, sequences: Sequence[EncodedSequence], pad_id: int, *, batch_size: int = 16,
                progress: bool = False) -> torch.Tensor:
     """(N,) reward at each sequence's last real token, in input order; length-sorted batches, inference mode."""
@@ -38,17 +43,23 @@ def end_scores(model, sequences: Sequence[EncodedSequence], pad_id: int, *, batc
 
 
 def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], responses: Sequence[str],
-                *, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+                *, batch_size: int = 16, progress: bool = True, scores: Sequence[float] | None = None
+                ) -> pd.DataFrame:
     """Score each (prompt, response). Returns DataFrame(prompt, response, score, prompt_tokens,
-    response_tokens, response_cut) in the input order."""
+    response_tokens, response_cut) in the input order. `scores` given (already computed by this model on
+    this encoding, e.g. by the training run's evaluation): the model is not run again."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     encoded = [encoder.encode(p, r) for p, r in zip(prompts, responses)]
-    scores = end_scores(model, encoded, encoder.tokenizer.pad_token_id, batch_size=batch_size, progress=progress)
+    if scores is None:
+        scores = end_scores(model, encoded, encoder.tokenizer.pad_token_id, batch_size=batch_size,
+                            progress=progress).tolist()
+    elif len(scores) != len(encoded):
+        raise ValueError(f"{len(scores)} scores for {len(encoded)} responses")
     return pd.DataFrame({
         "prompt": [json.dumps(list(p), ensure_ascii=False) for p in prompts],
         "response": list(responses),
-        "score": scores.tolist(),
+        "score": list(scores),
         "prompt_tokens": [e.prompt_length for e in encoded],
         "response_tokens": [len(e.input_ids) - e.prompt_length for e in encoded],
         "response_cut": [e.response_cut for e in encoded],
@@ -56,11 +67,14 @@ def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]
 
 
 def score_pairs(model, encoder: ChatEncoder, pairs: Sequence[PreferencePair], *, batch_size: int = 16,
-                progress: bool = True) -> pd.DataFrame:
-    """Both sides of each pair -> one row per response with `pair_id` and `side` ('better'/'worse')."""
+                progress: bool = True, scores: tuple[Sequence[float], Sequence[float]] | None = None
+                ) -> pd.DataFrame:
+    """Both sides of each pair -> one row per response with `pair_id` and `side` ('better'/'worse').
+    `scores` = (better, worse) per pair, when already computed (see `score_texts`)."""
     prompts = [p.prompt for p in pairs for _ in (0, 1)]
     responses = [r for p in pairs for r in (p.better, p.worse)]
-    table = score_texts(model, encoder, prompts, responses, batch_size=batch_size, progress=progress)
+    flat = None if scores is None else [s for b, w in zip(*scores) for s in (b, w)]
+    table = score_texts(model, encoder, prompts, responses, batch_size=batch_size, progress=progress, scores=flat)
     table.insert(0, "side", ["better", "worse"] * len(pairs))
     if any(p.meta.get("better_harm_categories") is not None for p in pairs):
         table["categories"] = [";".join(_pair_categories(p)) for p in pairs for _ in (0, 1)]
@@ -152,12 +166,20 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
     splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
     splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
+    saved_path = rm_dir / EVAL_SCORES
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     tables, summaries = {}, {}
     for model_name, source in (("untrained", cfg.model.name), ("trained", str(rm_dir))):
-        model = RewardModel.from_pretrained(source, seed=cfg.seed)
+        model = None
         for split, pairs in splits.items():
             key = f"{model_name}-{split}"
-            table = score_pairs(model, encoder, pairs, batch_size=batch_size)
+            scores = saved.get(key)  # the training run's evaluation scored these pairs already
+            if scores is not None and len(scores["better"]) != len(pairs):
+                scores = None
+            if scores is None and model is None:
+                model = RewardModel.from_pretrained(source, seed=cfg.seed)
+            table = score_pairs(model, encoder, pairs, batch_size=batch_size,
+                                scores=None if scores is None else (scores["better"], scores["worse"]))
             write_table(table, cfg.out / "scores" / key)
             tables[key], summaries[key] = table, summarize(table, seed=cfg.seed)
     atomic_write_json(cfg.out / "scores" / "summary.json", summaries)

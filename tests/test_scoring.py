@@ -89,3 +89,25 @@ def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_pat
     assert summaries["trained-test"]["accuracy"] == pytest.approx(metrics["eval"]["accuracy"])
     assert (cfg.out / "figures" / "score_distributions.png").stat().st_size > 1000
     assert (cfg.out / "scores" / "trained-train.parquet").exists()
+
+
+def test_two_by_two_reuses_the_training_runs_scores_and_they_equal_a_rescoring(tiny_model_dir, tmp_path, data_dir):
+    """Chapter 3 takes three of its four tables from the RM run's evaluations (rm/eval_scores.json) instead
+    of scoring again; those scores equal scoring the saved model afresh."""
+    import pandas as pd
+    from conftest import tiny_config
+    from alignkit.scoring import EVAL_SCORES, score_profile
+    from alignkit.train.rm import run_reward_model
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16,
+                                                             "trainable.mode": "lora", "trainable.lora_r": 4})
+    run_reward_model(cfg)
+    saved = json.loads((cfg.out / "rm" / EVAL_SCORES).read_text())
+    assert set(saved) == {"untrained-test", "trained-test", "trained-train"}
+    score_profile(cfg)
+    reused = {k: pd.read_parquet(cfg.out / "scores" / f"{k}.parquet") for k in saved}
+    (cfg.out / "rm" / EVAL_SCORES).unlink()
+    score_profile(cfg)
+    for key, table in reused.items():
+        fresh = pd.read_parquet(cfg.out / "scores" / f"{key}.parquet")
+        assert table.drop(columns="score").equals(fresh.drop(columns="score"))
+        assert table.score.tolist() == pytest.approx(fresh.score.tolist(), abs=1e-5)

@@ -271,13 +271,17 @@ def full_parameters(model: nn.Module, engine=None):
     return contextlib.nullcontext()
 
 
-def save_final(out_dir: Path, model: nn.Module, tokenizer, metrics: dict, result: dict) -> bool:
-    """Write the trained model, tokenizer and metrics.json to `out_dir` in one atomic rename (all three or
-    none), from rank 0 with the full weights gathered. Call on every rank; returns True on rank 0."""
+def save_final(out_dir: Path, model: nn.Module, tokenizer, metrics: dict, result: dict,
+               extra: dict[str, object] | None = None) -> bool:
+    """Write the trained model, tokenizer, metrics.json and the `extra` JSON files ({name: content}) to
+    `out_dir` in one atomic rename (all or none), from rank 0 with the full weights gathered. Call on every
+    rank; returns True on rank 0."""
     with full_parameters(model, result["engine"]):
         if result["rank"] == 0:
             with atomic_dir(out_dir) as tmp:
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 atomic_write_json(tmp / "metrics.json", metrics)
+                for name, content in (extra or {}).items():
+                    atomic_write_json(tmp / name, content)
     return result["rank"] == 0

@@ -18,7 +18,7 @@ from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, export_tokenizer, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
-from alignkit.scoring import end_scores
+from alignkit.scoring import EVAL_SCORES, end_scores
 from alignkit.train.loop import save_final, train
 
 
@@ -49,8 +49,12 @@ class RewardTask:
         scores = end_scores(model, sequences, self.pad_id, batch_size=2 * self.eval_batch_size)
         return scores[:len(items)], scores[len(items):]
 
+    last_scores: tuple[list[float], list[float]] | None = None
+    """(better, worse) per pair of the latest `evaluate` call, for the score tables of chapter 3."""
+
     def evaluate(self, model, items: Sequence[EncodedPair]) -> dict:
         better, worse = self.pair_scores(model, items)
+        self.last_scores = (better.tolist(), worse.tolist())
         rewards = torch.cat([better, worse])
         summary = accuracy_summary(correctness(better.tolist(), worse.tolist()))
         lengths = [[len(s.input_ids) - s.prompt_length for s in (i.better, i.worse)] for i in items]
@@ -127,22 +131,26 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.eval()
         with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
             metrics["eval_untrained"] = task.evaluate(model, eval_items)
+        scores = {"untrained-test": task.last_scores}
         model.backbone = make_trainable(model.backbone, cfg.trainable, cfg.seed)
         result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
                        run_id=config_hash(rm_config(cfg)))
+        scores["trained-test"] = task.last_scores  # the loop's final evaluation
         train_check, _ = encode_pairs(eval_encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
                                       cfg.data.truncation)
         model.eval()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
             metrics["train"] = task.evaluate(result["engine"] or model, train_check)
+        scores["trained-train"] = task.last_scores
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"])
         metrics["wall_time_s"] = round(time.time() - t0, 1)
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
-        if not save_final(rm_dir, model, exported, metrics, result):
+        if not save_final(rm_dir, model, exported, metrics, result, extra={EVAL_SCORES: {
+                k: {"better": b, "worse": w} for k, (b, w) in scores.items()}}):
             return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
         out = rm_dir / "metrics.json"
