@@ -220,3 +220,31 @@ def summary_frame(summaries: dict) -> pd.DataFrame:
                      "length-matched n": s["length"]["length_matched"]["n"],
                      "Spearman(score, length)": s["score_vs_length"]["spearman"]}
     return pd.DataFrame(rows).T
+
+
+def precision_check(cfg, *, batch_size: int = 16) -> dict:
+    """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
+    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup'}. Writes
+    outputs/<profile>/scores/precision.json."""
+    import time
+    from alignkit.data.sources import load_pairs
+    from alignkit.io import atomic_write_json
+    from alignkit.models import RewardModel, load_tokenizer
+    from alignkit.stats import precision_agreement
+    rm_dir = cfg.out / "rm"
+    pairs = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
+    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
+    sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
+    scores, seconds = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = RewardModel.from_pretrained(str(rm_dir), dtype=dtype)
+        start = time.perf_counter()
+        flat = end_scores(model, sequences, encoder.tokenizer.pad_token_id, batch_size=batch_size, progress=True)
+        seconds[str(dtype).split(".")[-1]] = round(time.perf_counter() - start, 2)
+        scores[dtype] = (flat[0::2].tolist(), flat[1::2].tolist())
+        del model
+    result = {**precision_agreement(scores[torch.float32], scores[torch.bfloat16], seed=cfg.seed),
+              **{f"{k}_s": v for k, v in seconds.items()},
+              "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads()}
+    atomic_write_json(cfg.out / "scores" / "precision.json", result)
+    return result

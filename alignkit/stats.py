@@ -139,3 +139,27 @@ def outside_range(values, reference, low: float = 1.0, high: float = 99.0) -> di
     lo, hi = np.percentile(np.asarray(reference, float), [low, high])
     v = np.asarray(values, float)
     return {"range": [float(lo), float(hi)], "below": float(np.mean(v < lo)), "above": float(np.mean(v > hi))}
+
+
+def precision_agreement(reference: tuple, other: tuple, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """How far scores computed at a lower precision (`other`) agree with full-precision ones (`reference`),
+    each a (better scores, worse scores) pair of equal-length sequences over the same pairs.
+
+    Returns Spearman of all scores, the largest absolute score difference, `flips` (pairs whose order,
+    better > worse / tie / worse > better, differs), both accuracies (ties half) and the paired accuracy
+    difference other - reference with a bootstrap 95% CI over pairs. `holds` is the adoption rule: the
+    difference's CI contains 0 and Spearman is at least 0.99."""
+    import numpy as np
+    from scipy import stats
+    ref_b, ref_w, oth_b, oth_w = (np.asarray(x, dtype=float) for x in (*reference, *other))
+    ref_c = np.where(ref_b == ref_w, 0.5, (ref_b > ref_w).astype(float))
+    oth_c = np.where(oth_b == oth_w, 0.5, (oth_b > oth_w).astype(float))
+    diff = oth_c - ref_c
+    low, high = bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed)
+    spearman = float(stats.spearmanr(np.concatenate([ref_b, ref_w]), np.concatenate([oth_b, oth_w]))[0])
+    return {"n": len(diff), "spearman": spearman,
+            "max_abs_difference": float(np.max(np.abs(np.concatenate([oth_b - ref_b, oth_w - ref_w])))),
+            "flips": int(np.sum(np.sign(ref_b - ref_w) != np.sign(oth_b - oth_w))),
+            "accuracy_reference": float(ref_c.mean()), "accuracy_other": float(oth_c.mean()),
+            "accuracy_difference": float(diff.mean()), "accuracy_difference_ci95": [low, high],
+            "holds": bool(low <= 0 <= high and spearman >= 0.99)}

@@ -46,3 +46,19 @@ def test_length_diagnostics_by_hand():
     d = length_diagnostics([2, 1, 0, 0], [1, 0, 1, 3], [300, 100, 50, 10], [100, 95, 50, 40])
     assert d["longer_wins"]["accuracy"] == (1 + 1 + 0.5 + 0) / 4
     assert d["length_matched"]["n"] == 2 and d["length_matched"]["accuracy"] == 0.5
+
+
+def test_precision_agreement_by_hand():
+    from alignkit.stats import precision_agreement
+    reference = ([3.0, 1.0, 2.0, 0.5], [1.0, 2.0, 2.0, 0.0])   # correct, wrong, tie, correct -> 2.5 / 4
+    other = ([3.1, 2.5, 2.0, 0.5], [1.0, 2.0, 1.0, 0.0])       # correct, correct, correct, correct -> 4 / 4
+    out = precision_agreement(reference, other)
+    assert out["flips"] == 2 and out["n"] == 4
+    assert out["accuracy_reference"] == 0.625 and out["accuracy_other"] == 1.0
+    assert out["accuracy_difference"] == 0.375
+    assert out["max_abs_difference"] == 1.5
+    same = precision_agreement(reference, reference)
+    assert same["flips"] == 0 and same["accuracy_difference_ci95"] == [0.0, 0.0] and same["spearman"] == 1.0
+    assert same["holds"]
+    reversed_ = precision_agreement(reference, (reference[1], reference[0]))
+    assert not reversed_["holds"]

@@ -111,3 +111,16 @@ def test_two_by_two_reuses_the_training_runs_scores_and_they_equal_a_rescoring(t
         fresh = pd.read_parquet(cfg.out / "scores" / f"{key}.parquet")
         assert table.drop(columns="score").equals(fresh.drop(columns="score"))
         assert table.score.tolist() == pytest.approx(fresh.score.tolist(), abs=1e-5)
+
+
+def test_precision_check_compares_float32_and_bfloat16_scores_of_the_trained_rm(tiny_model_dir, tmp_path, data_dir):
+    from conftest import tiny_config
+    from alignkit.scoring import precision_check
+    from alignkit.train.rm import run_reward_model
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16})
+    metrics = run_reward_model(cfg)
+    result = precision_check(cfg)
+    assert result["n"] == metrics["eval"]["n"]
+    assert result["accuracy_reference"] == pytest.approx(metrics["eval"]["accuracy"])  # fp32 = the run's eval
+    assert 0 < result["max_abs_difference"] < 1  # bf16 really ran: the scores moved, a little
+    assert json.loads((cfg.out / "scores" / "precision.json").read_text())["flips"] == result["flips"]
