@@ -155,20 +155,28 @@ def settings_frame(results: dict) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def verdicts(results: dict) -> list[str]:
-    """One sentence per benchmark: the median ratio with its spread, against the aim, with both rates."""
+def verdicts(results: dict, lang: str = "en") -> list[str]:
+    """One sentence per benchmark: the median ratio with its spread, against the aim, with both rates
+    (`lang` 'en' or 'zh')."""
     out = []
     for b in results["benchmarks"]:
         if "error" in b:
-            out.append(f"{b['name']}: did not finish ({b['error']}).")
+            out.append(f"{b['name']}: did not finish ({b['error']})." if lang == "en"
+                       else f"{b['name']}：未完成（{b['error']}）。")
             continue
         r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
-        rates = (f"{statistics.median(b['alignkit']['values']):.1f} vs {statistics.median(b['peer']['values']):.1f} "
-                 f"{b['unit']}")
-        goal = "" if aim is None else (f"; meets the ≥{aim:g}× aim" if r["median"] >= aim
-                                       else f"; below the ≥{aim:g}× aim")
+        a, p = statistics.median(b["alignkit"]["values"]), statistics.median(b["peer"]["values"])
+        met = aim is not None and r["median"] >= aim
+        if lang == "zh":
+            goal = "" if aim is None else (f"；达到 ≥{aim:g}× 的目标" if met else f"；未达到 ≥{aim:g}× 的目标")
+            out.append(f"{b['name']}：{b['alignkit']['label']} 是 {b['peer']['label']} 的 {r['median']:.2f} 倍"
+                       f"（{len(r['values'])} 次重复中最小 {r['min']:.2f}、最大 {r['max']:.2f}；{a:.1f} 对 {p:.1f} "
+                       f"{b['unit']}）{goal}。")
+            continue
+        goal = "" if aim is None else (f"; meets the ≥{aim:g}× aim" if met else f"; below the ≥{aim:g}× aim")
         out.append(f"{b['name']}: {b['alignkit']['label']} is {r['median']:.2f}× {b['peer']['label']} "
-                   f"(min {r['min']:.2f}, max {r['max']:.2f} over {len(r['values'])} repeats; {rates}){goal}.")
+                   f"(min {r['min']:.2f}, max {r['max']:.2f} over {len(r['values'])} repeats; {a:.1f} vs {p:.1f} "
+                   f"{b['unit']}){goal}.")
     return out
 
 
@@ -185,3 +193,32 @@ def deepspeed_frame(results: dict) -> pd.DataFrame | None:
                      "reference pass (s)": run.get("reference_s"), "eval accuracy": accuracy,
                      "eval loss": final.get("loss"), "eval pairs": final.get("n")})
     return pd.DataFrame(rows) if rows else None
+
+
+def run_facts(results: dict) -> dict:
+    """The machine and the run of a results file, as a small key/value mapping for the report."""
+    facts = {"machine": machine_line(results["machine"]), "mode": results.get("mode"),
+             "repeats": results.get("repeats"), "started": results.get("started"),
+             "load average at start (1 min)": results["machine"].get("load_avg_1m")}
+    if results.get("how"):
+        facts["how"] = results["how"]
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def summary_frame(results: dict) -> pd.DataFrame:
+    """The results for reading: benchmark, unit, both sides' median rate, the ratio 'median [min–max]', the
+    aim and whether the median meets it, and peak memory of both sides (MB)."""
+    rows = []
+    for b in results["benchmarks"]:
+        if "error" in b:
+            rows.append({"benchmark": b["name"], "unit": "", "alignkit": f"failed: {b['error'][:120]}"})
+            continue
+        r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
+        rows.append({"benchmark": b["name"], "unit": b["unit"],
+                     "alignkit": statistics.median(b["alignkit"]["values"]),
+                     "peer": statistics.median(b["peer"]["values"]),
+                     "ratio median [min–max]": f"{r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}]",
+                     "aim": None if aim is None else f"≥{aim:g}×",
+                     "meets aim": None if aim is None else bool(r["median"] >= aim),
+                     "peak memory (MB)": f"{b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f}"})
+    return pd.DataFrame(rows)

@@ -179,3 +179,111 @@ def data_file(name: str) -> Path | None:
     folder = os.environ.get("ALIGNKIT_DATA_DIR")
     path = Path(folder) / name if folder else None
     return path if path is not None and path.exists() else None
+
+
+# ----------------------------------------------------------------------------- tables for reading
+# DataFrames whose cells alignkit.tables formats: (estimate, [low, high]) cells print as intervals.
+
+def interval_view(table: pd.DataFrame) -> pd.DataFrame:
+    """A table with columns accuracy, ci95 low, ci95 high, n, reading (e.g. `generalization`) -> one
+    'accuracy [95% CI]' column of intervals, n, reading."""
+    cells = [(a, [lo, hi]) if pd.notna(lo) else a for a, lo, hi in
+             zip(table["accuracy"], table["ci95 low"], table["ci95 high"])]
+    view = pd.DataFrame({"accuracy [95% CI]": cells, "n": table["n"], "reading": table["reading"]}, index=table.index)
+    if "gap (train − test)" in view.index:
+        from alignkit.tables import interval
+        row = table.loc["gap (train − test)"]
+        view.at["gap (train − test)", "accuracy [95% CI]"] = interval(row["accuracy"], [row["ci95 low"], row["ci95 high"]],
+                                                                      signed=True)
+    return view
+
+
+def rm_accuracy(metrics: dict) -> pd.DataFrame:
+    """Chapter 1's result: pairwise accuracy with 95% CI and n of the untrained and trained reward model
+    on test, the trained one on its train sample, the longer-response rule and the trained model on
+    length-matched test pairs, each read against chance."""
+    rows = {}
+    lengths = metrics.get("eval", {}).get("length", {})
+    for label, m, loss in [("untrained · test", metrics.get("eval_untrained"), True),
+                           ("trained · test", metrics.get("eval"), True),
+                           ("trained · train", metrics.get("train"), True),
+                           ("longer-response rule · test", lengths.get("longer_wins"), False),
+                           ("trained · length-matched test pairs (±10%)", lengths.get("length_matched"), False)]:
+        if m:
+            rows[label] = {"accuracy [95% CI]": (m["accuracy"], m["ci95"]), "n": m["n"],
+                           "loss": m.get("loss") if loss else None, "reading": vs_chance(m)}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "model · split"
+    return frame
+
+
+def score_summary(summaries: dict) -> pd.DataFrame:
+    """Chapter 3's scores (alignkit.scoring summaries per model-split) for reading: accuracy, AUC and mean
+    margin with 95% CIs, the longer-response rule, length-matched accuracy and score–length Spearman."""
+    rows = {}
+    for name, s in summaries.items():
+        length = s.get("length", {})
+        matched = length.get("length_matched") or {}
+        rows[name.replace("-", " · ")] = {
+            "n": s["n"], "accuracy [95% CI]": (s["accuracy"], s["accuracy_ci95"]),
+            "AUC [95% CI]": (s["auc"], s["auc_ci95"]), "mean margin [95% CI]": (s["mean_margin"], s["mean_margin_ci95"]),
+            "longer-response rule": (length.get("longer_wins") or {}).get("accuracy"),
+            "length-matched accuracy [95% CI]": (matched.get("accuracy"), matched.get("ci95")),
+            "length-matched pairs": matched.get("n"),
+            "Spearman (score, length)": s.get("score_vs_length", {}).get("spearman")}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "model · split"
+    return frame
+
+
+DPO_ROWS = {"loss": "loss", "reward_accuracy": "reward accuracy", "rewards_chosen": "implicit reward, chosen",
+            "rewards_rejected": "implicit reward, rejected", "reward_margin": "reward margin",
+            "logps_chosen": "log-prob, chosen", "logps_rejected": "log-prob, rejected", "n": "pairs"}
+
+
+def dpo_table(metrics: dict) -> pd.DataFrame:
+    """Chapter 4's final metrics on the train sample and the held-out pairs; reward accuracy with its 95%
+    Wilson CI."""
+    columns = {}
+    for label, key in (("train (sample)", "train"), ("test", "eval")):
+        m = metrics.get(key) or {}
+        col = {DPO_ROWS[k]: m.get(k) for k in DPO_ROWS}
+        if m.get("reward_accuracy") is not None and m.get("n"):
+            col["reward accuracy"] = (m["reward_accuracy"], list(wilson_interval(m["reward_accuracy"] * m["n"], m["n"])))
+        columns[label] = col
+    return pd.DataFrame(columns)
+
+
+def generation_table(summary: dict) -> pd.DataFrame:
+    """Chapter 5's comparison per split (test prompts, train prompts): win rate with CI, mean scores and
+    lengths, the share at the token limit, and the length-controlled DPO effect with CI."""
+    from alignkit.tables import interval, number
+    columns = {}
+    for split in ("test", "train"):
+        s = summary.get(split)
+        if not s:
+            continue
+        lc = s["length_controlled"]
+        columns[split] = {
+            "n": s["n"], "win rate [95% CI]": (s["win_rate"], s["win_rate_ci95"]),
+            "mean RM score, base": s["mean_score_base"], "mean RM score, DPO": s["mean_score_dpo"],
+            "mean tokens, base": s["mean_length_base"], "mean tokens, DPO": s["mean_length_dpo"],
+            "share at the token limit, base": number(s["hit_limit_base"], percent=True),
+            "share at the token limit, DPO": number(s["hit_limit_dpo"], percent=True),
+            "Spearman (score, length)": s["score_length_spearman"],
+            "length-controlled DPO effect [95% CI]": interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
+            "score per token": interval(lc["per_token"], lc.get("per_token_ci95"), signed=True)}
+        for model, label in (("base", "outside the RM's range, base"), ("dpo", "outside the RM's range, DPO")):
+            oor = (s.get("out_of_range") or {}).get(model)
+            if oor:
+                columns[split][label] = number(oor["below"] + oor["above"], percent=True)
+    return pd.DataFrame(columns)
+
+
+def out_of_range_table(summary: dict) -> pd.DataFrame:
+    """Share of each model's answers scored outside the 1–99% range of the RM's scores on dataset answers,
+    per split (percent strings)."""
+    from alignkit.tables import number
+    return pd.DataFrame({split: {model: number(v["below"] + v["above"], percent=True)
+                                 for model, v in (summary.get(split) or {}).get("out_of_range", {}).items()}
+                         for split in ("test", "train") if summary.get(split)})

@@ -20,12 +20,31 @@ def read_scalars(tensorboard_dir: str | Path) -> pd.DataFrame:
     return frame.sort_values("wall_time").drop_duplicates(["tag", "step"], keep="last").drop(columns="wall_time")
 
 
+AXIS = {"loss": ("loss (nats)", "损失（nats）"), "accuracy": ("accuracy (share of pairs)", "准确率（样本对比例）"),
+        "reward_accuracy": ("reward accuracy (share of pairs)", "奖励准确率（样本对比例）"),
+        "reward_margin": ("implicit-reward margin (nats × β)", "隐式奖励间隔（nats × β）"),
+        "rewards_chosen": ("implicit reward, chosen (nats × β)", "chosen 隐式奖励（nats × β）"),
+        "rewards_rejected": ("implicit reward, rejected (nats × β)", "rejected 隐式奖励（nats × β）"),
+        "logps_chosen": ("log-prob, chosen (nats)", "chosen 对数概率（nats）"),
+        "logps_rejected": ("log-prob, rejected (nats)", "rejected 对数概率（nats）"),
+        "lr": ("learning rate", "学习率")}
+"""Axis labels (with units) of the TensorBoard scalars the chapters plot, by the tag's last part."""
+
+
+def _tag_label(tag: str) -> str:
+    split, name = tag.split("/", 1) if "/" in tag else ("", tag)
+    en, zh = AXIS.get(name, (name, name))
+    where = {"train": ("train", "训练"), "eval": ("held-out", "留出集")}.get(split, (split, split))
+    return bilingual(f"{en}, {where[0]}" if where[0] else en, f"{zh}，{where[1]}" if where[1] else zh, sep="\n")
+
+
 def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy", "eval/accuracy")):
-    """One panel per tag, steps on x; train curves smoothed with a rolling mean (raw shown faintly)."""
+    """One panel per tag, optimiser steps on x, the tag's quantity (with its unit) on y; train curves
+    smoothed with a rolling mean (raw shown faintly)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(tags), figsize=(4.2 * len(tags), 3.2))
+    set_theme()
+    fig, axes = plt.subplots(1, len(tags), figsize=(3.4 * len(tags), 3.0))
     for ax, tag in zip(axes, tags):
         data = scalars[scalars.tag == tag].sort_values("step")
         if data.empty:
@@ -38,8 +57,9 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
             sns.lineplot(data=smooth, x="step", y="value", ax=ax)
         if tag.endswith("accuracy"):
             ax.axhline(0.5, ls="--", c="grey", lw=1)
-        ax.set_title(tag)
+        ax.set_title(_tag_label(tag), fontsize=10)
         ax.set_ylabel("")
+        ax.set_xlabel(bilingual("optimiser step", "优化步"))
     fig.tight_layout()
     return fig
 
@@ -48,13 +68,15 @@ def score_distributions(tables: dict[str, pd.DataFrame]):
     """Chosen vs rejected score densities, one panel per table (e.g. 'untrained · test')."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.2), squeeze=False)
+    set_theme()
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.2 * len(tables), 3.0), squeeze=False, sharey=False)
     for ax, (name, table) in zip(axes[0], tables.items()):
         data = table.assign(side=table.side.map({"better": "chosen", "worse": "rejected"}))
         sns.histplot(data=data, x="score", hue="side", hue_order=["chosen", "rejected"], stat="density",
                      element="step", common_norm=False, ax=ax)
-        ax.set_title(name)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(bilingual("RM score (logit)", "奖励分数（logit）"))
+        ax.set_ylabel(bilingual("density", "密度"))
     fig.tight_layout()
     return fig
 
@@ -63,17 +85,21 @@ def margin_and_length(pairs_by_name: dict[str, pd.DataFrame]):
     """Left: per-pair margin (chosen - rejected) histograms. Right: score vs response length."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    sns.set_theme(style="whitegrid")
+    set_theme()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     margins = pd.concat([p.assign(model=name) for name, p in pairs_by_name.items()])
     sns.histplot(data=margins, x="margin", hue="model", element="step", stat="density", common_norm=False, ax=left)
     left.axvline(0, c="grey", ls="--", lw=1)
-    left.set_title("margin = r(chosen) - r(rejected)")
+    left.set_title(bilingual("margin r(chosen) − r(rejected)", "分差"), fontsize=10)
+    left.set_xlabel(bilingual("margin (RM score difference)", "分差（奖励分数之差）"))
+    left.set_ylabel(bilingual("density", "密度"))
     long = pd.concat([pd.DataFrame({"tokens": pd.concat([p.tokens_better, p.tokens_worse]),
                                     "score": pd.concat([p.score_better, p.score_worse]), "model": name})
                       for name, p in pairs_by_name.items()])
     sns.scatterplot(data=long, x="tokens", y="score", hue="model", s=8, alpha=0.5, ax=right)
-    right.set_title("reward vs response length (tokens)")
+    right.set_title(bilingual("reward vs response length", "奖励与回答长度"), fontsize=10)
+    right.set_xlabel(bilingual("response length (tokens)", "回答长度（token）"))
+    right.set_ylabel(bilingual("RM score (logit)", "奖励分数（logit）"))
     fig.tight_layout()
     return fig
 
@@ -177,18 +203,19 @@ def generation_figures(table: pd.DataFrame) -> dict:
     set_theme()
     splits = sorted(table.split.unique())
     figures = {}
-    for key, column, label in (("scores", "score", bilingual("RM score", "奖励分数")),
-                               ("lengths", "response_tokens", bilingual("response tokens", "回复 token 数"))):
+    for key, column, label in (("scores", "score", bilingual("RM score (logit)", "奖励分数（logit）")),
+                               ("lengths", "response_tokens", bilingual("response length (tokens)", "回答长度（token）"))):
         fig, axes = plt.subplots(1, len(splits), figsize=(4.4 * len(splits), 3.2), squeeze=False)
         for ax, split in zip(axes[0], splits):
             sns.histplot(data=table[table.split == split], x=column, hue="model", hue_order=["base", "dpo"],
                          stat="density", element="step", common_norm=False, ax=ax)
-            ax.set_title(f"{split} prompts")
+            ax.set_title(bilingual(f"{split} prompts", "测试提示" if split == "test" else "训练提示"), fontsize=10)
             ax.set_xlabel(label)
+            ax.set_ylabel(bilingual("density", "密度"))
         fig.tight_layout()
         figures[key] = fig
     grid = sns.lmplot(data=table, x="response_tokens", y="score", hue="model", hue_order=["base", "dpo"],
                       col="split", col_order=splits, height=3.2, aspect=1.2, scatter_kws={"s": 10, "alpha": 0.5})
-    grid.set_axis_labels(bilingual("response tokens", "回复 token 数"), bilingual("RM score", "奖励分数"))
+    grid.set_axis_labels(bilingual("response length (tokens)", "回答长度（token）"), bilingual("RM score (logit)", "奖励分数（logit）"))
     figures["score_vs_length"] = grid.figure
     return figures

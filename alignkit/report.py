@@ -159,15 +159,62 @@ def toc_files(root: Path = REPO) -> list[str]:
     return files
 
 
+NOISE = re.compile(r"real_accelerator\.py|Setting ds_accelerator|accelerator to CPU|[Dd]e-?quantiz|"
+                   r"^\s*\S*:?\s*\d{1,3}%\|.*\|")
+"""Output lines that are library noise, not narrative: DeepSpeed's accelerator warning, the de-quantizing
+notice, progress bars."""
+SHOWN_INPUT_TAGS = {"injected-parameters", "show-input"}
+"""Code cells the book shows: the parameters the run used (papermill's injected cell; the defaults it
+replaced are removed), and any cell tagged `show-input`. Every other code cell is collapsed (`hide-input`)."""
+
+
+def _quiet(text: str) -> str:
+    """`text` without noise lines, and with every absolute path shown relative to the project."""
+    from alignkit.tables import scrub_paths
+    lines = [line for line in text.splitlines(keepends=True) if not NOISE.search(line.split("\r")[-1])]
+    return scrub_paths("".join(lines))
+
+
+def reader_view(nb) -> None:
+    """An executed notebook (nbformat node, changed in place) as the book shows it: the default
+    `parameters` cell removed, other code inputs collapsed behind a toggle (`hide-input`) except the
+    injected parameters, stderr (progress bars, warnings) and noise lines dropped, machine paths made
+    relative. Progress-bar widgets (and their saved state) are dropped too. The notebook under outputs/
+    keeps everything."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        tags = list(cell.metadata.get("tags", []))
+        if cell.cell_type != "code":
+            continue
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if not SHOWN_INPUT_TAGS & set(tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+        cell.metadata["tags"] = tags
+        cell.source = _quiet(cell.source)
+        outputs = []
+        for output in cell.get("outputs", []):
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+                continue
+            if output.get("output_type") == "stream":
+                if output.get("name") == "stderr":
+                    continue
+                output["text"] = _quiet(output.get("text", ""))
+                if not output["text"].strip():
+                    continue
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in output.get("data", {}):
+                    value = output["data"][mime]
+                    output["data"][mime] = _quiet(value if isinstance(value, str) else "".join(value))
+            outputs.append(output)
+        cell.outputs = outputs
+
+
 def _copy_for_book(executed: Path, dest: Path) -> None:
-    """The executed notebook, with its default `parameters` cell hidden: the book shows the values the run
-    used (papermill's injected-parameters cell), not the defaults they replaced."""
+    """The executed notebook in its reader view (see `reader_view`)."""
     import nbformat
     nb = nbformat.read(executed, as_version=4)
-    for cell in nb.cells:
-        tags = cell.metadata.get("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "remove-cell"]
+    reader_view(nb)
     nbformat.write(nb, dest)
 
 
@@ -195,10 +242,13 @@ executed. Run `make report PROFILE={profile}`.
 
 
 def stage_book(out: Path, profile: str, root: Path = REPO, provenance_md: str | None = None,
-               log: Callable[[str], None] = print) -> list[str]:
+               log: Callable[[str], None] = print, findings_md: str | None = None) -> list[str]:
     """Copy the executed notebooks of `out`/notebooks into <root>/book/chapters/ (replacing what was
-    there), write a placeholder page for each `_toc.yml` chapter that has no executed notebook, and the
-    provenance page. Returns the names of the missing chapters."""
+    there) in their reader view, write a placeholder page for each `_toc.yml` chapter that has no executed
+    notebook, the provenance page, and the findings summary the landing page includes
+    (book/chapters/findings.md; a placeholder when not given). Returns the names of the missing chapters."""
+    from alignkit import landing
+    from alignkit.tables import scrub_paths
     root = Path(root)
     chapters = root / CHAPTERS
     shutil.rmtree(chapters, ignore_errors=True)
@@ -217,7 +267,8 @@ def stage_book(out: Path, profile: str, root: Path = REPO, provenance_md: str | 
         if stem not in wanted:
             log(f"report: notebooks/{stem}.ipynb ran but is not in _toc.yml; add `- file: {CHAPTERS}/{stem}`")
     if provenance_md is not None:
-        (chapters / "provenance.md").write_text(provenance_md, encoding="utf-8")
+        (chapters / "provenance.md").write_text(scrub_paths(provenance_md), encoding="utf-8")
+    (chapters / "findings.md").write_text(scrub_paths(findings_md or landing.PLACEHOLDER), encoding="utf-8")
     stage_mathjax(root, log=log)
     return missing
 
@@ -259,26 +310,48 @@ def copy_book_sources(dest: Path) -> Path:
         shutil.copy2(REPO / name, dest / name)
     for page in (REPO / "book").glob("*.md"):
         shutil.copy2(page, dest / "book" / page.name)
+    (dest / "book" / "_static").mkdir(exist_ok=True)
+    for asset in (REPO / "book" / "_static").iterdir():
+        if asset.is_file():  # lang.js, lang.css; MathJax is staged by stage_mathjax
+            shutil.copy2(asset, dest / "book" / "_static" / asset.name)
     return dest
 
 
-def build_book(root: Path = REPO, *, path_output: Path | None = None, log: Callable[[str], None] = print
-               ) -> Path:
-    """`jupyter-book build <root>` (execution off, as `_config.yml` says) -> <path_output or root>/_build/
-    html/index.html. Raises with the builder's last lines if it fails."""
-    root = Path(root)
+PRINTABLE = Path("_build") / "singlehtml" / "index.html"
+"""The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder), printed to PDF from
+any browser. Chosen because it builds offline with jupyter-book 1 as it is installed: its `pdfhtml`
+builder downloads a Chromium through pyppeteer at build time, and `pdflatex` needs a TeX installation
+(with CJK fonts) that this project does not set up."""
+
+
+def _jupyter_book(root: Path, path_output: Path | None, builder: str) -> None:
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root)]
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "--builder", builder]
     if path_output is not None:
         cmd += ["--path-output", str(path_output)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-        raise AlignkitError(f"jupyter-book build {root} failed:\n{tail}")
+        raise AlignkitError(f"jupyter-book build {root} --builder {builder} failed:\n{tail}")
+
+
+def build_book(root: Path = REPO, *, path_output: Path | None = None, printable: bool = True,
+               log: Callable[[str], None] = print) -> Path:
+    """`jupyter-book build <root>` (execution off, as `_config.yml` says) -> <path_output or root>/_build/
+    html/index.html, and (`printable`) the single-page version <...>/_build/singlehtml/index.html. Raises
+    with the builder's last lines if it fails."""
+    root = Path(root)
+    _jupyter_book(root, path_output, "html")
     index = Path(path_output or root) / "_build" / "html" / "index.html"
     if not index.exists():
         raise AlignkitError(f"jupyter-book build finished but {index} is missing")
     log(f"report: book at {index}")
+    if printable:
+        _jupyter_book(root, path_output, "singlehtml")
+        single = Path(path_output or root) / PRINTABLE
+        if not single.exists():
+            raise AlignkitError(f"jupyter-book build --builder singlehtml finished but {single} is missing")
+        log(f"report: printable single page at {single} (print it to PDF from a browser)")
     return index
 
 
@@ -301,7 +374,8 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
     result = {"times": times, "html": [str(h) for h in html], "index": None}
     if book:
         t1 = time.perf_counter()
-        stage_book(cfg.out, profile, root, provenance.markdown(facts), log=log)
+        from alignkit import landing
+        stage_book(cfg.out, profile, root, provenance.markdown(facts), log=log, findings_md=landing.markdown(cfg))
         result["index"] = str(build_book(root, path_output=path_output, log=log))
         log(f"report: book built in {time.perf_counter() - t1:.1f} s")
     log("report: wall time per notebook: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) +

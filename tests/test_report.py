@@ -3,14 +3,17 @@ that name the notebook and cell, and the small pieces (tab flattening, placehold
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from conftest import REPO
 
 
 def _images(notebook_path) -> int:
+    """Figures in an executed notebook: captioned ones (alignkit.tables.Figure, PNG inside HTML) or bare PNGs."""
     cells = json.loads(notebook_path.read_text())["cells"]
-    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+    return sum("image/png" in o.get("data", {}) or '<figure class="ak-figure">' in "".join(o.get("data", {}).get("text/html", ""))
+               for c in cells for o in c.get("outputs", []))
 
 
 @pytest.mark.slow
@@ -103,6 +106,68 @@ def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
     staged = nbformat.read(root / "book" / "chapters" / "01_reward_model.ipynb", as_version=4)
     assert "remove-cell" in staged.cells[0].metadata["tags"]
     assert (root / "book" / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    assert "has not been run" not in (root / "book" / "chapters" / "findings.md").read_text()  # placeholder
+    assert (root / "book" / "_static" / "lang.js").exists()
+
+
+def test_reader_view_collapses_code_and_drops_noise_and_machine_paths():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+    from alignkit.report import reader_view
+    params = new_code_cell('profile = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    injected = new_code_cell(f'overrides = {{"output_dir": "{REPO}/outputs/x"}}')
+    injected.metadata["tags"] = ["injected-parameters"]
+    work = new_code_cell("metrics = train(cfg)")
+    work.outputs = [new_output("stream", name="stderr", text="rm train:  67%|██████▋   | 2/3 [00:00<00:00]"),
+                    new_output("stream", name="stdout", text="[2026-11-25 04:03:00,530] [WARNING] [real_accelerator.py:213:"
+                               "get_accelerator] Setting accelerator to CPU.\nDe-quantizing the weights\nsaved\n"),
+                    new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                                     "text/plain": "score: 100%|██████████| 2/2"}),
+                    new_output("execute_result", data={"text/plain": f"'{REPO}/outputs/cpu/rm/metrics.json'"})]
+    nb = new_notebook(cells=[params, injected, work], metadata={"widgets": {"state": {}}})
+    reader_view(nb)
+    assert "remove-cell" in nb.cells[0].metadata["tags"] and "widgets" not in nb.metadata
+    assert "hide-input" not in nb.cells[1].metadata["tags"] and "hide-input" in nb.cells[2].metadata["tags"]
+    assert str(REPO) not in nb.cells[1].source and "outputs/x" in nb.cells[1].source
+    outputs = nb.cells[2].outputs
+    assert [o.get("name") for o in outputs] == ["stdout", None] and outputs[0]["text"] == "saved\n"
+    assert outputs[1]["data"]["text/plain"] == "'outputs/cpu/rm/metrics.json'"
+
+
+def test_formatter_rounds_for_reading():
+    from alignkit.tables import Chapter, display_path, interval, number, scrub_paths
+    assert interval(0.533951, [0.459877, 0.608102]) == "0.534 [0.460, 0.608]"
+    assert interval(0.2551, [0.12, 0.38], signed=True) == "+0.255 [+0.120, +0.380]"
+    assert number(0.5339, percent=True) == "53.4%" and number(152.34) == "152" and number(12.345) == "12.3"
+    assert number(3) == "3" and number(None) == "–" and number(-0.0001) == "-1.0e-04"
+    assert interval(0.0005, [-0.0001, 0.0015], signed=True) == "+0.001 [+0.000, +0.002]"  # no '-0.000'
+    assert interval(-0.00004, [-0.00009, 0.00001]) == "-4.0e-05 [-9.0e-05, 1.0e-05]"
+    assert display_path(REPO / "outputs" / "cpu") == "outputs/cpu"
+    assert display_path(REPO.parent / "shared" / "data" / "x.json") == "../shared/data/x.json"
+    assert scrub_paths(f"LoadReport(source='{REPO}/a/b.json') and https://x.org/a/b") == \
+        "LoadReport(source='a/b.json') and https://x.org/a/b"
+    ch = Chapter(3)
+    frame = pd.DataFrame({"accuracy": [0.533951], "n": [169], "reading": ["above chance / 高于随机"]}, index=["trained"])
+    table = ch.table(frame, "What it shows, on which data.", "内容与数据。")
+    html = table._repr_html_()
+    assert "Table 3.1" in html and "表 3.1" in html and "0.534" in html and "0.533951" not in html
+    assert '<span class="ak-zh" lang="zh">高于随机</span>' in html and '<span class="ak-zh" lang="zh">准确率</span>' in html
+    assert ch.table(frame, "What it shows, on which data.", "内容与数据。").label == table.label  # a re-run keeps it
+    assert ch.table(frame, "Another.", "另一个。").label.startswith("Table 3.2")
+    config = ch.config({"train_path": str(REPO / "data.json"), "lr": 0.0001, "steps": None}, "Settings.", "设置。")
+    assert config.rows() == [["train_path", "data.json"], ["lr", "0.0001"], ["steps", "–"]]
+
+
+def test_seed_claims_are_read_from_the_intervals():
+    from alignkit.landing import claims
+    n = {"gen.win_rate": 0.3, "gen.win_rate_ci95": [0.2, 0.4], "gen.n": 100, "rm.longer_wins_acc": 0.6,
+         "rm.test_acc": 0.7, "rm.test_ci": [0.65, 0.75], "rm.length_matched_acc": 0.6, "rm.length_matched_ci": [0.45, 0.7],
+         "gen.dpo_outside": 0.01, "rm.length_matched_n": 40}
+    assert [c["status"] for c in claims(n)] == ["held", "failed", "failed"]
+    n.update({"gen.win_rate_ci95": [0.45, 0.6], "rm.test_ci": [0.5, 0.59], "gen.dpo_outside": 0.3})
+    assert [c["status"] for c in claims(n)] == ["undecided", "held", "held"]
+    n.update({"gen.win_rate_ci95": None, "rm.test_ci": None, "gen.dpo_outside": None})
+    assert [c["status"] for c in claims(n)] == [None, None, None]
 
 
 def test_provenance_names_data_licences_and_commit(tmp_path, data_dir, monkeypatch):
