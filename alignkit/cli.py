@@ -11,6 +11,7 @@ EPILOG = """examples:
   ALIGNKIT_DATA_DIR=../shared/data alignkit rm train --profile cpu
   alignkit rm train --profile cpu --data ../shared/data/align_anything_t2t.json --set train.lr=1e-4
   alignkit rm eval --model outputs/cpu/rm --eval-data outputs/cpu/data/test.jsonl --eval-template ALIGNKIT
+  alignkit rm preflight --profile cpu --pair 3     (how pair 3 is tokenized; where the reward is read)
   deepspeed --module alignkit rm train --profile gpu        (GPU hosts; ZeRO config in the profile)
 """
 
@@ -26,6 +27,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
+def _data(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument("--data", help=f"training pairs: file, folder or Hub id (data.train_path){note}")
+    parser.add_argument("--template", help="template of --data (data.train_template)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="Reward modelling and DPO, reproducibly.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm_train = rm.add_parser("train", help="train a reward model, then evaluate it on held-out pairs",
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_train)
-    rm_train.add_argument("--data", help="training pairs: file, folder or Hub id (data.train_path); "
-                                         "'' or None = evaluate only")
-    rm_train.add_argument("--template", help="template of --data (data.train_template)")
+    _data(rm_train, "; '' or None = evaluate only")
     rm_train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     rm_train.add_argument("--reuse", action="store_true",
                           help="if this exact config was trained before, print its metrics instead of retraining")
@@ -49,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "check it against Hugging Face / TRL conventions (exit 1 if a check fails)",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_pre)
-    rm_pre.add_argument("--data", help="pairs: file, folder or Hub id (data.train_path)")
-    rm_pre.add_argument("--template", help="template of --data (data.train_template)")
+    _data(rm_pre)
     rm_pre.add_argument("--pair", type=int, default=0, help="which pair of the data to show (default 0)")
     score = commands.add_parser("score", help="score every pair of a preference file with a reward model",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SCORE_EPILOG)
@@ -70,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "profile's training split; writes outputs/<profile>/dpo/",
                                epilog=DPO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(dpo_train)
-    dpo_train.add_argument("--data", help="training pairs: file, folder or Hub id (data.train_path)")
-    dpo_train.add_argument("--template", help="template of --data (data.train_template)")
+    _data(dpo_train)
     dpo_train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     dpo_train.add_argument("--reuse", action="store_true",
                            help="if this exact config was trained before, print its metrics instead of retraining")
