@@ -103,9 +103,10 @@ report: $(BIN)/.installed $(KERNEL) setup-report
 
 # JupyterLab from this .venv, opened on notebooks/ (its widgets extension draws the progress bars). Each
 # notebook's kernel is 'Python (alignkit)'; set `profile = "tiny"` in a parameters cell for a quick run.
-# LAB_ARGS="--no-browser --port 8899" passes options through.
+# LAB_ARGS="--no-browser --port 8899" passes options through; as root (containers) it adds --allow-root.
 lab: $(BIN)/.installed $(KERNEL)
-	$(BIN)/jupyter lab --FileContentsManager.preferred_dir=notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --FileContentsManager.preferred_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) \
+		$(LAB_ARGS)
 
 # every benchmarks/bench_*.py, each in its own process; copies $(OUT)/report_times.json (make report) in
 bench: $(BIN)/.installed
