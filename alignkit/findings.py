@@ -219,7 +219,8 @@ def rm_accuracy(metrics: dict) -> pd.DataFrame:
 
 def score_summary(summaries: dict) -> pd.DataFrame:
     """Chapter 3's scores (alignkit.scoring summaries per model-split) for reading: accuracy, AUC and mean
-    margin with 95% CIs, the longer-response rule, length-matched accuracy and score–length Spearman."""
+    margin with 95% CIs, the longer-response rule, length-matched accuracy and score–length Spearman; one
+    row per measure, one column per model · split."""
     rows = {}
     for name, s in summaries.items():
         length = s.get("length", {})
@@ -231,9 +232,7 @@ def score_summary(summaries: dict) -> pd.DataFrame:
             "length-matched accuracy [95% CI]": (matched.get("accuracy"), matched.get("ci95")),
             "length-matched pairs": matched.get("n"),
             "Spearman (score, length)": s.get("score_vs_length", {}).get("spearman")}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "model · split"
-    return frame
+    return pd.DataFrame(rows)  # one column per model · split: narrow enough for the page
 
 
 DPO_ROWS = {"loss": "loss", "reward_accuracy": "reward accuracy", "rewards_chosen": "implicit reward, chosen",

@@ -69,8 +69,10 @@ def score_distributions(tables: dict[str, pd.DataFrame]):
     import matplotlib.pyplot as plt
     import seaborn as sns
     set_theme()
-    fig, axes = plt.subplots(1, len(tables), figsize=(3.2 * len(tables), 3.0), squeeze=False, sharey=False)
-    for ax, (name, table) in zip(axes[0], tables.items()):
+    cols = 2 if len(tables) == 4 else len(tables)  # four panels as 2 x 2: readable in the page width
+    rows = -(-len(tables) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, table) in zip(axes.flat, tables.items()):
         data = table.assign(side=table.side.map({"better": "chosen", "worse": "rejected"}))
         sns.histplot(data=data, x="score", hue="side", hue_order=["chosen", "rejected"], stat="density",
                      element="step", common_norm=False, ax=ax)
@@ -216,6 +218,8 @@ def generation_figures(table: pd.DataFrame) -> dict:
         figures[key] = fig
     grid = sns.lmplot(data=table, x="response_tokens", y="score", hue="model", hue_order=["base", "dpo"],
                       col="split", col_order=splits, height=3.2, aspect=1.2, scatter_kws={"s": 10, "alpha": 0.5})
-    grid.set_axis_labels(bilingual("response length (tokens)", "回答长度（token）"), bilingual("RM score (logit)", "奖励分数（logit）"))
+    grid.set_axis_labels(bilingual("response length (tokens)", "回答长度（token）", sep="\n"),
+                         bilingual("RM score (logit)", "奖励分数（logit）", sep="\n"))
+    grid.set_titles(bilingual("{col_name} prompts", "{col_name}", sep=" / "))
     figures["score_vs_length"] = grid.figure
     return figures
