@@ -28,8 +28,8 @@ def pick_prompts(cfg: RunConfig) -> dict[str, list]:
     for split, limit in (("test", cfg.generation.test_prompts), ("train", cfg.generation.train_prompts)):
         path = cfg.out / "data" / f"{split}.jsonl"
         if not path.exists():
-            raise AlignkitError(f"{path} is missing; train the reward model first (alignkit rm train --profile "
-                                f"{cfg.profile}) so the test/train split exists")
+            raise AlignkitError(f"{path} is missing: run chapter 1 (notebooks/01_reward_model.ipynb) first, or "
+                                f"`alignkit rm train --profile {cfg.profile}`, so the test/train split exists")
         pairs = load_pairs(str(path), "ALIGNKIT")[0]
         if split == "train":
             pairs = dpo_training_pairs(cfg, pairs)
@@ -173,9 +173,11 @@ def compare_profile(cfg: RunConfig, *, force: bool = False) -> dict:
     from alignkit.scoring import write_table
     gen_dir = cfg.out / "generations"
     models = [cfg.out / "rm" / "model.safetensors", cfg.out / "dpo" / "model.safetensors"]
-    for path, command in zip(models, ("rm train", "dpo train")):
+    for path, chapter, command in zip(models, ("chapter 1 (notebooks/01_reward_model.ipynb)",
+                                               "chapter 4 (notebooks/04_dpo.ipynb)"), ("rm train", "dpo train")):
         if not path.exists():
-            raise AlignkitError(f"{path} is missing; run `alignkit {command} --profile {cfg.profile}` first")
+            raise AlignkitError(f"{path} is missing: run {chapter} first, or "
+                                f"`alignkit {command} --profile {cfg.profile}`")
     summary_path = gen_dir / "summary.json"
     if not force and summary_path.exists():
         saved = json.loads(summary_path.read_text())

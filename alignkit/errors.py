@@ -4,6 +4,10 @@
 class AlignkitError(ValueError):
     """Bad input or configuration. The message names the file, row, field or option, and the fix."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show instead of the stack: the message already says what to do."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class DataError(AlignkitError):
     """A data file or row that cannot be used as given."""

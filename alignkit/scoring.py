@@ -162,7 +162,8 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
     from alignkit.train.rm import train_check_pairs
     rm_dir = cfg.out / "rm"
     if not (rm_dir / "config.json").exists():
-        raise AlignkitError(f"no trained reward model in {rm_dir}; run `alignkit rm train --profile {cfg.profile}`")
+        raise AlignkitError(f"no trained reward model in {rm_dir}: run chapter 1 (notebooks/01_reward_model.ipynb) "
+                            f"first, or `alignkit rm train --profile {cfg.profile}`")
     splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
     splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())

@@ -75,8 +75,6 @@ def test_every_chapter_runs_cell_by_cell_on_the_tiny_profile(tiny_model_dir, dat
     assert not [o for o in _outputs(training, "stream") if o.get("name") == "stderr" and "it/s]" in o["text"]]
 
 
-@pytest.mark.xfail(strict=True, reason="pending: the library's missing-input errors name the chapter to run "
-                   "first, and AlignkitError renders as its message in Jupyter (errors.py _render_traceback_)")
 def test_a_chapter_run_before_its_input_names_the_chapter_to_run_first(tiny_model_dir, data_dir, tmp_path,
                                                                        monkeypatch):
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
