@@ -317,8 +317,9 @@ def copy_book_sources(dest: Path) -> Path:
     return dest
 
 
-PRINTABLE = Path("_build") / "singlehtml" / "index.html"
-"""The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder), printed to PDF from
+PRINTABLE = Path("_build") / "singlehtml" / "book" / "intro.html"
+"""The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder; its index.html
+redirects here), printed to PDF from
 any browser. Chosen because it builds offline with jupyter-book 1 as it is installed: its `pdfhtml`
 builder downloads a Chromium through pyppeteer at build time, and `pdflatex` needs a TeX installation
 (with CJK fonts) that this project does not set up."""

@@ -211,6 +211,7 @@ def test_landing_findings_hold_the_chapters_numbers(tiny_report, served, browser
     quoted = set(INTERVAL.findall(findings))
     assert len(quoted) >= 4  # distinct intervals (on the tiny run several coincide)
     assert not [v for v in quoted if v not in ch1 + ch4 + ch5], [v for v in quoted if v not in ch1 + ch4 + ch5]
+    browser.open(served("book/intro.html"))  # the summary links every chapter
     for name in ("01_reward_model", "05_dpo_inference", "06_analysis_qa", "provenance"):
         assert browser.js(f"!!document.querySelector('main a[href$=\"chapters/{name}.html\"]')"), name
 
@@ -218,7 +219,9 @@ def test_landing_findings_hold_the_chapters_numbers(tiny_report, served, browser
 @pytest.mark.slow
 def test_printable_single_page_holds_every_chapter(tiny_report):
     """The printable version (jupyter-book's singlehtml builder): one page with every chapter."""
-    page = (tiny_report["root"] / "_build" / "singlehtml" / "index.html").read_text(encoding="utf-8")
+    from alignkit.report import PRINTABLE
+    page = (tiny_report["root"] / PRINTABLE).read_text(encoding="utf-8")
+    assert "book/intro.html" in (tiny_report["root"] / "_build" / "singlehtml" / "index.html").read_text()
     for title in ("Training the reward model", "Evaluation and its pitfalls", "DPO inference", "Analysis Q&amp;A",
                   "Performance", "Findings"):
         assert title in page, title
