@@ -133,6 +133,8 @@ def _wall(seconds) -> str:
 def markdown(cfg) -> str:
     """The bilingual findings section (MyST: a tab-set synced with every other language switch)."""
     n = numbers(cfg)
+    if n["rm.test_acc"] is None:  # chapter 1 has not run: nothing to summarise yet
+        return PLACEHOLDER
     texts = {}
     for lang in ("en", "zh"):
         rows = []
