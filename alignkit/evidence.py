@@ -91,20 +91,38 @@ def key_numbers(cfg) -> dict:
 
 
 def _fmt(value) -> str:
-    """0.6035 -> '0.604'; (0.60, [0.53, 0.67]) -> '0.604 [0.528, 0.674]'; (a, b) -> 'a → b'; None -> not run."""
+    """Through the report's one formatter: 0.6035 -> '0.604'; (0.60, [0.53, 0.67]) -> '0.604 [0.528, 0.674]';
+    (a, b) -> 'a → b'; None -> not run."""
+    from alignkit.tables import interval, number
     if isinstance(value, tuple):
         if all(v is None for v in value):
             return NOT_RUN
         if len(value) == 2 and isinstance(value[1], list):
-            return NOT_RUN if value[0] is None else f"{_fmt(value[0])} {_fmt(value[1])}"
+            return NOT_RUN if value[0] is None else interval(value[0], value[1])
         return " → ".join(_fmt(v) for v in value)
     if value is None:
         return NOT_RUN
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:.3f}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(value)
     return str(value)
+
+
+N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accuracy, same pairs [95% CI]": "rm.test_n",
+        "DPO-vs-base win rate judged by the RM [95% CI]": "gen.n", "train − test accuracy [95% CI]": "rm.test_n",
+        "accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]": "ood.n",
+        "OOD − in-distribution accuracy [95% CI]": "ood.n",
+        "'longer response wins' rule accuracy, test": "rm.test_n", "RM accuracy, test [95% CI]": "rm.test_n",
+        "RM accuracy on length-matched pairs (±10%) [95% CI]": "rm.length_matched_n",
+        "untrained model on the same length-matched pairs": "rm.length_matched_n",
+        "mean response tokens: base → DPO": "gen.n", "length-controlled DPO effect on RM score [95% CI]": "gen.n",
+        "PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]": "data.helpful_vs_safer_n",
+        "RM accuracy on helpfulness labels of another dataset": "ood.n",
+        "implicit-reward accuracy on held-out pairs [95% CI]": "dpo.eval.n",
+        "implicit-reward accuracy: train → held-out": "dpo.eval.n",
+        "win rate vs base judged by the RM [95% CI]": "gen.n"}
+"""The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
 def _ci_reading(ci, null: float, above: str, below: str, inside: str) -> str:
@@ -151,9 +169,7 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
                          "below the length rule / 低于长度规则",
                          "CI holds the length rule's accuracy: not shown better / 置信区间包含长度规则的准确率：未显示更好")),
             ("RM accuracy on length-matched pairs (±10%) [95% CI]",
-             None if n["rm.length_matched_acc"] is None else
-             f"{n['rm.length_matched_acc']:.3f} (n={n['rm.length_matched_n']}) "
-             f"[{n['rm.length_matched_ci'][0]:.3f}, {n['rm.length_matched_ci'][1]:.3f}]", "ch. 1",
+             (n["rm.length_matched_acc"], n["rm.length_matched_ci"]), "ch. 1",
              _ci_reading(n["rm.length_matched_ci"], 0.5, "signal beyond length / 长度之外仍有信号",
                          "below chance / 低于随机", "CI holds 0.5: no signal beyond length shown / "
                          "置信区间包含 0.5：未显示长度之外的信号")),
@@ -256,8 +272,9 @@ def evidence(cfg, question: str, numbers: dict | None = None) -> pd.DataFrame:
     """The table printed above one Q&A answer."""
     n = numbers if numbers is not None else key_numbers(cfg)
     rows = [(m, _fmt(v), s, r) for m, v, s, r in _rows(n, question)]
-    return pd.DataFrame([{"measure": m, "value": v, "source": s, "reading": NOT_RUN if v == NOT_RUN else r}
-                         for m, v, s, r in rows])
+    return pd.DataFrame([{"measure": m, "value": v, "n": n.get(N_OF.get(m, ""), None) if v != NOT_RUN else None,
+                          "source": s, "reading": NOT_RUN if v == NOT_RUN else r}
+                         for m, v, s, r in rows]).astype({"n": "Int64"})
 
 
 def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1, tau: float = 0.1,

@@ -44,7 +44,7 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
     import matplotlib.pyplot as plt
     import seaborn as sns
     set_theme()
-    fig, axes = plt.subplots(1, len(tags), figsize=(3.4 * len(tags), 3.0))
+    fig, axes = plt.subplots(1, len(tags), figsize=(2.8 * len(tags), 2.9))  # ~ the page width: text stays legible
     for ax, tag in zip(axes, tags):
         data = scalars[scalars.tag == tag].sort_values("step")
         if data.empty:
@@ -57,7 +57,7 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
             sns.lineplot(data=smooth, x="step", y="value", ax=ax)
         if tag.endswith("accuracy"):
             ax.axhline(0.5, ls="--", c="grey", lw=1)
-        ax.set_title(_tag_label(tag), fontsize=10)
+        ax.set_title(_tag_label(tag), fontsize=9)
         ax.set_ylabel("")
         ax.set_xlabel(bilingual("optimiser step", "优化步"))
     fig.tight_layout()

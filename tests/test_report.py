@@ -231,7 +231,7 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
     for question in evidence.QUESTIONS:
         table = evidence.evidence(cfg, question, numbers)
-        assert list(table.columns) == ["measure", "value", "source", "reading"] and len(table)
+        assert list(table.columns) == ["measure", "value", "n", "source", "reading"] and len(table)
     assert (evidence.evidence(cfg, "dpo_limits", numbers)["value"] == NOT_RUN).all()
     assert (evidence.sources(cfg)["status"] == NOT_RUN).all()
 
