@@ -109,6 +109,15 @@ class TrainConfig:
     """torch CPU threads (None = torch's default)."""
     deepspeed: str | None = None
     """DeepSpeed JSON config (e.g. configs/ds_zero2.json); None = plain torch. Launch with `deepspeed`."""
+    launcher: str = "none"
+    """'none': train in this process (a notebook's kernel: one GPU). 'deepspeed' or 'torchrun': start that
+    launcher as a subprocess, one process per GPU, running `alignkit rm|dpo train` on this config, with its
+    output shown live; then read the artifacts as usual. Plain torch (no `deepspeed` config) trains with DDP."""
+    num_gpus: int | None = None
+    """Processes (GPUs) per host under a launcher; None = every visible GPU (CUDA_VISIBLE_DEVICES)."""
+    hostfile: str | None = None
+    """DeepSpeed hostfile ('hostname slots=N' per line) to train on several hosts (launcher 'deepspeed');
+    every host needs this repository, the data and the outputs folder at the same paths."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_path
 from alignkit import losses
 from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
+from alignkit.train.launch import LAUNCH_FIELDS, launch, main_process, wants_launcher
 from alignkit.train.loop import save_final, train
 from alignkit.train.rm import config_hash, prepare_data, train_check_pairs
 
@@ -157,7 +158,7 @@ def reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *
             logps, _ = policy(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")))
             out[chunk] = torch.stack(logps.float().cpu().chunk(2), dim=1)
     policy.train(was_training)
-    if cache is not None:
+    if cache is not None and main_process():
         with atomic_path(cache) as tmp:
             torch.save(out, tmp)
     return [tuple(row) for row in out.tolist()]
@@ -171,16 +172,21 @@ def dpo_training_pairs(cfg: RunConfig, train_pairs: list) -> list:
 
 
 def dpo_config(cfg: RunConfig) -> dict:
-    """The settings a DPO run depends on."""
+    """The settings a DPO run depends on (not how its training is launched)."""
     full = cfg.to_dict()
+    full["dpo"]["train"] = {k: v for k, v in full["dpo"]["train"].items() if k not in LAUNCH_FIELDS}
     return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
 
 
 def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Fine-tune the policy with the configured DPO-family loss on the profile's training split (the same
     split as the reward model's); writes outputs/<profile>/dpo/ (HF causal LM + metrics.json)."""
-    t0 = time.time()
     d = cfg.dpo
+    if wants_launcher(d.train):  # train in the launcher's processes (alignkit.train.launch)
+        launch("dpo", cfg, d.train, resume=resume)
+        path = cfg.out / "dpo" / "metrics.json"
+        return {**json.loads(path.read_text()), "metrics_path": str(path)}
+    t0 = time.time()
     if d.reference not in ("cache", "forward"):
         raise AlignkitError(f"dpo.reference must be 'cache' or 'forward', got {d.reference!r}")
     if d.train.threads:
@@ -228,6 +234,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
                "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
                "steps": result["steps"], "train": train_eval, "eval": result["final_eval"],
                "eval_history": result["eval_history"], "last_train_step": result["last_train"],
+               "world_size": result["world_size"],
                **timings, "wall_time_s": round(time.time() - t0, 1)}
     out_dir = cfg.out / "dpo"
     if not save_final(out_dir, policy, tokenizer, metrics, result):

@@ -1,6 +1,11 @@
 """The one training loop (reward model and DPO share it): AdamW + warm-up/cosine schedule, gradient
 accumulation, bf16 autocast, periodic eval, TensorBoard scalars, atomic checkpoints and exact resume.
-Plain torch by default; DeepSpeed (ZeRO JSON config) when `train.deepspeed` is set.
+Plain torch by default (DistributedDataParallel when a launcher starts several processes); DeepSpeed
+(ZeRO JSON config) when `train.deepspeed` is set. Under several processes each rank trains on its own
+shard of every epoch's batches (rank r takes batches r, r + world, ...), so a step of `world` processes
+with `grad_accum` micro-batches each sees exactly the batches of a one-process step with
+`world * grad_accum`; only rank 0 writes checkpoints (DeepSpeed: each rank its ZeRO shard), TensorBoard
+scalars and artifacts.
 
 A task plugs in three things: `collate(items) -> batch`, `step(model, batch) -> (loss, metrics)` and
 `evaluate(model, items) -> metrics`. Batches are drawn in a seeded, length-grouped order that depends only
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -84,21 +90,39 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2,
                     run_id: str = "") -> Path:
+    """Call on every rank. DeepSpeed: each rank saves its shard; plain torch: rank 0 saves (DDP keeps the
+    replicas equal)."""
     target = ckpt_root / f"step-{step:06d}"
     state = {"step": step, "run_id": run_id}  # written last: a checkpoint without it is incomplete
+    rank, world = _rank_world()
     if engine is not None:  # DeepSpeed owns its (possibly sharded) states
         engine.save_checkpoint(str(ckpt_root), tag=target.name)
-        atomic_write_json(target / "alignkit_state.json", state)
-    else:
-        with atomic_dir(target) as tmp:
-            torch.save(_trainable_state(model), tmp / "trainable.pt")
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state()}, tmp / "optimizer.pt")
-            atomic_write_json(tmp / "alignkit_state.json", state)
-    for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if world > 1:  # every shard is on disk before rank 0 marks the checkpoint complete
+        import torch.distributed as dist
+        dist.barrier()
+    if rank == 0:
+        if engine is not None:
+            atomic_write_json(target / "alignkit_state.json", state)
+        else:
+            with atomic_dir(target) as tmp:
+                torch.save(_trainable_state(model), tmp / "trainable.pt")
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": _rng_state()}, tmp / "optimizer.pt")
+                atomic_write_json(tmp / "alignkit_state.json", state)
+        for old in sorted(ckpt_root.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    if world > 1:  # no rank moves on (or resumes) before the checkpoint is complete
+        import torch.distributed as dist
+        dist.barrier()
     return target
 
 
@@ -153,6 +177,31 @@ def _deepspeed_engine(model, params, optimizer, scheduler, cfg: TrainConfig):
     return engine, optimizer, scheduler
 
 
+class _Step(nn.Module):
+    """One micro-batch's task step as a module, so that DistributedDataParallel's forward covers the whole
+    step (tasks reach into the model: the packed reward model calls its backbone directly)."""
+
+    def __init__(self, model: nn.Module, task: Task):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch):
+        return self.task.step(self.model, batch)
+
+
+def _ddp(model: nn.Module, task: Task):
+    """Initialise torch.distributed from the launcher's environment (gloo on the CPU, NCCL on GPUs) and
+    wrap the task step in DistributedDataParallel."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    device = next(model.parameters()).device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    ddp = DistributedDataParallel(_Step(model, task), device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False)
+    return ddp, dist.get_rank(), dist.get_world_size()
+
+
 def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: Sequence[Any],
           lengths: list[int], cfg: TrainConfig, *, seed: int, checkpoint_dir: Path,
           tensorboard_dir: Path | None, resume: bool = False, desc: str = "train",
@@ -163,13 +212,15 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise AlignkitError("no trainable parameters; check the `trainable` options")
-    engine = None
+    engine = ddp = None
     rank, world = 0, 1
     if cfg.deepspeed:
         import torch.distributed as dist
         import deepspeed
         deepspeed.init_distributed()
         rank, world = dist.get_rank(), dist.get_world_size()
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        ddp, rank, world = _ddp(model, task)
     plan = make_plan(len(train_items), cfg, world)
     warmup = math.floor(cfg.warmup_ratio * plan.total_steps)
     # on a GPU the fused kernel (one launch for all parameters; what transformers' Trainer uses there);
@@ -191,7 +242,8 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         return orders_cache[epoch]
 
     start = 0
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
@@ -221,21 +273,25 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
                disable=rank != 0, dynamic_ncols=True)
     for step in bar:
         sums: dict[str, float] = {}
-        for indices in plan.micro_batches(step, orders):
+        micro_batches = plan.micro_batches(step, orders)
+        for j, indices in enumerate(micro_batches):
             batch = {k: v.to(device) for k, v in task.collate([train_items[i] for i in indices]).items()}
-            with autocast(cfg.bf16, device):
-                loss, metrics = task.step(engine or model, batch)
-            if not torch.isfinite(loss):
-                last_ckpt = latest_checkpoint(checkpoint_dir)
-                raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at step {step + 1}, micro-batch of items {indices}. "
-                    f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. "
-                    f"Lower train.lr, turn off train.bf16, or check those rows.")
-            if engine is not None:
-                engine.backward(loss)
-                engine.step()
-            else:
-                (loss / plan.grad_accum).backward()
+            # DDP averages the gradients over the ranks at the step's last micro-batch only
+            sync = contextlib.nullcontext() if ddp is None or j == len(micro_batches) - 1 else ddp.no_sync()
+            with sync:
+                with autocast(cfg.bf16, device):
+                    loss, metrics = ddp(batch) if ddp is not None else task.step(engine or model, batch)
+                if not torch.isfinite(loss):
+                    last_ckpt = latest_checkpoint(checkpoint_dir)
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at step {step + 1}, micro-batch of items {indices}. "
+                        f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. "
+                        f"Lower train.lr, turn off train.bf16, or check those rows.")
+                if engine is not None:
+                    engine.backward(loss)
+                    engine.step()
+                else:
+                    (loss / plan.grad_accum).backward()
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / plan.grad_accum
         if engine is None:
@@ -260,7 +316,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     if writer:
         writer.close()
     return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
-            "rank": rank, "engine": engine}
+            "rank": rank, "world_size": world, "engine": engine}
 
 
 def full_parameters(model: nn.Module, engine=None):

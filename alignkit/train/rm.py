@@ -19,6 +19,7 @@ from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, export_tokenizer, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.scoring import EVAL_SCORES, end_scores
+from alignkit.train.launch import LAUNCH_FIELDS, launch, main_process, wants_launcher
 from alignkit.train.loop import save_final, train
 
 
@@ -96,7 +97,7 @@ def prepare_data(cfg: RunConfig) -> tuple[list[PreferencePair], list[PreferenceP
                             "data.eval_path; pass --eval-data PATH (e.g. outputs/<profile>/data/test.jsonl "
                             "with --eval-template ALIGNKIT)")
     info.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
-    if train_pairs:  # an eval-only run leaves the training run's split alone
+    if train_pairs and main_process():  # an eval-only run leaves the training run's split alone
         data_dir = cfg.out / "data"
         info["prompt_overlap"] = len({p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs})
         _write_pairs(data_dir / "train.jsonl", train_pairs)
@@ -108,7 +109,12 @@ def prepare_data(cfg: RunConfig) -> tuple[list[PreferencePair], list[PreferenceP
 
 
 def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
-    """Train (unless there is no train data) and evaluate a reward model; returns the metrics written."""
+    """Train (unless there is no train data) and evaluate a reward model; returns the metrics written.
+    With `train.launcher` set, the training runs in the launcher's processes (alignkit.train.launch)."""
+    if cfg.data.train_path is not None and wants_launcher(cfg.train):
+        launch("rm", cfg, cfg.train, resume=resume)
+        path = cfg.out / "rm" / "metrics.json"
+        return {**json.loads(path.read_text()), "metrics_path": str(path)}
     t0 = time.time()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -145,7 +151,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
             metrics["train"] = task.evaluate(result["engine"] or model, train_check)
         scores["trained-train"] = task.last_scores
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
-                       last_train_step=result["last_train"])
+                       last_train_step=result["last_train"], world_size=result["world_size"])
         metrics["wall_time_s"] = round(time.time() - t0, 1)
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
@@ -188,8 +194,11 @@ def train_check_pairs(train_pairs: list, eval_pairs: list, seed: int) -> list:
 
 
 def rm_config(cfg: RunConfig) -> dict:
-    """The settings a reward model depends on (the DPO and generation sections are not among them)."""
-    return {"encoding": ENCODING, **{k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}}
+    """The settings a reward model depends on (the DPO and generation sections and how training is
+    launched are not among them)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}
+    settings["train"] = {k: v for k, v in settings["train"].items() if k not in LAUNCH_FIELDS}
+    return {"encoding": ENCODING, **settings}
 
 
 def config_hash(settings: dict) -> str:

@@ -1,0 +1,233 @@
+"""Two training processes on the CPU (gloo), started the way a notebook starts them on a GPU host: the
+library's own entry point (`reward_model_metrics`, `dpo_metrics`) with `train.launcher` set runs DeepSpeed's
+launcher (or torchrun) as a subprocess. Each rank runs with a small `sitecustomize` on its PYTHONPATH that
+records (without changing anything) the training items of every micro-batch it collates and every file it
+writes, creates, renames or removes under the run's output folder (Python audit hooks), and can kill its
+own rank mid-run.
+
+Checked: the ranks see disjoint shards whose union is a one-process step's batches; after N steps the
+weights equal a one-process run with twice the gradient accumulation (DeepSpeed ZeRO-2, and plain torch
+DDP under torchrun); only rank 0 writes artifacts; a run whose rank 1 is killed mid-way fails with the
+launcher's output and resumes to the same weights."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignkit.errors import AlignkitError
+from conftest import REPO, tiny_config
+
+SPY = r'''
+import json, os, signal, sys
+
+_dir = os.environ.get("ALIGNKIT_SPY_DIR")
+if _dir and "LOCAL_RANK" in os.environ:  # a rank started by a launcher (not the launcher itself)
+    _rank = os.environ.get("RANK", "0")
+    _out = os.path.realpath(os.environ["ALIGNKIT_SPY_OUT"]) + os.sep
+    _log = open(os.path.join(_dir, f"writes-rank{_rank}.txt"), "a", buffering=1)
+    _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    _EVENTS = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate",
+               "os.link", "os.symlink", "os.chmod"}
+
+    def _under_out(path):
+        try:
+            return os.path.realpath(os.fsdecode(path)).startswith(_out)
+        except TypeError:  # a file descriptor
+            return False
+
+    def _audit(event, args):
+        if event == "open":
+            path, mode, flags = args
+            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE)
+            if writes and path is not None and _under_out(path):
+                _log.write(f"{event} {os.fsdecode(path)}\n")
+        elif event in _EVENTS and args and args[0] is not None and any(
+                _under_out(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))):
+            _log.write(f"{event} {args[0]}\n")
+
+    sys.addaudithook(_audit)
+
+    from alignkit.packing import PackedRewardTask
+    _collate = PackedRewardTask.collate
+    _calls = [0]
+    _crash = os.environ.get("ALIGNKIT_SPY_CRASH", "")  # "rank:call": kill that rank at that collate call
+
+    def collate(self, items):
+        batch = _collate(self, items)
+        _calls[0] += 1
+        with open(os.path.join(_dir, f"batches-rank{_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(batch["pair_index"].tolist()) + "\n")
+        if _crash == f"{_rank}:{_calls[0]}":
+            print(f"spy: killing rank {_rank} at micro-batch {_calls[0]}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+    PackedRewardTask.collate = collate
+'''
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def spy_env():
+    """Puts the recording sitecustomize on the PYTHONPATH of every process started from here."""
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"alignkit-spy-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(SPY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p))
+        yield mp
+
+
+def _config(tiny_model_dir, root: Path, data_dir, **overrides):
+    values = {"train.max_steps": STEPS, "train.save_every": 1, "train.lr": 3e-3, "train.threads": 1,
+              "train.warmup_ratio": 0.0}
+    values.update(overrides)
+    return tiny_config(tiny_model_dir, root, data_dir, **values)
+
+
+def _run(mp, cfg, root: Path, run, crash: str = ""):
+    """`run(cfg)` with the spy recording into root/spy; returns (result, the spy folder)."""
+    spy = root / "spy"
+    spy.mkdir(parents=True, exist_ok=True)
+    mp.setenv("ALIGNKIT_SPY_DIR", str(spy))
+    mp.setenv("ALIGNKIT_SPY_OUT", str(cfg.out))
+    mp.setenv("ALIGNKIT_SPY_CRASH", crash)
+    return run(cfg), spy
+
+
+def _batches(spy: Path, rank: int) -> list[list[int]]:
+    path = spy / f"batches-rank{rank}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _writes(spy: Path, rank: int) -> list[str]:
+    path = spy / f"writes-rank{rank}.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _weights(out: Path, name: str = "rm") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(out / name / "model.safetensors"))
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(spy_env, tiny_model_dir, data_dir, tmp_path_factory):
+    """The reward model trained for STEPS steps three ways, each through `reward_model_metrics` and a
+    launcher: one process with grad_accum 2 (torchrun), two DeepSpeed ZeRO-2 ranks with grad_accum 1, two
+    plain-torch DDP ranks (torchrun) with grad_accum 1."""
+    from alignkit.train.rm import reward_model_metrics
+    ds = str(REPO / "configs" / "ds_zero2.json")
+    setups = {"single": {"train.launcher": "torchrun", "train.num_gpus": 1, "train.grad_accum": 2},
+              "deepspeed": {"train.launcher": "deepspeed", "train.num_gpus": 2, "train.deepspeed": ds},
+              "ddp": {"train.launcher": "torchrun", "train.num_gpus": 2}}
+    out = {}
+    for name, overrides in setups.items():
+        root = tmp_path_factory.mktemp(name)
+        cfg = _config(tiny_model_dir, root, data_dir, **overrides)
+        metrics, spy = _run(spy_env, cfg, root, reward_model_metrics)
+        out[name] = {"cfg": cfg, "metrics": metrics, "spy": spy}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+def test_two_ranks_see_disjoint_shards_and_equal_one_process_with_double_accumulation(runs, name):
+    single, two = runs["single"], runs[name]
+    assert single["metrics"]["world_size"] == 1 and two["metrics"]["world_size"] == 2
+    assert two["metrics"]["steps"] == single["metrics"]["steps"] == STEPS
+    one = _batches(single["spy"], 0)
+    rank0, rank1 = _batches(two["spy"], 0), _batches(two["spy"], 1)
+    assert len(one) == 2 * STEPS and len(rank0) == len(rank1) == STEPS
+    for step in range(STEPS):
+        a, b = set(rank0[step]), set(rank1[step])
+        assert a and b and not a & b, f"step {step + 1}: ranks share items {a & b}"
+        assert a | b == set(one[2 * step]) | set(one[2 * step + 1]), f"step {step + 1}: not the one-process step"
+    assert not set().union(*rank0) & set().union(*rank1)
+
+    single_w, two_w = _weights(single["cfg"].out), _weights(two["cfg"].out)
+    assert _max_difference(single_w, two_w) < 2e-5
+    # the tolerance means something: training moved the backbone's weights far more than that
+    from safetensors.torch import load_file
+    initial = load_file(str(Path(single["cfg"].model.name) / "model.safetensors"))
+    shared = [k for k in two_w if k in initial]
+    assert shared and max((two_w[k] - initial[k]).abs().max().item() for k in shared) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+def test_only_rank_zero_writes_artifacts(runs, name):
+    run = runs[name]
+    out = str(run["cfg"].out)
+    rank0, rank1 = _writes(run["spy"], 0), _writes(run["spy"], 1)
+    assert any("/rm" in w for w in rank0) and any("metrics.json" in w for w in rank0)  # the spy sees writes
+    # DeepSpeed checkpoints hold one ZeRO optimizer shard per rank, written by that rank; nothing else
+    allowed = os.path.join(out, "checkpoints", "rm") if name == "deepspeed" else None
+    stray = [w for w in rank1 if not (allowed and w.split(" ", 1)[1].startswith(allowed))]
+    assert stray == [], f"rank 1 wrote {stray[:5]}"
+    assert (run["cfg"].out / "rm" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_two_rank_run_killed_midway_resumes_to_the_same_weights(runs, spy_env, tiny_model_dir, data_dir,
+                                                                 tmp_path, capsys):
+    from alignkit.train.rm import reward_model_metrics
+    cfg = _config(tiny_model_dir, tmp_path, data_dir, **{
+        "train.launcher": "deepspeed", "train.num_gpus": 2, "train.deepspeed": str(REPO / "configs" / "ds_zero2.json")})
+    with pytest.raises(AlignkitError) as failed:
+        _run(spy_env, cfg, tmp_path, reward_model_metrics, crash="1:3")  # rank 1 dies in step 3
+    message = str(failed.value)
+    assert "rm training under deepspeed failed" in message and "return code = -9" in message  # rank 1's death
+    streamed = capsys.readouterr().out
+    assert "spy: killing rank 1 at micro-batch 3" in streamed and "rm train" in streamed  # came through live
+    assert not (cfg.out / "rm").exists()
+    assert (cfg.out / "checkpoints" / "rm" / "step-000002" / "alignkit_state.json").exists()
+
+    metrics, _ = _run(spy_env, cfg, tmp_path, reward_model_metrics)  # as a notebook's rerun: resume
+    assert "rm train: resumed from" in capsys.readouterr().out and metrics["steps"] == STEPS
+    assert _max_difference(_weights(cfg.out), _weights(runs["deepspeed"]["cfg"].out)) < 1e-6
+    assert _max_difference(_weights(cfg.out), _weights(runs["single"]["cfg"].out)) < 2e-5
+
+
+@pytest.mark.slow
+def test_dpo_trains_on_two_deepspeed_ranks_from_dpo_metrics(spy_env, tiny_model_dir, data_dir, tmp_path):
+    from alignkit.train.dpo import dpo_metrics
+    cfg = _config(tiny_model_dir, tmp_path, data_dir, **{
+        "dpo.train.launcher": "deepspeed", "dpo.train.num_gpus": 2, "dpo.train.threads": 1,
+        "dpo.train.deepspeed": str(REPO / "configs" / "ds_zero2.json"), "dpo.train.max_steps": 2})
+    metrics, spy = _run(spy_env, cfg, tmp_path, dpo_metrics)
+    assert metrics["world_size"] == 2 and metrics["steps"] == 2 and metrics["eval"]["n"] > 0
+    assert (cfg.out / "dpo" / "model.safetensors").exists()
+    assert _writes(spy, 1) == [] or all("checkpoints" in w for w in _writes(spy, 1))
+    assert dpo_metrics(cfg)["reused"]  # the launched run is this config's run
+
+
+def test_launcher_commands_and_their_errors(tmp_path):
+    from alignkit.config import TrainConfig
+    from alignkit.train.launch import launcher_command, wants_launcher
+    args = ["rm", "train", "--profile", "x.yaml"]
+    ds = launcher_command(TrainConfig(launcher="deepspeed"), args)
+    assert ds[1:4] == ["-u", "-m", "deepspeed.launcher.runner"] and "--num_gpus" not in ds  # all visible GPUs
+    assert ds[-6:] == ["--module", "alignkit", *args]
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node1 slots=8\nnode2 slots=8\n")
+    ds = launcher_command(TrainConfig(launcher="deepspeed", num_gpus=4, hostfile=str(hosts)), args)
+    assert ds[ds.index("--hostfile") + 1] == str(hosts) and ds[ds.index("--num_gpus") + 1] == "4"
+    tr = launcher_command(TrainConfig(launcher="torchrun", num_gpus=2), args)
+    assert "torch.distributed.run" in tr and "--nproc_per_node=2" in tr and tr[-5:] == ["alignkit", *args]
+    with pytest.raises(AlignkitError, match="needs train.launcher=deepspeed"):
+        launcher_command(TrainConfig(launcher="torchrun", hostfile=str(hosts)), args)
+    with pytest.raises(AlignkitError, match="does not exist"):
+        launcher_command(TrainConfig(launcher="deepspeed", hostfile=str(tmp_path / "missing")), args)
+    with pytest.raises(AlignkitError, match="train.launcher must be one of"):
+        wants_launcher(TrainConfig(launcher="mpirun"))
+    assert not wants_launcher(TrainConfig())
