@@ -317,9 +317,8 @@ def copy_book_sources(dest: Path) -> Path:
     return dest
 
 
-PRINTABLE = Path("_build") / "singlehtml" / "book" / "intro.html"
-"""The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder; its index.html
-redirects here), printed to PDF from
+PRINTABLE = Path("_build") / "singlehtml" / "index.html"
+"""The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder), printed to PDF from
 any browser. Chosen because it builds offline with jupyter-book 1 as it is installed: its `pdfhtml`
 builder downloads a Chromium through pyppeteer at build time, and `pdflatex` needs a TeX installation
 (with CJK fonts) that this project does not set up."""
@@ -350,8 +349,12 @@ def build_book(root: Path = REPO, *, path_output: Path | None = None, printable:
     if printable:
         _jupyter_book(root, path_output, "singlehtml")
         single = Path(path_output or root) / PRINTABLE
-        if not single.exists():
-            raise AlignkitError(f"jupyter-book build --builder singlehtml finished but {single} is missing")
+        page = single.parent / f"{toc_files(root)[0]}.html"
+        if not page.exists():
+            raise AlignkitError(f"jupyter-book build --builder singlehtml finished but {page} is missing")
+        # singlehtml writes the page under the root document's folder (book/) with links to _static/ as if it
+        # were at the top, and an index.html that redirects to it: put the page itself at the top instead
+        atomic_write_text(single, page.read_text(encoding="utf-8"))
         log(f"report: printable single page at {single} (print it to PDF from a browser)")
     return index
 
