@@ -193,7 +193,7 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
         return [
             ("PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]",
              (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]),
-             f"data · {n['data.helpful_vs_safer_n'] or 0} pairs",
+             "data",
              NOT_RUN if n["data.helpful_vs_safer_disagree"] is None else
              "two labels disagree on a sizeable share / 两种标签在相当比例上冲突"
              if n["data.helpful_vs_safer_disagree"] > 0.1 else "labels mostly agree / 标签大多一致"),
