@@ -241,3 +241,27 @@ def test_launcher_commands_and_their_errors(tmp_path):
     with pytest.raises(AlignkitError, match="train.launcher must be one of"):
         wants_launcher(TrainConfig(launcher="mpirun"))
     assert not wants_launcher(TrainConfig())
+
+
+@pytest.mark.slow
+def test_a_notebook_cell_trains_on_two_ranks_and_shows_their_output(tiny_model_dir, data_dir, tmp_path):
+    """The notebook path itself: a cell in a Jupyter kernel (the project's kernelspec, as JupyterLab and
+    papermill run the chapters) calls `reward_model_metrics` on a profile that asks for torchrun with two
+    processes; the ranks' progress arrives as the cell's stream output."""
+    import nbformat
+    from nbclient import NotebookClient
+    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
+                 "data.train_path": str(data_dir / "align_anything_t2t.json"), "data.local_name": None,
+                 "data.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
+                 "train.max_steps": 2, "train.threads": 1, "train.launcher": "torchrun", "train.num_gpus": 2}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from alignkit.config import load_config\n"
+        "from alignkit.train.rm import reward_model_metrics\n"
+        f"metrics = reward_model_metrics(load_config('tiny', {overrides!r}))\n"
+        "print('world size', metrics['world_size'], 'steps', metrics['steps'])")])
+    NotebookClient(nb, kernel_name="alignkit", timeout=600,
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
+    assert "alignkit: torchrun launch:" in text and "--nproc_per_node=2" in text
+    assert "rm train: 100%" in text  # rank 0's progress bar, relayed from the launcher's pipe
+    assert text.rstrip().endswith("world size 2 steps 2")
