@@ -12,7 +12,9 @@ EPILOG = """examples:
   alignkit rm train --profile cpu --data ../shared/data/align_anything_t2t.json --set train.lr=1e-4
   alignkit rm eval --model outputs/cpu/rm --eval-data outputs/cpu/data/test.jsonl --eval-template ALIGNKIT
   alignkit rm preflight --profile cpu --pair 3     (how pair 3 is tokenized; where the reward is read)
-  deepspeed --module alignkit rm train --profile gpu        (GPU hosts; ZeRO config in the profile)
+  alignkit rm train --profile gpu      (GPU hosts: starts DeepSpeed's launcher on every visible GPU;
+                                       train.launcher / train.num_gpus / train.hostfile)
+  deepspeed --module alignkit rm train --profile gpu        (the same, launched by hand)
 """
 
 
