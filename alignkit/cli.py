@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(rm_pre)
     _data(rm_pre)
-    rm_pre.add_argument("--pair", type=int, default=0, help="which pair of the data to show (default 0)")
+    rm_pre.add_argument("--pair", type=int, help="which pair of the data to show (default: the first one "
+                                                  "training does not truncate)")
     score = commands.add_parser("score", help="score every pair of a preference file with a reward model",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SCORE_EPILOG)
     score.add_argument("--profile", help="score the profile's untrained and trained RM on its test and train "
@@ -171,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rm" and args.action == "preflight":
             from alignkit.train.rm import rm_preflight
             report = rm_preflight(config_from_args(args), args.pair)
-            shown = "".join(f"[{t['text']}]" if t["special"] else t["text"].replace("\n", "\\n\n")
-                            for t in report.tokens)
-            print(f"tokens ([special] shown; the reward is read at the last one):\n{shown}\n")
+            print("tokens ([special] tokens, ⏎ newlines; the reward is read at the last one):")
+            for part, text in report.text_by_part().items():
+                print(f"{part}: {text}")
+            print()
             for c in report.checks:
                 print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.value}")
             return 0 if report.ok else 1

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from alignkit.data.templates import Message, PreferencePair
 from alignkit.data.tokenize import ChatEncoder, EncodedSequence, pad_sequences
+from alignkit.errors import AlignkitError
 from alignkit.io import atomic_path
 
 
@@ -158,12 +159,8 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
     from alignkit.models import RewardModel, load_tokenizer
     from alignkit.data.sources import load_pairs
     from alignkit.plots import margin_and_length, score_distributions
-    from alignkit.errors import AlignkitError
     from alignkit.train.rm import train_check_pairs
-    rm_dir = cfg.out / "rm"
-    if not (rm_dir / "config.json").exists():
-        raise AlignkitError(f"no trained reward model in {rm_dir}: run chapter 1 (notebooks/01_reward_model.ipynb) "
-                            f"first, or `alignkit rm train --profile {cfg.profile}`")
+    rm_dir = _require_rm(cfg)
     splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
     splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
@@ -196,14 +193,26 @@ def score_profile(cfg, *, batch_size: int = 16) -> dict:
     return summaries
 
 
+def _newer_than_rm(path: Path, cfg) -> bool:
+    """True when `path` was written after the profile's reward model (so it scored that model)."""
+    model_file = cfg.out / "rm" / "model.safetensors"
+    return path.exists() and model_file.exists() and path.stat().st_mtime >= model_file.stat().st_mtime
+
+
+def _require_rm(cfg) -> Path:
+    rm_dir = cfg.out / "rm"
+    if not (rm_dir / "config.json").exists():
+        raise AlignkitError(f"no trained reward model in {rm_dir}: run chapter 1 (notebooks/01_reward_model.ipynb) "
+                            f"first, or `alignkit rm train --profile {cfg.profile}`")
+    return rm_dir
+
+
 def profile_scores(cfg, *, force: bool = False) -> tuple[dict, dict[str, pd.DataFrame]]:
     """(summaries, tables) of `score_profile`, reused from outputs/<profile>/scores/ when they are newer
     than the reward model they scored; `force=True` re-scores."""
     summary_path = cfg.out / "scores" / "summary.json"
-    model_file = cfg.out / "rm" / "model.safetensors"
-    fresh = summary_path.exists() and model_file.exists() and \
-        summary_path.stat().st_mtime >= model_file.stat().st_mtime
-    summaries = json.loads(summary_path.read_text()) if fresh and not force else score_profile(cfg)
+    summaries = json.loads(summary_path.read_text()) if _newer_than_rm(summary_path, cfg) and not force \
+        else score_profile(cfg)
     tables = {key: pd.read_parquet(cfg.out / "scores" / f"{key}.parquet") for key in summaries}
     return summaries, tables
 
@@ -223,16 +232,19 @@ def summary_frame(summaries: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def precision_check(cfg, *, batch_size: int = 16) -> dict:
+def precision_check(cfg, *, batch_size: int = 16, force: bool = False) -> dict:
     """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
     timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup'}. Writes
-    outputs/<profile>/scores/precision.json."""
+    outputs/<profile>/scores/precision.json; reused while it is newer than the reward model."""
     import time
     from alignkit.data.sources import load_pairs
     from alignkit.io import atomic_write_json
     from alignkit.models import RewardModel, load_tokenizer
     from alignkit.stats import precision_agreement
-    rm_dir = cfg.out / "rm"
+    path = cfg.out / "scores" / "precision.json"
+    if not force and _newer_than_rm(path, cfg):
+        return json.loads(path.read_text())
+    rm_dir = _require_rm(cfg)
     pairs = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
@@ -247,5 +259,5 @@ def precision_check(cfg, *, batch_size: int = 16) -> dict:
     result = {**precision_agreement(scores[torch.float32], scores[torch.bfloat16], seed=cfg.seed),
               **{f"{k}_s": v for k, v in seconds.items()},
               "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads()}
-    atomic_write_json(cfg.out / "scores" / "precision.json", result)
+    atomic_write_json(path, result)
     return result

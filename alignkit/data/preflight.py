@@ -27,6 +27,15 @@ class Preflight:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    def text_by_part(self) -> dict[str, str]:
+        """{'prompt': ..., 'response': ...}: the decoded tokens, special tokens in [brackets], newlines as
+        '⏎' (so a trailing newline token is visible)."""
+        out: dict[str, str] = {}
+        for t in self.tokens:
+            piece = f"[{t['text']}]" if t["special"] else t["text"].replace("\n", "⏎")
+            out[t["part"]] = out.get(t["part"], "") + piece
+        return out
+
 
 def _hf_reward_position(ids: list[int], pad_id: int | None, width: int) -> int:
     """Where a Hugging Face `*ForSequenceClassification` reads a right-padded row: the rightmost non-pad."""

@@ -171,9 +171,10 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     return metrics
 
 
-def rm_preflight(cfg: RunConfig, index: int = 0):
+def rm_preflight(cfg: RunConfig, index: int | None = None):
     """The tokenization preflight (alignkit.data.preflight) on pair `index` of the profile's training data
-    (its eval data when there is no training data), with the tokenizer and pad token the export uses."""
+    (its eval data when there is no training data; None = the first pair training does not truncate), with
+    the tokenizer and pad token the export uses."""
     from alignkit.data.preflight import preflight
     d = cfg.data
     path, template = ((resolve_source(d.train_path, d.local_name), d.train_template) if d.train_path is not None
@@ -181,9 +182,13 @@ def rm_preflight(cfg: RunConfig, index: int = 0):
     if path is None:
         raise AlignkitError("preflight needs data: set data.train_path (--data) or data.eval_path (--eval-data)")
     pairs, _ = load_pairs(path, template, max_rows=d.max_pairs, seed=cfg.seed)
+    encoder = ChatEncoder(load_tokenizer(cfg.model.name), d.max_length, d.max_prompt_length)
+    if index is None:
+        uncut = (i for i, p in enumerate(pairs) if not any(
+            s.response_cut or s.prompt_cut for s in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))))
+        index = next(uncut, 0)
     if not 0 <= index < len(pairs):
         raise AlignkitError(f"pair index {index} is out of range: the data has {len(pairs)} pairs")
-    encoder = ChatEncoder(load_tokenizer(cfg.model.name), d.max_length, d.max_prompt_length)
     return preflight(encoder, pairs[index], export_tokenizer(encoder.tokenizer, encoder.ending).pad_token_id)
 
 
