@@ -190,6 +190,14 @@ _STYLE = """<style>
 </style>"""
 
 
+def _caption(label: str, en: str, zh: str) -> str:
+    """'Table 1.2|表 1.2' and the two captions -> the bilingual caption markup the language switch toggles."""
+    label_en, label_zh = label.split("|")
+    return (f'<span class="ak-en" lang="en"><b>{label_en}.</b> {html.escape(en)}</span>'
+            f'<span class="ak-sep"> / </span>'
+            f'<span class="ak-zh" lang="zh"><b>{label_zh}</b> {html.escape(zh)}</span>')
+
+
 class Table:
     """A captioned, numbered table: `frame` keeps the raw values; `_repr_html_` is what the book shows."""
 
@@ -212,7 +220,6 @@ class Table:
         return names + [str(c) for c in self.frame.columns]
 
     def _repr_html_(self) -> str:
-        label_en, label_zh = self.label.split("|")
         head = "".join(f"<th>{bilingual_html(h)}</th>" for h in self.header())
         body = []
         for cells in self.rows():
@@ -222,9 +229,7 @@ class Table:
                 tag = "th" if self.index and i == 0 else "td"
                 tds.append(f'<{tag}{" class=num" if numeric else ""}>{bilingual_html(text)}</{tag}>')
             body.append("<tr>" + "".join(tds) + "</tr>")
-        caption = (f'<span class="ak-en" lang="en"><b>{label_en}.</b> {html.escape(self.en)}</span>'
-                   f'<span class="ak-sep"> / </span>'
-                   f'<span class="ak-zh" lang="zh"><b>{label_zh}</b> {html.escape(self.zh)}</span>')
+        caption = _caption(self.label, self.en, self.zh)
         return (f'{_STYLE}<div class="ak-table"><table><caption>{caption}</caption>'
                 f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
@@ -246,11 +251,8 @@ class Figure:
         self.png, self.label, self.en, self.zh = buffer.getvalue(), label, en, zh
 
     def _repr_html_(self) -> str:
-        label_en, label_zh = self.label.split("|")
         data = base64.b64encode(self.png).decode()
-        caption = (f'<span class="ak-en" lang="en"><b>{label_en}.</b> {html.escape(self.en)}</span>'
-                   f'<span class="ak-sep"> / </span>'
-                   f'<span class="ak-zh" lang="zh"><b>{label_zh}</b> {html.escape(self.zh)}</span>')
+        caption = _caption(self.label, self.en, self.zh)
         return (f'{_STYLE}<figure class="ak-figure"><img src="data:image/png;base64,{data}" '
                 f'alt="{html.escape(self.en)}"><figcaption>{caption}</figcaption></figure>')
 
