@@ -6,8 +6,8 @@ writes, creates, renames or removes under the run's output folder (Python audit 
 own rank mid-run.
 
 Checked: the ranks see disjoint shards whose union is a one-process step's batches; after N steps the
-weights equal a one-process run with twice the gradient accumulation (DeepSpeed ZeRO-2, and plain torch
-DDP under torchrun); only rank 0 writes artifacts; a run whose rank 1 is killed mid-way fails with the
+weights equal a one-process run with twice the gradient accumulation (DeepSpeed ZeRO-2 and ZeRO-3, and
+plain torch DDP under torchrun); only rank 0 writes artifacts (each rank its own ZeRO checkpoint shard); a run whose rank 1 is killed mid-way fails with the
 launcher's output and resumes to the same weights."""
 from __future__ import annotations
 
@@ -72,7 +72,14 @@ if _dir and "LOCAL_RANK" in os.environ:  # a rank started by a launcher (not the
 STEPS = 4
 LAUNCHED = {"deepspeed": {"train.launcher": "deepspeed", "train.num_gpus": 2,
                           "train.deepspeed": str(REPO / "configs" / "ds_zero2.json")},
-            "ddp": {"train.launcher": "torchrun", "train.num_gpus": 2}}
+            "ddp": {"train.launcher": "torchrun", "train.num_gpus": 2},
+            "zero3": {"train.launcher": "deepspeed", "train.num_gpus": 2,
+                      "train.deepspeed": str(REPO / "configs" / "ds_zero3.json")}}
+# ZeRO-2 and DDP average the two ranks' gradients exactly as one process accumulates them (here: bit for
+# bit). ZeRO-3 reduce-scatters partitioned gradients in another summation order, and Adam (an update of
+# about lr * g / |g|) turns those rounding-level differences into visible ones on the few weights whose
+# gradients are near zero: a handful of 1.5M weights, at most ~6e-5 against the 7.5e-3 that training moved.
+TOLERANCE = {"deepspeed": 2e-5, "ddp": 2e-5, "zero3": 1e-4}
 DEATH = {"deepspeed": "return code = -9", "ddp": "Signal 9 (SIGKILL)"}  # how each launcher reports it
 
 
@@ -125,9 +132,9 @@ def _max_difference(a: dict, b: dict) -> float:
 
 @pytest.fixture(scope="module")
 def runs(spy_env, tiny_model_dir, data_dir, tmp_path_factory):
-    """The reward model trained for STEPS steps three ways, each through `reward_model_metrics` and a
-    launcher: one process with grad_accum 2 (torchrun), two DeepSpeed ZeRO-2 ranks with grad_accum 1, two
-    plain-torch DDP ranks (torchrun) with grad_accum 1."""
+    """The reward model trained for STEPS steps four ways, each through `reward_model_metrics` and a
+    launcher: one process with grad_accum 2 (torchrun), and with grad_accum 1 two DeepSpeed ZeRO-2 ranks,
+    two plain-torch DDP ranks (torchrun), two DeepSpeed ZeRO-3 ranks (weights gathered for saving)."""
     from alignkit.train.rm import reward_model_metrics
     setups = {"single": {"train.launcher": "torchrun", "train.num_gpus": 1, "train.grad_accum": 2}, **LAUNCHED}
     out = {}
@@ -140,7 +147,7 @@ def runs(spy_env, tiny_model_dir, data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+@pytest.mark.parametrize("name", ["deepspeed", "ddp", "zero3"])
 def test_two_ranks_see_disjoint_shards_and_equal_one_process_with_double_accumulation(runs, name):
     single, two = runs["single"], runs[name]
     assert single["metrics"]["world_size"] == 1 and two["metrics"]["world_size"] == 2
@@ -155,7 +162,9 @@ def test_two_ranks_see_disjoint_shards_and_equal_one_process_with_double_accumul
     assert not set().union(*rank0) & set().union(*rank1)
 
     single_w, two_w = _weights(single["cfg"].out), _weights(two["cfg"].out)
-    assert _max_difference(single_w, two_w) < 2e-5
+    assert _max_difference(single_w, two_w) < TOLERANCE[name]
+    off = sum(((single_w[k] - two_w[k]).abs() > 1e-6).sum().item() for k in two_w)
+    assert off <= 1e-4 * sum(t.numel() for t in two_w.values()), f"{off} weights differ by more than 1e-6"
     # the tolerance means something: training moved the backbone's weights far more than that
     from safetensors.torch import load_file
     initial = load_file(str(Path(single["cfg"].model.name) / "model.safetensors"))
@@ -164,21 +173,21 @@ def test_two_ranks_see_disjoint_shards_and_equal_one_process_with_double_accumul
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+@pytest.mark.parametrize("name", ["deepspeed", "ddp", "zero3"])
 def test_only_rank_zero_writes_artifacts(runs, name):
     run = runs[name]
     out = str(run["cfg"].out)
     rank0, rank1 = _writes(run["spy"], 0), _writes(run["spy"], 1)
     assert any("/rm" in w for w in rank0) and any("metrics.json" in w for w in rank0)  # the spy sees writes
     # DeepSpeed checkpoints hold one ZeRO optimizer shard per rank, written by that rank; nothing else
-    allowed = os.path.join(out, "checkpoints", "rm") if name == "deepspeed" else None
+    allowed = os.path.join(out, "checkpoints", "rm") if name != "ddp" else None
     stray = [w for w in rank1 if not (allowed and w.split(" ", 1)[1].startswith(allowed))]
     assert stray == [], f"rank 1 wrote {stray[:5]}"
     assert (run["cfg"].out / "rm" / "metrics.json").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["single", "deepspeed", "ddp"])
+@pytest.mark.parametrize("name", ["single", "deepspeed", "ddp", "zero3"])
 def test_the_ranks_ran_the_callers_exact_config(runs, name):
     from alignkit.config import load_config
     from alignkit.train.rm import reward_model_metrics
