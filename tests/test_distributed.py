@@ -218,11 +218,11 @@ def test_two_rank_run_killed_midway_resumes_to_the_same_weights(runs, name, spy_
 
 
 @pytest.mark.slow
-def test_dpo_trains_on_two_deepspeed_ranks_from_dpo_metrics(spy_env, tiny_model_dir, data_dir, tmp_path):
+@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+def test_dpo_trains_on_two_ranks_from_dpo_metrics(name, spy_env, tiny_model_dir, data_dir, tmp_path):
     from alignkit.train.dpo import dpo_metrics
-    cfg = _config(tiny_model_dir, tmp_path, data_dir, **{
-        "dpo.train.launcher": "deepspeed", "dpo.train.num_gpus": 2, "dpo.train.threads": 1,
-        "dpo.train.deepspeed": str(REPO / "configs" / "ds_zero2.json"), "dpo.train.max_steps": 2})
+    launch = {f"dpo.{k}": v for k, v in LAUNCHED[name].items()}
+    cfg = _config(tiny_model_dir, tmp_path, data_dir, **launch, **{"dpo.train.threads": 1, "dpo.train.max_steps": 2})
     metrics, spy = _run(spy_env, cfg, tmp_path, dpo_metrics)
     assert metrics["world_size"] == 2 and metrics["steps"] == 2 and metrics["eval"]["n"] > 0
     assert (cfg.out / "dpo" / "model.safetensors").exists()
