@@ -20,6 +20,7 @@ import yaml
 
 from alignkit.config import RunConfig, TrainConfig
 from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_text
 
 LAUNCHERS = ("none", "deepspeed", "torchrun")
 LAUNCH_FIELDS = ("launcher", "num_gpus", "hostfile")
@@ -102,8 +103,7 @@ def launch(command: str, cfg: RunConfig, train: TrainConfig, *, resume: bool) ->
     outputs/<profile>/launch/<command>.yaml, which every rank loads as its profile. Raises AlignkitError with
     the launcher's last output if a rank fails."""
     settings = cfg.out / "launch" / f"{command}.yaml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
+    atomic_write_text(settings, yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
     args = [command, "train", "--profile", str(settings)] + (["--resume"] if resume else [])
     cmd = launcher_command(train, args)
     print(f"alignkit: {train.launcher} launch: {' '.join(cmd)}", flush=True)
