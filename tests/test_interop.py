@@ -5,7 +5,7 @@ removed (the turn ends at `<|im_end|>`, which SmolLM2 also uses as its pad token
 import pytest
 import torch
 
-from alignkit.data.tokenize import ChatEncoder
+from alignkit.data.tokenize import ChatEncoder, encode_pairs
 from alignkit.models import RewardModel, TrainableConfig, export_tokenizer, make_trainable
 from alignkit.scoring import score_texts
 
@@ -151,3 +151,19 @@ def test_report_rm_scored_by_plain_transformers_reproduces_its_test_accuracy(tin
     result = module.check(tiny_report["out"])
     assert result["same"], result
     assert result["max_abs_score_difference"] < 1e-4
+
+
+def test_a_reply_starting_with_newlines_keeps_the_prompt_tokens_of_its_pair(tokenizer):
+    """"\\n\\nHi" after the header's "\\n" merges into one token when rendered jointly; both sides of a pair must
+    still share their prompt tokens, or shared-prompt packing could not run on such data."""
+    from alignkit.data.templates import PreferencePair
+    from alignkit.packing import pack_pairs
+    encoder = ChatEncoder(tokenizer, 256, 128)
+    prompt = ({"role": "user", "content": "Say hi"},)
+    pair = PreferencePair(prompt, "\n\nHi there!", "Hello.")
+    (encoded,), _ = encode_pairs(encoder, [pair])
+    p = encoded.better.prompt_length
+    assert p == encoded.worse.prompt_length and encoded.better.input_ids[:p] == encoded.worse.input_ids[:p]
+    assert tokenizer.decode(encoded.better.input_ids[p:]).startswith("\n\nHi there!")
+    assert encoded.better.input_ids[-len(encoder.ending):] == encoder.ending
+    pack_pairs([encoded], tokenizer.pad_token_id)

@@ -132,12 +132,19 @@ class ChatEncoder:
         if not full_text.startswith(self.render(prompt, generation_prompt=True)):
             raise AlignkitError("the chat template renders the prompt differently with a response appended; "
                                 "alignkit cannot tell prompt from response tokens for this tokenizer")
+        conversation = prompt + [{"role": "assistant", "content": response}]
         prompt_ids = self.prompt_ids(prompt)
-        full_ids = self.token_ids(prompt + [{"role": "assistant", "content": response}])
-        # where the response starts: a token that merges the header's last piece with the reply's first
-        # (e.g. newlines) counts as response
-        start = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(prompt_ids))
-        prompt_ids, response_ids = full_ids[:start], full_ids[start:]
+        full_ids = self.token_ids(conversation)
+        if full_ids[:len(prompt_ids)] != prompt_ids:
+            # the reply's first characters merged with the header's last token (a reply starting with a
+            # newline): tokenize markup and message texts apart, so both replies of a pair share the prompt
+            # tokens (packing needs that); only such rows differ from apply_chat_template's ids
+            prompt_ids = self._ids_with_text_contents(prompt, self.render(prompt, generation_prompt=True), True)
+            full_ids = self._ids_with_text_contents(conversation, full_text, False)
+            if full_ids[:len(prompt_ids)] != prompt_ids:
+                raise AlignkitError("the prompt's tokens change when a response follows it; alignkit cannot "
+                                    "tell prompt from response tokens for this tokenizer")
+        prompt_ids, response_ids = full_ids[:len(prompt_ids)], full_ids[len(prompt_ids):]
         prompt_cut = len(prompt_ids) > self.max_prompt_length
         if prompt_cut:
             prompt_ids = prompt_ids[-self.max_prompt_length:]
