@@ -152,8 +152,8 @@ def precision_agreement(reference: tuple, other: tuple, *, n_resamples: int = 10
     import numpy as np
     from scipy import stats
     ref_b, ref_w, oth_b, oth_w = (np.asarray(x, dtype=float) for x in (*reference, *other))
-    ref_c = np.where(ref_b == ref_w, 0.5, (ref_b > ref_w).astype(float))
-    oth_c = np.where(oth_b == oth_w, 0.5, (oth_b > oth_w).astype(float))
+    ref_c = np.asarray(correctness(ref_b.tolist(), ref_w.tolist()))
+    oth_c = np.asarray(correctness(oth_b.tolist(), oth_w.tolist()))
     diff = oth_c - ref_c
     low, high = bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed)
     spearman = float(stats.spearmanr(np.concatenate([ref_b, ref_w]), np.concatenate([oth_b, oth_w]))[0])
