@@ -1,6 +1,10 @@
 """Typed run configs. One mechanism for every source of settings: a profile YAML (`configs/<name>.yaml`)
-gives the values, then dotted overrides (`train.lr=1e-4`) from the CLI (`--set`) or a notebook's
-papermill parameters are applied on top, each checked against the field's type."""
+gives the values, then dotted overrides (`rm.train.lr=1e-4`) from the CLI (`--set`) or a notebook's
+papermill parameters are applied on top, each checked against the field's type.
+
+The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
+`data.eval` are two `Source`s; `generation` has its own settings. Keys of the old layout (`train.lr`,
+`data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +16,6 @@ from typing import Any, Mapping
 import yaml
 
 from alignkit.errors import AlignkitError
-from alignkit.models import TrainableConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BLANK = {"", "none", "null"}
@@ -35,32 +38,50 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    train_path: str | None = None
-    """Training pairs: Hub dataset id, or local .json/.jsonl/.parquet file or folder. None or '' = no
-    training (eval only)."""
-    train_template: str = "HOMEWORK"
+class TrainableConfig:
+    """Which parameters train."""
+
+    mode: str = "lora"
+    """'full' (every weight), 'last_k' (the last `last_k` blocks, final norm and head) or 'lora'."""
+    last_k: int = 2
+    """Blocks trained when mode is 'last_k'."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scale numerator (the update is scaled by alpha / r)."""
+    lora_targets: str = "all-linear"
+    """Comma-separated module names for LoRA, or 'all-linear' (every linear layer but the output head)."""
+
+
+@dataclass
+class Source:
+    """Where preference pairs come from and how a raw row becomes a pair."""
+
+    path: str | None = None
+    """Hub dataset id, or local .json/.jsonl/.parquet file or folder. None or '' = none (for `data.train`:
+    no training, evaluation only; for `data.eval`: hold out `data.test_fraction` of the training prompts)."""
+    template: str = "HOMEWORK"
     """Template that maps a raw row to a pair (see alignkit.data.templates)."""
-    train_subset: str | None = None
+    subset: str | None = None
     """Hub dataset configuration name (e.g. 'text-to-text'); ignored for local files."""
-    train_split: str = "train"
+    split: str = "train"
     """Hub split to read; ignored for local files."""
     local_name: str | None = None
-    """File name looked up in $ALIGNKIT_DATA_DIR; when that is set, the file there replaces train_path."""
-    eval_path: str | None = None
-    """Held-out pairs; None = hold out `test_fraction` of the training prompts."""
-    eval_template: str = "HOMEWORK"
-    """Template of the eval data."""
-    eval_subset: str | None = None
-    """Hub configuration of the eval data."""
-    eval_split: str = "test"
-    """Hub split of the eval data."""
-    test_fraction: float = 0.2
-    """Share of prompts held out for eval when eval_path is None (split by prompt, seeded)."""
+    """File name looked up in $ALIGNKIT_DATA_DIR; when that is set and the file exists, it replaces `path`."""
     max_pairs: int | None = None
-    """Use a seeded sample of this many training pairs (None = all)."""
+    """Use a seeded sample of this many pairs (None = all)."""
+
+
+@dataclass
+class DataConfig:
+    train: Source = field(default_factory=Source)
+    """Training pairs."""
+    eval: Source = field(default_factory=lambda: Source(split="test"))
+    """Held-out pairs (path None = a prompt-disjoint split of the training pairs)."""
+    test_fraction: float = 0.2
+    """Share of prompts held out for eval when data.eval.path is None (split by prompt, seeded)."""
     max_length: int = 192
-    """Tokens per sequence (prompt + response)."""
+    """Tokens per training sequence (prompt + response)."""
     max_prompt_length: int = 96
     """Prompt tokens kept (from the end) before the response."""
     truncation: str = "cut"
@@ -121,11 +142,17 @@ class TrainConfig:
 
 
 @dataclass
-class RewardConfig:
+class RMConfig:
+    """The reward model: Bradley-Terry loss on (better, worse) rewards."""
+
     margin: float = 0.0
     """Required gap: loss = -logsigmoid(r_better - r_worse - margin)."""
     center_coef: float = 0.0
     """Reward-centring regularizer weight: coef * mean((r_better + r_worse)^2)."""
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    """Which parameters of the backbone train (the score head always does)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimizer, schedule and loop settings of the reward-model run."""
 
 
 @dataclass
@@ -173,6 +200,10 @@ class GenerationConfig:
     """HF repetition penalty (1.0 = off); small models loop without it."""
     batch_size: int = 16
     """Prompts per generate() call (left-padded, KV cache)."""
+    score_batch_size: int = 16
+    """Responses per reward-model forward when the generations are scored."""
+    threads: int | None = None
+    """torch CPU threads for generation and scoring (None = torch's default)."""
 
 
 @dataclass
@@ -185,9 +216,7 @@ class RunConfig:
     """Root of this run's artifacts (default outputs/<profile>)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -223,13 +252,36 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+MOVED = {"train": "rm.train", "trainable": "rm.trainable", "reward": "rm", "reward.margin": "rm.margin",
+         "reward.center_coef": "rm.center_coef", "data.train_path": "data.train.path",
+         "data.train_template": "data.train.template", "data.train_subset": "data.train.subset",
+         "data.train_split": "data.train.split", "data.local_name": "data.train.local_name",
+         "data.max_pairs": "data.train.max_pairs", "data.eval_path": "data.eval.path",
+         "data.eval_template": "data.eval.template", "data.eval_subset": "data.eval.subset",
+         "data.eval_split": "data.eval.split"}
+"""Keys of the earlier config layout -> their key now (an old key is refused, naming the new one)."""
+
+
+def _moved(key: str) -> str | None:
+    """The new spelling of an old-layout dotted key (`train.lr` -> `rm.train.lr`), or None."""
+    for old in sorted(MOVED, key=len, reverse=True):
+        if key == old or key.startswith(old + "."):
+            return MOVED[old] + key[len(old):]
+    return None
+
+
 def apply_overrides(obj: Any, overrides: Mapping[str, Any], prefix: str = "") -> None:
-    """Set dotted keys (`train.lr`) on a config tree, checking names and types."""
+    """Set dotted keys (`rm.train.lr`) on a config tree, checking names and types."""
     hints = typing.get_type_hints(type(obj))
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         full = prefix + head
         if head not in hints:
+            moved = _moved(prefix + key)
+            if moved:
+                raise AlignkitError(f"option {prefix + key!r} is now {moved!r} (the config gives the reward model "
+                                    "and DPO each their own `trainable`/`train`, and data.train / data.eval "
+                                    "each a source); rename it")
             raise AlignkitError(f"unknown option {full!r}; known: {', '.join(prefix + h for h in hints)}")
         current = getattr(obj, head)
         if dataclasses.is_dataclass(current):
@@ -266,13 +318,15 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
         raise AlignkitError(f"no profile {profile!r} ({path}); known profiles: {known}")
     values = yaml.safe_load(path.read_text()) or {}
     cfg = RunConfig(profile=path.stem)
-    apply_overrides(cfg, values)
+    try:
+        apply_overrides(cfg, values)
+    except AlignkitError as e:
+        raise AlignkitError(f"profile {path}: {e}") from None
     apply_overrides(cfg, dict(overrides or {}))
-    for section in ("data",):
-        data = getattr(cfg, section)
-        data.train_path = none_if_blank(data.train_path)
-        data.eval_path = none_if_blank(data.eval_path)
-    for name, value in (("data.max_pairs", cfg.data.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
+    for source in (cfg.data.train, cfg.data.eval):
+        source.path = none_if_blank(source.path)
+    for name, value in (("data.train.max_pairs", cfg.data.train.max_pairs),
+                        ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
     return cfg

@@ -1,13 +1,21 @@
-"""Atomic writes: a reader (or a crash) never sees a half-written artifact."""
+"""Artifacts on disk: atomic writes (a reader, or a crash, never sees a half-written file) and the one rule for
+reusing a finished step: its JSON record carries the fingerprint of everything that determined it, and is
+reused only while that fingerprint is unchanged."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def main_process() -> bool:
+    """True on global rank 0 (or outside a distributed launch): the one process that writes artifacts."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -53,3 +61,32 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fingerprint(identity) -> str:
+    """Content hash of a JSON-able description of what determines a result (settings, inputs' fingerprints)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stamped(record: dict, identity) -> dict:
+    """`record` with its identity: `config` (readable) and `identity` (its fingerprint), as `reuse` reads them."""
+    return {**record, "config": json.loads(json.dumps(identity, default=str)), "identity": fingerprint(identity)}
+
+
+def reuse(path: str | Path, identity) -> dict | None:
+    """The JSON record at `path` when it was written (by `stamped`) for this exact `identity`; else None.
+    Every step that can be reused (a trained model, scores, generations, an eval-only run) goes through here."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved if saved.get("identity") == fingerprint(identity) else None
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

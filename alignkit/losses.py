@@ -21,20 +21,6 @@ def pairwise_accuracy(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor
     return ((better > worse).float() + 0.5 * (better == worse).float()).mean()
 
 
-# ----------------------------------------------------------------------------- log-probs of responses
-
-def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor, *,
-                   average: bool = False) -> torch.Tensor:
-    """Log-probability of each sequence's response tokens. logits (B, L, V), input_ids and
-    response_mask (B, L) -> (B,). Token t is predicted by the logits at t-1, so the prompt (mask False)
-    and padding never count. `average=True` divides by the number of response tokens."""
-    targets = input_ids[:, 1:]
-    mask = response_mask[:, 1:].to(logits.dtype)
-    token_logps = torch.gather(logits[:, :-1].float().log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    total = (token_logps * mask).sum(-1)
-    return total / mask.sum(-1).clamp(min=1) if average else total
-
-
 # ----------------------------------------------------------------------------- DPO and its variants
 # Inputs are per-sequence log-probs (B,): policy `pw`/`pl` for the chosen (w) and rejected (l) response,
 # reference `rw`/`rl`. Each loss returns per-pair losses (B,); the trainer takes the mean.
@@ -93,20 +79,3 @@ def orpo_odds_ratio_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor) -> torch.Te
 def orpo_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor, *, lam: float) -> torch.Tensor:
     """ORPO: SFT on the chosen response (`-avg_pw`, its per-token NLL) + lam * odds-ratio term."""
     return -avg_pw + lam * orpo_odds_ratio_loss(avg_pw, avg_pl)
-
-
-def kto_reference_point(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
-    """KTO's z0: a batch estimate of KL(policy || reference) from mismatched (prompt, response) pairs,
-    clamped at 0 and detached (it is a reference point, not a training signal)."""
-    return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
-
-
-def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, z0: torch.Tensor, *,
-             beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
-    """KTO (Ethayarajh et al., 2024) on unpaired examples. With r = policy - reference log-ratio:
-    desirable `w_D (1 - sigmoid(beta (r - z0)))`, undesirable `w_U (1 - sigmoid(beta (z0 - r)))`.
-    `desirable` is a bool mask (B,); returns per-example losses (B,)."""
-    r = policy_logps - ref_logps
-    good = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
-    bad = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
-    return torch.where(desirable, good, bad)

@@ -9,12 +9,12 @@ import copy
 import importlib.util
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from alignkit.config import TrainableConfig
 from alignkit.errors import AlignkitError
 from alignkit.pooling import gather_last_attended
 
@@ -86,22 +86,6 @@ def load_tokenizer(name: str):
     if not tokenizer.chat_template:
         raise AlignkitError(f"tokenizer of {name!r} has no chat template; use an instruct/chat model")
     return tokenizer
-
-
-@dataclass
-class TrainableConfig:
-    """Which parameters train."""
-
-    mode: str = "lora"
-    """'full' (every weight), 'last_k' (the last `last_k` blocks, final norm and head) or 'lora'."""
-    last_k: int = 2
-    """Blocks trained when mode is 'last_k'."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scale numerator (the update is scaled by alpha / r)."""
-    lora_targets: str = "all-linear"
-    """Comma-separated module names for LoRA, or 'all-linear' (every linear layer but the output head)."""
 
 
 def _blocks(backbone: nn.Module) -> nn.ModuleList:

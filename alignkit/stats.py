@@ -1,7 +1,11 @@
-"""Statistics for reporting: proportions with confidence intervals."""
+"""Statistics the study reports, as pure functions: one accuracy (ties half), Wilson / Newcombe / bootstrap
+intervals, length diagnostics, paired comparisons and win rates, precision agreement."""
 from __future__ import annotations
 
 import math
+
+import numpy as np
+from scipy import stats as scipy_stats
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -13,6 +17,16 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_ci(k1: float, n1: int, k2: float, n2: int) -> tuple[float, float]:
+    """95% CI of p1 - p2 for two independent proportions k1/n1 and k2/n2 (Newcombe's hybrid score method
+    from Wilson intervals)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1)
+    l2, u2 = wilson_interval(k2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def accuracy_summary(correct: list[float]) -> dict:
@@ -46,7 +60,6 @@ def length_diagnostics(better: list[float], worse: list[float], len_better: list
 
 def auc(positive: list[float], negative: list[float]) -> float:
     """P(score of a random chosen > score of a random rejected), ties counted half (Mann-Whitney U / n1 n2)."""
-    import numpy as np
     pos, neg = np.asarray(positive, float), np.asarray(negative, float)
     if not len(pos) or not len(neg):
         raise ValueError("AUC needs at least one score on each side")
@@ -58,7 +71,6 @@ def auc(positive: list[float], negative: list[float]) -> float:
 def bootstrap_ci(values, statistic, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
                  ) -> tuple[float, float]:
     """Percentile bootstrap CI of `statistic(resampled values)`; `values` is resampled by rows (pairs)."""
-    import numpy as np
     values = np.asarray(values)
     rng = np.random.default_rng(seed)
     stats = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(n_resamples)]
@@ -68,17 +80,12 @@ def bootstrap_ci(values, statistic, *, n_resamples: int = 1000, seed: int = 0, l
 
 
 def preference_summary(score_better, score_worse, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Pairwise accuracy, AUC (chosen vs rejected pooled) and mean margin, each with a bootstrap 95% CI
-    over pairs."""
-    import numpy as np
+    """Pairwise accuracy (ties half) with its Wilson 95% CI, as everywhere else an accuracy is reported; AUC
+    (chosen vs rejected pooled) and mean margin, each with a bootstrap 95% CI over pairs."""
     pairs = np.column_stack([score_better, score_worse]).astype(float)
-    metrics = {
-        "accuracy": lambda p: float(np.mean(np.where(p[:, 0] == p[:, 1], 0.5, p[:, 0] > p[:, 1]))),
-        "auc": lambda p: auc(p[:, 0], p[:, 1]),
-        "mean_margin": lambda p: float(np.mean(p[:, 0] - p[:, 1])),
-    }
-    out = {"n": len(pairs)}
-    for name, fn in metrics.items():
+    summary = accuracy_summary(correctness(pairs[:, 0].tolist(), pairs[:, 1].tolist()))
+    out = {"n": len(pairs), "accuracy": summary["accuracy"], "accuracy_ci95": summary["ci95"]}
+    for name, fn in (("auc", lambda p: auc(p[:, 0], p[:, 1])), ("mean_margin", lambda p: float(np.mean(p[:, 0] - p[:, 1])))):
         out[name] = fn(pairs)
         out[f"{name}_ci95"] = list(bootstrap_ci(pairs, fn, n_resamples=n_resamples, seed=seed))
     return out
@@ -86,8 +93,7 @@ def preference_summary(score_better, score_worse, *, n_resamples: int = 1000, se
 
 def correlations(x, y) -> dict:
     """Pearson and Spearman correlation of two equal-length sequences."""
-    from scipy import stats
-    return {"pearson": float(stats.pearsonr(x, y)[0]), "spearman": float(stats.spearmanr(x, y)[0]), "n": len(x)}
+    return {"pearson": float(scipy_stats.pearsonr(x, y)[0]), "spearman": float(scipy_stats.spearmanr(x, y)[0]), "n": len(x)}
 
 
 def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -97,7 +103,6 @@ def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int 
     Length control: regress the per-prompt score difference on the length difference,
     `d_score = effect + per_token * d_length` (OLS). `effect` is B's advantage at equal length;
     `per_token * mean(d_length)` is the part of the raw difference that length accounts for."""
-    import numpy as np
     rows = np.column_stack([score_a, score_b, length_a, length_b]).astype(float)
 
     def win(r):
@@ -135,7 +140,6 @@ def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int 
 def outside_range(values, reference, low: float = 1.0, high: float = 99.0) -> dict:
     """Share of `values` outside the [low, high] percentile range of `reference` (how far out of the
     reference distribution they fall)."""
-    import numpy as np
     lo, hi = np.percentile(np.asarray(reference, float), [low, high])
     v = np.asarray(values, float)
     return {"range": [float(lo), float(hi)], "below": float(np.mean(v < lo)), "above": float(np.mean(v > hi))}
@@ -149,14 +153,12 @@ def precision_agreement(reference: tuple, other: tuple, *, n_resamples: int = 10
     better > worse / tie / worse > better, differs), both accuracies (ties half) and the paired accuracy
     difference other - reference with a bootstrap 95% CI over pairs. `holds` is the adoption rule: the
     difference's CI contains 0 and Spearman is at least 0.99."""
-    import numpy as np
-    from scipy import stats
     ref_b, ref_w, oth_b, oth_w = (np.asarray(x, dtype=float) for x in (*reference, *other))
     ref_c = np.asarray(correctness(ref_b.tolist(), ref_w.tolist()))
     oth_c = np.asarray(correctness(oth_b.tolist(), oth_w.tolist()))
     diff = oth_c - ref_c
     low, high = bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed)
-    spearman = float(stats.spearmanr(np.concatenate([ref_b, ref_w]), np.concatenate([oth_b, oth_w]))[0])
+    spearman = float(scipy_stats.spearmanr(np.concatenate([ref_b, ref_w]), np.concatenate([oth_b, oth_w]))[0])
     return {"n": len(diff), "spearman": spearman,
             "max_abs_difference": float(np.max(np.abs(np.concatenate([oth_b - ref_b, oth_w - ref_w])))),
             "flips": int(np.sum(np.sign(ref_b - ref_w) != np.sign(oth_b - oth_w))),

@@ -102,7 +102,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES)."""
     common.quiet()
     from alignkit.models import RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model
-    from alignkit.packing import PackedRewardTask, packed_length
+    from alignkit.data.packing import packed_length
+    from alignkit.train.rm import PackedRewardTask
     from alignkit.train.rm import RewardTask
     tasks = {"packed": PackedRewardTask, "plain": RewardTask}
     if alignkit_task not in tasks:

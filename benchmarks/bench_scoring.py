@@ -1,4 +1,4 @@
-"""Scoring throughput: alignkit's batched, length-sorted scorer (`alignkit.scoring.score_texts`, inference
+"""Scoring throughput: alignkit's batched, length-sorted scorer (`alignkit.infer.score_texts`, inference
 mode) vs a one-sample-at-a-time loop like the seed's (render, tokenize and forward each text alone under
 `no_grad`), on the same model, texts and max length, alternating in one process. Both sides include
 rendering and tokenization. Unit: sequences (texts) scored per second.
@@ -43,7 +43,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     common.quiet()
     from alignkit.data.tokenize import ChatEncoder
     from alignkit.models import RewardModel, load_tokenizer
-    from alignkit.scoring import score_texts
+    from alignkit.infer import score_texts
     from alignkit.train.loop import autocast
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench-scoring-")

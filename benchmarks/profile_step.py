@@ -25,7 +25,8 @@ def build(task_name: str, model: str, tokenizer, device, bf16: bool, trainable: 
     from alignkit.config import DPOConfig
     from alignkit.data.tokenize import ChatEncoder, encode_pairs
     from alignkit.models import Policy, RewardModel, TrainableConfig, make_trainable
-    from alignkit.packing import PackedRewardTask, packed_length
+    from alignkit.data.packing import packed_length
+    from alignkit.train.rm import PackedRewardTask
     from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
     from alignkit.train.loop import autocast
     items, _ = encode_pairs(ChatEncoder(tokenizer, max_length, max_prompt_length), pairs)

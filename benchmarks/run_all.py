@@ -57,7 +57,7 @@ def main() -> int:
         return 0
 
     import common
-    from alignkit.bench_report import machine_line, write_markdown
+    from alignkit.report.bench import machine_line, write_markdown
     found = discover()
     names = args.only.split(",") if args.only else list(found)
     unknown = [n for n in names if n not in found]

@@ -62,9 +62,9 @@ def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
     """A RunConfig on the tiny model and a few dozen real pairs."""
     from alignkit.config import load_config
     values = {"model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
-              "data.train_path": str(data_dir / "align_anything_t2t.json"), "data.local_name": None,
-              "data.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
-              "train.threads": None}
+              "data.train.path": str(data_dir / "align_anything_t2t.json"), "data.train.local_name": None,
+              "data.train.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
+              "rm.train.threads": None}
     values.update(overrides)
     return load_config("tiny", values)
 
@@ -73,7 +73,7 @@ def tiny_chain_overrides(tiny_model_dir, output_dir) -> dict:
     """The tiny profile's overrides for a whole-chain run (every notebook): the tiny random model, artifacts
     under `output_dir`, 3 training steps for the reward model and for DPO."""
     from alignkit.config import load_config
-    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(output_dir), "train.max_steps": 3}
+    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(output_dir), "rm.train.max_steps": 3}
     if hasattr(load_config("tiny"), "dpo"):
         overrides["dpo.train.max_steps"] = 3
     return overrides
@@ -85,7 +85,7 @@ def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     (random tiny model, a few dozen real rows), standalone HTML, and the book built in its own root.
     Returns {"out", "root", "index", "times", "overrides"}."""
     from alignkit.config import load_config
-    from alignkit.report import copy_book_sources, run_report
+    from alignkit.report.build import copy_book_sources, run_report
     base = tmp_path_factory.mktemp("report")
     overrides = tiny_chain_overrides(tiny_model_dir, base / "outputs")
     root = copy_book_sources(base / "root")

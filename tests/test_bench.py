@@ -75,7 +75,7 @@ def test_dpo_bench_measures_both_sides_on_the_same_tokens(dpo_result):
 
 
 def test_report_renders_results(rm_result, tmp_path):
-    from alignkit import bench_report
+    from alignkit.report import bench as bench_report
     results = {"machine": {"cpu": "test cpu", "usable_cores": 2, "ram_gb": 1.0, "torch": "x", "torch_threads": 2,
                            "gpu": None, "load_avg_1m": 0.0},
                "mode": "quick", "repeats": 1, "started": "now",
@@ -129,7 +129,7 @@ def test_random_model_shapes_and_matmul_parameter_count(tmp_path):
 
 
 def test_gpu_results_render_with_mfu_and_deepspeed_runs():
-    from alignkit import bench_report
+    from alignkit.report import bench as bench_report
     results = bench_report.load_results(REPO / bench_report.GPU_RESULTS)
     frame = bench_report.results_frame(results)
     assert list(frame.benchmark) == ["rm", "dpo", "scoring"]

@@ -36,7 +36,7 @@ def test_generation_is_seeded_and_stops_at_end_of_turn(tiny_model_dir, tokenizer
     from transformers import AutoModelForCausalLM
     from alignkit.config import GenerationConfig
     from alignkit.data.tokenize import ChatEncoder
-    from alignkit.generation import generate
+    from alignkit.infer import generate
     lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     prompts = [({"role": "user", "content": "Hi there, how are you today?"},), ({"role": "user", "content": "Why?"},),
                ({"role": "user", "content": "Name three colours " * 30},)]
@@ -49,12 +49,14 @@ def test_generation_is_seeded_and_stops_at_end_of_turn(tiny_model_dir, tokenizer
 
 
 def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir, tmp_path, data_dir):
-    from alignkit.compare import compare_profile, load_generations
+    from alignkit.io import reuse
+    from alignkit.study.generations import _identity, compare_profile, load_generations
     from alignkit.errors import AlignkitError
     from alignkit.train.dpo import dpo_metrics
     from alignkit.train.rm import reward_model_metrics
-    from alignkit.data.sources import load_pairs, seeded_sample
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1, "dpo.train.max_steps": 1,
+    from alignkit.data.sources import load_pairs
+    from alignkit.data.splits import seeded_sample
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "dpo.train.max_steps": 1,
                                                              "dpo.max_pairs": 12})
     reward_model_metrics(cfg)
     with pytest.raises(AlignkitError, match="dpo train"):
@@ -64,12 +66,15 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     table = load_generations(cfg)
     assert set(table.model) == {"base", "dpo"} and set(table.split) == {"test", "train"}
     assert len(table) == 2 * (cfg.generation.test_prompts + cfg.generation.train_prompts)
-    assert summary["test"]["n"] == cfg.generation.test_prompts and "verdict" in summary
+    assert summary["test"]["n"] == cfg.generation.test_prompts and "verdict" not in summary  # words: report layer
     assert summary["decoding"]["seed"] == cfg.seed
     saved = json.loads((tmp_path / "out" / "generations" / "summary.json").read_text())
     assert saved["test"]["win_rate"] == summary["test"]["win_rate"]
-    assert (tmp_path / "out" / "figures" / "generations_scores.png").exists()
+    assert not (tmp_path / "out" / "figures").exists()  # the core draws no figures
     assert compare_profile(cfg)["reused"]
+    changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "dpo.train.max_steps": 1,
+                                                                 "dpo.max_pairs": 12, "generation.temperature": 0.9})
+    assert reuse(tmp_path / "out" / "generations" / "summary.json", _identity(changed)) is None
     # train prompts are drawn from the pairs DPO trained on
     all_train = load_pairs(str(cfg.out / "data" / "train.jsonl"), "ALIGNKIT")[0]
     trained_on = {p.prompt_id for p in seeded_sample(all_train, 12, cfg.seed)}

@@ -16,8 +16,8 @@ def test_reward_model_trains_under_deepspeed_zero2(tiny_model_dir, tmp_path, dat
                        "MASTER_PORT": "29561"}.items():
         monkeypatch.setenv(key, value)
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{
-        "train.deepspeed": str(REPO / "configs" / "ds_zero2.json"), "train.max_steps": 3,
-        "train.save_every": 2, "train.lr": 3e-3})
+        "rm.train.deepspeed": str(REPO / "configs" / "ds_zero2.json"), "rm.train.max_steps": 3,
+        "rm.train.save_every": 2, "rm.train.lr": 3e-3})
     metrics = run_reward_model(cfg)
     saved = json.loads((cfg.out / "rm" / "metrics.json").read_text())
     assert saved["steps"] == 3 and saved["eval"]["n"] == metrics["eval"]["n"] > 0

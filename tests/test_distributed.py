@@ -51,7 +51,7 @@ if _dir and "LOCAL_RANK" in os.environ:  # a rank started by a launcher (not the
 
     sys.addaudithook(_audit)
 
-    from alignkit.packing import PackedRewardTask
+    from alignkit.train.rm import PackedRewardTask
     _collate = PackedRewardTask.collate
     _calls = [0]
     _crash = os.environ.get("ALIGNKIT_SPY_CRASH", "")  # "rank:call": kill that rank at that collate call
@@ -70,11 +70,11 @@ if _dir and "LOCAL_RANK" in os.environ:  # a rank started by a launcher (not the
 '''
 
 STEPS = 4
-LAUNCHED = {"deepspeed": {"train.launcher": "deepspeed", "train.num_gpus": 2,
-                          "train.deepspeed": str(REPO / "configs" / "ds_zero2.json")},
-            "ddp": {"train.launcher": "torchrun", "train.num_gpus": 2},
-            "zero3": {"train.launcher": "deepspeed", "train.num_gpus": 2,
-                      "train.deepspeed": str(REPO / "configs" / "ds_zero3.json")}}
+LAUNCHED = {"deepspeed": {"rm.train.launcher": "deepspeed", "rm.train.num_gpus": 2,
+                          "rm.train.deepspeed": str(REPO / "configs" / "ds_zero2.json")},
+            "ddp": {"rm.train.launcher": "torchrun", "rm.train.num_gpus": 2},
+            "zero3": {"rm.train.launcher": "deepspeed", "rm.train.num_gpus": 2,
+                      "rm.train.deepspeed": str(REPO / "configs" / "ds_zero3.json")}}
 # ZeRO-2 and DDP average the two ranks' gradients exactly as one process accumulates them (here: bit for
 # bit). ZeRO-3 reduce-scatters partitioned gradients in another summation order, and Adam (an update of
 # about lr * g / |g|) turns those rounding-level differences into visible ones on the few weights whose
@@ -94,8 +94,8 @@ def spy_env(tmp_path_factory):
 
 
 def _config(tiny_model_dir, root: Path, data_dir, **overrides):
-    values = {"train.max_steps": STEPS, "train.save_every": 1, "train.lr": 3e-3, "train.threads": 1,
-              "train.warmup_ratio": 0.0}
+    values = {"rm.train.max_steps": STEPS, "rm.train.save_every": 1, "rm.train.lr": 3e-3, "rm.train.threads": 1,
+              "rm.train.warmup_ratio": 0.0}
     values.update(overrides)
     return tiny_config(tiny_model_dir, root, data_dir, **values)
 
@@ -136,7 +136,7 @@ def runs(spy_env, tiny_model_dir, data_dir, tmp_path_factory):
     launcher: one process with grad_accum 2 (torchrun), and with grad_accum 1 two DeepSpeed ZeRO-2 ranks,
     two plain-torch DDP ranks (torchrun), two DeepSpeed ZeRO-3 ranks (weights gathered for saving)."""
     from alignkit.train.rm import reward_model_metrics
-    setups = {"single": {"train.launcher": "torchrun", "train.num_gpus": 1, "train.grad_accum": 2}, **LAUNCHED}
+    setups = {"single": {"rm.train.launcher": "torchrun", "rm.train.num_gpus": 1, "rm.train.grad_accum": 2}, **LAUNCHED}
     out = {}
     for name, overrides in setups.items():
         root = tmp_path_factory.mktemp(name)
@@ -205,7 +205,7 @@ def test_two_rank_run_killed_midway_resumes_to_the_same_weights(runs, name, spy_
     with pytest.raises(AlignkitError) as failed:
         _run(spy_env, cfg, tmp_path, reward_model_metrics, crash="1:3")  # rank 1 dies in step 3
     message = str(failed.value)
-    assert f"rm training under {cfg.train.launcher} failed" in message and DEATH[name] in message
+    assert f"rm training under {cfg.rm.train.launcher} failed" in message and DEATH[name] in message
     streamed = capsys.readouterr().out
     assert "spy: killing rank 1 at micro-batch 3" in streamed and "rm train" in streamed  # came through live
     assert not (cfg.out / "rm").exists()
@@ -243,11 +243,11 @@ def test_launcher_commands_and_their_errors(tmp_path):
     assert ds[ds.index("--hostfile") + 1] == str(hosts) and ds[ds.index("--num_gpus") + 1] == "4"
     tr = launcher_command(TrainConfig(launcher="torchrun", num_gpus=2), args)
     assert "torch.distributed.run" in tr and "--nproc_per_node=2" in tr and tr[-5:] == ["alignkit", *args]
-    with pytest.raises(AlignkitError, match="needs train.launcher=deepspeed"):
+    with pytest.raises(AlignkitError, match="needs rm.train.launcher=deepspeed"):
         launcher_command(TrainConfig(launcher="torchrun", hostfile=str(hosts)), args)
     with pytest.raises(AlignkitError, match="does not exist"):
         launcher_command(TrainConfig(launcher="deepspeed", hostfile=str(tmp_path / "missing")), args)
-    with pytest.raises(AlignkitError, match="train.launcher must be one of"):
+    with pytest.raises(AlignkitError, match="rm.train.launcher must be one of"):
         wants_launcher(TrainConfig(launcher="mpirun"))
     assert not wants_launcher(TrainConfig())
 
@@ -260,9 +260,9 @@ def test_a_notebook_cell_trains_on_two_ranks_and_shows_their_output(tiny_model_d
     import nbformat
     from nbclient import NotebookClient
     overrides = {"model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
-                 "data.train_path": str(data_dir / "align_anything_t2t.json"), "data.local_name": None,
-                 "data.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
-                 "train.max_steps": 2, "train.threads": 1, "train.launcher": "torchrun", "train.num_gpus": 2}
+                 "data.train.path": str(data_dir / "align_anything_t2t.json"), "data.train.local_name": None,
+                 "data.train.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
+                 "rm.train.max_steps": 2, "rm.train.threads": 1, "rm.train.launcher": "torchrun", "rm.train.num_gpus": 2}
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from alignkit.config import load_config\n"
         "from alignkit.train.rm import reward_model_metrics\n"

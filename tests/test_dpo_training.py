@@ -140,7 +140,7 @@ def test_dpo_run_is_identical_across_processes(tiny_model_dir, tmp_path, data_di
     for hash_seed, state in (("1", "fresh"), ("2", "busy")):
         cfg = tiny_config(tiny_model_dir, tmp_path / hash_seed, data_dir)
         overrides = {"model.name": cfg.model.name, "output_dir": str(cfg.output_dir),
-                     "data.train_path": cfg.data.train_path, "data.local_name": None, "dpo.train.max_steps": 2,
+                     "data.train.path": cfg.data.train.path, "data.train.local_name": None, "dpo.train.max_steps": 2,
                      "dpo.trainable.mode": "lora", "dpo.trainable.lora_r": 4, "dpo.max_pairs": 12}
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         run = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT, json.dumps(overrides), state],

@@ -7,7 +7,7 @@ import torch
 
 from alignkit.data.tokenize import ChatEncoder, encode_pairs
 from alignkit.models import RewardModel, TrainableConfig, export_tokenizer, make_trainable
-from alignkit.scoring import score_texts
+from alignkit.infer import score_texts
 
 CONVERSATIONS = [
     ([{"role": "user", "content": "2+2?"}], "4"),
@@ -157,7 +157,7 @@ def test_a_reply_starting_with_newlines_keeps_the_prompt_tokens_of_its_pair(toke
     """"\\n\\nHi" after the header's "\\n" merges into one token when rendered jointly; both sides of a pair must
     still share their prompt tokens, or shared-prompt packing could not run on such data."""
     from alignkit.data.templates import PreferencePair
-    from alignkit.packing import pack_pairs
+    from alignkit.data.packing import pack_pairs
     encoder = ChatEncoder(tokenizer, 256, 128)
     prompt = ({"role": "user", "content": "Say hi"},)
     pair = PreferencePair(prompt, "\n\nHi there!", "Hello.")

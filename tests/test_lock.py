@@ -14,7 +14,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from packaging.requirements import Requirement
 
 from conftest import REPO
-from alignkit import provenance
+from alignkit.report import provenance
 
 LOCK = REPO / "requirements.lock"
 NODEPS_LOCK = REPO / "requirements-nodeps.lock"
@@ -108,7 +108,7 @@ def test_provenance_page_warns_naming_each_drifting_package(tmp_path):
 
 
 def test_report_warns_naming_the_drifting_package(tmp_path, monkeypatch):
-    from alignkit.report import run_report
+    from alignkit.report.build import run_report
     changed = tmp_path / "requirements.lock"
     changed.write_text(_with_version(LOCK.read_text(), "scipy", "1.11.0"))
     monkeypatch.setattr(provenance, "LOCK_FILES", (str(changed), str(NODEPS_LOCK)))

@@ -44,7 +44,7 @@ def _outputs(nb, kind=None):
 
 @pytest.mark.slow
 def test_every_chapter_runs_cell_by_cell_on_the_tiny_profile(tiny_model_dir, data_dir, tmp_path, monkeypatch):
-    from alignkit.report import report_notebooks
+    from alignkit.report.build import report_notebooks
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))  # as `make lab` passes DATA on
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     overrides = tiny_chain_overrides(tiny_model_dir, tmp_path / "outputs")

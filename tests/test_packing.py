@@ -20,7 +20,7 @@ def _model(tiny_model_dir, attn="sdpa"):
 
 
 def test_pack_layout_shares_the_prompt(items, tokenizer):
-    from alignkit.packing import pack_pairs
+    from alignkit.data.packing import pack_pairs
     batch = pack_pairs(items[:2], tokenizer.pad_token_id)
     pair = items[0]
     p, b, w = pair.better.prompt_length, len(pair.better.input_ids), len(pair.worse.input_ids)
@@ -35,7 +35,7 @@ def test_pack_layout_shares_the_prompt(items, tokenizer):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_scores_and_gradients_match_the_plain_batch(items, tokenizer, tiny_model_dir, attn):
-    from alignkit.packing import PackedRewardTask
+    from alignkit.train.rm import PackedRewardTask
     from alignkit.train.rm import RewardTask
     plain, packed = RewardTask(tokenizer.pad_token_id), PackedRewardTask(tokenizer.pad_token_id)
     grads, scores = [], []
@@ -53,7 +53,7 @@ def test_packed_scores_and_gradients_match_the_plain_batch(items, tokenizer, tin
 def test_unshared_prompt_is_refused(items, tokenizer):
     from dataclasses import replace
     from alignkit.errors import AlignkitError
-    from alignkit.packing import pack_pairs
+    from alignkit.data.packing import pack_pairs
     pair = items[0]
     bad = replace(pair, worse=replace(pair.worse, input_ids=(7,) + pair.worse.input_ids[1:]))
     with pytest.raises(AlignkitError, match="share their prompt"):

@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def _images(notebook_path) -> int:
-    """Figures in an executed notebook: captioned ones (alignkit.tables.Figure, PNG inside HTML) or bare PNGs."""
+    """Figures in an executed notebook: captioned ones (alignkit.report.tables.Figure, PNG inside HTML) or bare PNGs."""
     cells = json.loads(notebook_path.read_text())["cells"]
     return sum("image/png" in o.get("data", {}) or '<figure class="ak-figure">' in "".join(o.get("data", {}).get("text/html", ""))
                for c in cells for o in c.get("outputs", []))
@@ -18,7 +18,7 @@ def _images(notebook_path) -> int:
 
 @pytest.mark.slow
 def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
-    from alignkit.report import report_notebooks, toc_files
+    from alignkit.report.build import report_notebooks, toc_files
     out, root = tiny_report["out"], tiny_report["root"]
     names = [p.name for p in report_notebooks()]
     assert {"01_reward_model.ipynb", "02_evaluation_pitfalls.ipynb", "03_preference_visualization.ipynb",
@@ -57,7 +57,7 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
 
 def test_failing_notebook_is_named_with_its_cell(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-    from alignkit.report import NotebookFailed, run_notebooks
+    from alignkit.report.build import NotebookFailed, run_notebooks
     params = new_code_cell('profile = "cpu"\noverrides = {}\nforce = False')
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[params, new_code_cell("x = 1"), new_code_cell("y = undefined_name + 1")])
@@ -73,14 +73,15 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path):
 
 
 def test_cli_report_reports_a_failure_with_exit_code_2(tmp_path, monkeypatch, capsys):
-    from alignkit import cli, report
+    from alignkit import cli
+    from alignkit.report import build as report
     monkeypatch.setattr(report, "report_notebooks", lambda *a, **k: [])
     assert cli.main(["report", "--profile", "tiny", "--set", f"output_dir={tmp_path}", "--no-book"]) == 2
     assert "no report notebooks" in capsys.readouterr().err
 
 
 def test_flatten_tabs_keeps_both_languages_as_plain_markdown():
-    from alignkit.report import flatten_tabs
+    from alignkit.report.build import flatten_tabs
     text = "# T\n\n::::{tab-set}\n:sync-group: lang\n\n:::{tab-item} English\n:sync: en\nHello\n:::\n\n" \
            ":::{tab-item} 中文\n:sync: zh\n你好\n:::\n::::"
     flat = flatten_tabs(text)
@@ -90,7 +91,7 @@ def test_flatten_tabs_keeps_both_languages_as_plain_markdown():
 
 def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-    from alignkit.report import copy_book_sources, stage_book, toc_files
+    from alignkit.report.build import copy_book_sources, stage_book, toc_files
     out = tmp_path / "out"
     (out / "notebooks").mkdir(parents=True)
     params = new_code_cell('profile = "cpu"')
@@ -112,7 +113,7 @@ def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
 
 def test_reader_view_collapses_code_and_drops_noise_and_machine_paths():
     from nbformat.v4 import new_code_cell, new_notebook, new_output
-    from alignkit.report import reader_view
+    from alignkit.report.build import reader_view
     params = new_code_cell('profile = "cpu"')
     params.metadata["tags"] = ["parameters"]
     injected = new_code_cell(f'overrides = {{"output_dir": "{REPO}/outputs/x"}}')
@@ -135,7 +136,7 @@ def test_reader_view_collapses_code_and_drops_noise_and_machine_paths():
 
 
 def test_formatter_rounds_for_reading():
-    from alignkit.tables import Chapter, display_path, interval, number, scrub_paths
+    from alignkit.report.tables import Chapter, display_path, interval, number, scrub_paths
     assert interval(0.533951, [0.459877, 0.608102]) == "0.534 [0.460, 0.608]"
     assert interval(0.2551, [0.12, 0.38], signed=True) == "+0.255 [+0.120, +0.380]"
     assert number(0.5339, percent=True) == "53.4%" and number(152.34) == "152" and number(12.345) == "12.3"
@@ -159,7 +160,7 @@ def test_formatter_rounds_for_reading():
 
 
 def test_seed_claims_are_read_from_the_intervals():
-    from alignkit.landing import claims
+    from alignkit.report.landing import claims
     n = {"gen.win_rate": 0.3, "gen.win_rate_ci95": [0.2, 0.4], "gen.n": 100, "rm.longer_wins_acc": 0.6,
          "rm.test_acc": 0.7, "rm.test_ci": [0.65, 0.75], "rm.length_matched_acc": 0.6, "rm.length_matched_ci": [0.45, 0.7],
          "gen.dpo_outside": 0.01, "rm.length_matched_n": 40}
@@ -171,7 +172,7 @@ def test_seed_claims_are_read_from_the_intervals():
 
 
 def test_provenance_names_data_licences_and_commit(tmp_path, data_dir, monkeypatch):
-    from alignkit import provenance
+    from alignkit.report import provenance
     from alignkit.config import load_config
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
     cfg = load_config("tiny", {"output_dir": str(tmp_path)})
@@ -185,20 +186,20 @@ def test_provenance_names_data_licences_and_commit(tmp_path, data_dir, monkeypat
 
 
 def test_blank_training_sets_mean_eval_only():
-    from alignkit.findings import blank_spellings
+    from alignkit.report.chapters import blank_spellings
     table = blank_spellings("tiny")
     assert (table["read as"] == "None").sum() == 5 and table["read as"].iloc[-1] != "None"
 
 
 def test_difference_ci_matches_a_hand_computed_newcombe_interval():
-    from alignkit.findings import difference_ci
+    from alignkit.report.chapters import difference_ci
     # Newcombe (1998), example: 56/70 vs 48/80 -> difference 0.2, 95% CI 0.0524 to 0.3339
     low, high = difference_ci(56, 70, 48, 80)
     assert low == pytest.approx(0.0524, abs=1e-3) and high == pytest.approx(0.3339, abs=1e-3)
 
 
 def test_figure_labels_fall_back_to_english_without_a_cjk_font(monkeypatch):
-    from alignkit import plots
+    from alignkit.report import figures as plots
     monkeypatch.setattr(plots, "_cjk_family", [None])
     assert plots.bilingual("accuracy", "准确率") == "accuracy"
     monkeypatch.setattr(plots, "_cjk_family", ["Noto Sans CJK SC"])
@@ -209,7 +210,7 @@ def test_cjk_labels_render_without_missing_glyphs():
     import warnings
     import matplotlib
     matplotlib.use("Agg")
-    from alignkit import plots
+    from alignkit.report import figures as plots
     if plots.cjk_font() is None:
         pytest.skip("no CJK font installed (Debian fonts-noto-cjk; `make setup-report` installs it)")
     plots.set_theme()
@@ -223,9 +224,9 @@ def test_cjk_labels_render_without_missing_glyphs():
 
 
 def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
-    from alignkit import evidence
+    from alignkit.report import evidence
     from alignkit.config import load_config
-    from alignkit.findings import NOT_RUN
+    from alignkit.report.chapters import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
     numbers = evidence.key_numbers(cfg)
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
@@ -238,7 +239,7 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
 
 def test_loss_shapes_back_the_variants_answer():
     """Chapter 6 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta."""
-    from alignkit.evidence import loss_shapes
+    from alignkit.report.evidence import loss_shapes
     shapes = loss_shapes(margins=(0.0, 5.0, 21.97, 30.0))
     slope = shapes.pivot(index="margin", columns="loss", values="slope")
     dpo = [c for c in slope.columns if c.startswith("DPO")]
@@ -259,7 +260,7 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
     """This session's cpu numbers: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
     (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
     the train gap is real; +1.5 tokens is within noise."""
-    from alignkit import evidence
+    from alignkit.report import evidence
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
     numbers = evidence.key_numbers(cfg)
@@ -284,7 +285,7 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
 def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(tmp_path):
     """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
-    from alignkit import evidence
+    from alignkit.report import evidence
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
     numbers = evidence.key_numbers(cfg)

@@ -8,7 +8,8 @@ from alignkit.cli import main
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.io import atomic_path, atomic_write_text
 from alignkit.models import RewardModel
-from alignkit.scoring import paired, score_pairs, summarize
+from alignkit.infer import score_pairs
+from alignkit.study.scores import paired, summarize
 from alignkit.stats import auc, bootstrap_ci, preference_summary
 
 
@@ -63,8 +64,8 @@ def test_interrupted_atomic_write_leaves_no_partial_file(tmp_path):
 def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir):
     out = tmp_path / "scores" / "untrained-pku"
     assert main(["score", "--model", str(tiny_model_dir), "--data", str(data_dir / "pku_saferlhf_500.jsonl"),
-                 "--template", "PKUSafeRLHF", "--out", str(out), "--max-length", "64",
-                 "--max-prompt-length", "32"]) == 0
+                 "--template", "PKUSafeRLHF", "--out", str(out), "--profile", "tiny",
+                 "--set", "data.eval_max_length=64"]) == 0
     table = pd.read_parquet(out.with_suffix(".parquet"))
     assert len(table) == 1000 and set(table.side) == {"better", "worse"}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
@@ -72,11 +73,11 @@ def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir)
     assert sum(v["n"] for v in summary["per_category"].values()) >= 500  # every pair under some tag
 
 
-def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_path, data_dir):
+def test_score_profile_writes_the_two_by_two_and_is_reused_while_the_rm_is_the_same(tiny_model_dir, tmp_path, data_dir):
     from conftest import tiny_config
-    from alignkit.scoring import score_profile
+    from alignkit.study.scores import score_profile
     from alignkit.train.rm import run_reward_model
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2, "data.train.max_pairs": 16})
     metrics = run_reward_model(cfg)
     summaries = score_profile(cfg)
     assert set(summaries) == {"untrained-test", "untrained-train", "trained-test", "trained-train"}
@@ -87,8 +88,18 @@ def test_score_profile_writes_the_two_by_two_and_figures(tiny_model_dir, tmp_pat
     assert summaries["trained-train"]["n"] == metrics["train"]["n"] == n_test
     assert summaries["trained-train"]["accuracy"] == pytest.approx(metrics["train"]["accuracy"])
     assert summaries["trained-test"]["accuracy"] == pytest.approx(metrics["eval"]["accuracy"])
-    assert (cfg.out / "figures" / "score_distributions.png").stat().st_size > 1000
     assert (cfg.out / "scores" / "trained-train.parquet").exists()
+    assert not (cfg.out / "figures").exists()  # the core draws no figures
+    # one reuse rule: the same reward model -> the saved summaries; another reward model -> rescored
+    from alignkit.study.scores import profile_scores
+    (cfg.out / "scores" / "trained-test.parquet").unlink()  # a rescoring would write it again
+    with pytest.raises(FileNotFoundError):
+        profile_scores(cfg)
+    other = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2, "data.train.max_pairs": 16,
+                                                               "rm.margin": 0.5})
+    run_reward_model(other)
+    summaries, tables = profile_scores(other)
+    assert (cfg.out / "scores" / "trained-test.parquet").exists() and set(tables) == set(summaries)
 
 
 def test_two_by_two_reuses_the_training_runs_scores_and_they_equal_a_rescoring(tiny_model_dir, tmp_path, data_dir):
@@ -96,10 +107,11 @@ def test_two_by_two_reuses_the_training_runs_scores_and_they_equal_a_rescoring(t
     of scoring again; those scores equal scoring the saved model afresh."""
     import pandas as pd
     from conftest import tiny_config
-    from alignkit.scoring import EVAL_SCORES, score_profile
+    from alignkit.study.scores import score_profile
+    from alignkit.train.rm import EVAL_SCORES
     from alignkit.train.rm import run_reward_model
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16,
-                                                             "trainable.mode": "lora", "trainable.lora_r": 4})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2, "data.train.max_pairs": 16,
+                                                             "rm.trainable.mode": "lora", "rm.trainable.lora_r": 4})
     run_reward_model(cfg)
     saved = json.loads((cfg.out / "rm" / EVAL_SCORES).read_text())
     assert set(saved) == {"untrained-test", "trained-test", "trained-train"}
@@ -115,9 +127,9 @@ def test_two_by_two_reuses_the_training_runs_scores_and_they_equal_a_rescoring(t
 
 def test_precision_check_compares_float32_and_bfloat16_scores_of_the_trained_rm(tiny_model_dir, tmp_path, data_dir):
     from conftest import tiny_config
-    from alignkit.scoring import precision_check
+    from alignkit.study.scores import precision_check
     from alignkit.train.rm import run_reward_model
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "data.max_pairs": 16})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2, "data.train.max_pairs": 16})
     metrics = run_reward_model(cfg)
     result = precision_check(cfg)
     assert result["n"] == metrics["eval"]["n"]

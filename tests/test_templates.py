@@ -71,7 +71,7 @@ def test_seeded_sample_is_a_seeded_subset_and_all_when_not_smaller():
     assert seeded_sample(items, 80, 3) is items
 
 
-@pytest.mark.parametrize("option", ["data.max_pairs", "dpo.max_pairs"])
+@pytest.mark.parametrize("option", ["data.train.max_pairs", "dpo.max_pairs"])
 def test_non_positive_sample_size_is_refused_by_name(option):
     from alignkit.config import load_config
     with pytest.raises(AlignkitError, match=f"{option} must be a positive number"):

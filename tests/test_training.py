@@ -21,13 +21,13 @@ def _setup(tiny_model_dir, tokenizer, pairs, cfg, mode="full"):
 
 
 def _train(rm, task, items, cfg, tmp_path, name, resume=False):
-    return train(rm, task, items, items[:8], [i.length for i in items], cfg.train, seed=cfg.seed,
+    return train(rm, task, items, items[:8], [i.length for i in items], cfg.rm.train, seed=cfg.seed,
                  checkpoint_dir=tmp_path / name / "ckpt", tensorboard_dir=None, resume=resume)
 
 
 def test_training_lowers_the_loss_and_changes_trainable_parameters(tiny_model_dir, tokenizer, homework_pairs,
                                                                    tmp_path, data_dir):
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 12, "train.lr": 3e-3})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 12, "rm.train.lr": 3e-3})
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:8], cfg)
     before = {n: p.detach().clone() for n, p in rm.named_parameters()}
     with torch.no_grad():
@@ -41,7 +41,7 @@ def test_training_lowers_the_loss_and_changes_trainable_parameters(tiny_model_di
 
 
 def test_lora_trains_only_adapters_and_head(tiny_model_dir, tokenizer, homework_pairs, tmp_path, data_dir):
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2})
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:8], cfg, mode="lora")
     before = {n: p.detach().clone() for n, p in rm.named_parameters()}
     _train(rm, task, items, cfg, tmp_path, "lora")
@@ -50,13 +50,13 @@ def test_lora_trains_only_adapters_and_head(tiny_model_dir, tokenizer, homework_
 
 
 def test_resume_continues_to_the_same_result(tiny_model_dir, tokenizer, homework_pairs, tmp_path, data_dir):
-    over = {"train.max_steps": 6, "train.save_every": 3, "train.grad_accum": 2, "train.batch_size": 2}
+    over = {"rm.train.max_steps": 6, "rm.train.save_every": 3, "rm.train.grad_accum": 2, "rm.train.batch_size": 2}
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **over)
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:10], cfg)
     _train(rm, task, items, cfg, tmp_path, "straight")
     straight = {n: p.detach().clone() for n, p in rm.named_parameters()}
 
-    interrupted = tiny_config(tiny_model_dir, tmp_path, data_dir, **{**over, "train.max_steps": 6})
+    interrupted = tiny_config(tiny_model_dir, tmp_path, data_dir, **{**over, "rm.train.max_steps": 6})
     rm2, _, _ = _setup(tiny_model_dir, tokenizer, homework_pairs[:10], cfg)
 
     class Interrupt(Exception):
@@ -82,7 +82,7 @@ def test_resume_continues_to_the_same_result(tiny_model_dir, tokenizer, homework
 
 
 def test_nan_loss_stops_with_a_clear_error(tiny_model_dir, tokenizer, homework_pairs, tmp_path, data_dir):
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2})
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:8], cfg)
     with torch.no_grad():
         rm.score_head.weight.fill_(float("nan"))
@@ -93,9 +93,9 @@ def test_nan_loss_stops_with_a_clear_error(tiny_model_dir, tokenizer, homework_p
 @pytest.mark.parametrize("blank", [None, "", "None"])
 def test_eval_only_when_train_data_is_none_or_empty(tiny_model_dir, tmp_path, data_dir, blank):
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{
-        "data.train_path": blank, "data.eval_path": str(data_dir / "pku_saferlhf_32.json"),
-        "data.eval_template": "PKUSafeRLHF"})
-    assert cfg.data.train_path is None
+        "data.train.path": blank, "data.eval.path": str(data_dir / "pku_saferlhf_32.json"),
+        "data.eval.template": "PKUSafeRLHF"})
+    assert cfg.data.train.path is None
     metrics = run_reward_model(cfg)
     assert metrics["eval"]["n"] == 32 and "train" not in metrics
     assert not (cfg.out / "rm").exists()  # nothing trained, nothing saved as a model
@@ -103,7 +103,7 @@ def test_eval_only_when_train_data_is_none_or_empty(tiny_model_dir, tmp_path, da
 
 
 def test_eval_only_without_eval_data_says_what_to_pass(tiny_model_dir, tmp_path, data_dir):
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"data.train_path": ""})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"data.train.path": ""})
     with pytest.raises(AlignkitError, match="--eval-data"):
         run_reward_model(cfg)
 
@@ -112,7 +112,7 @@ def test_cli_train_then_eval_the_checkpoint(tiny_model_dir, tmp_path, data_dir, 
     out = tmp_path / "cli"
     common = ["--profile", "tiny", "--model", str(tiny_model_dir), "--output-dir", str(out)]
     assert main(["rm", "train", *common, "--data", str(data_dir / "align_anything_t2t.json"),
-                 "--set", "train.max_steps=2"]) == 0
+                 "--set", "rm.train.max_steps=2"]) == 0
     metrics = json.loads((out / "rm" / "metrics.json").read_text())
     assert {"accuracy", "n", "ci95"} <= set(metrics["eval"]) and metrics["data"]["prompt_overlap"] == 0
     assert list((out / "tensorboard" / "rm").glob("events.out.tfevents.*"))
@@ -125,12 +125,12 @@ def test_cli_train_then_eval_the_checkpoint(tiny_model_dir, tmp_path, data_dir, 
 
 
 def test_config_overrides_are_typed_and_named():
-    cfg = load_config("cpu", {"train.lr": "3e-4", "train.max_steps": "5", "data.eval_path": ""})
-    assert cfg.train.lr == 3e-4 and cfg.train.max_steps == 5 and cfg.data.eval_path is None
-    with pytest.raises(AlignkitError, match="unknown option 'train.learning_rate'"):
-        load_config("cpu", {"train.learning_rate": 1})
-    with pytest.raises(AlignkitError, match="train.batch_size expects int"):
-        load_config("cpu", {"train.batch_size": "four"})
+    cfg = load_config("cpu", {"rm.train.lr": "3e-4", "rm.train.max_steps": "5", "data.eval.path": ""})
+    assert cfg.rm.train.lr == 3e-4 and cfg.rm.train.max_steps == 5 and cfg.data.eval.path is None
+    with pytest.raises(AlignkitError, match="unknown option 'rm.train.learning_rate'"):
+        load_config("cpu", {"rm.train.learning_rate": 1})
+    with pytest.raises(AlignkitError, match="rm.train.batch_size expects int"):
+        load_config("cpu", {"rm.train.batch_size": "four"})
     with pytest.raises(AlignkitError, match="no profile 'laptop'"):
         load_config("laptop")
     assert none_if_blank("") is None and none_if_blank(" None ") is None and none_if_blank("x") == "x"
@@ -144,20 +144,20 @@ def test_cosine_schedule_shape():
 
 def test_same_config_is_reused_and_a_changed_config_retrains(tiny_model_dir, tmp_path, data_dir):
     from alignkit.train.rm import reward_model_metrics
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 1})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1})
     first = reward_model_metrics(cfg)
     assert not first.get("reused") and reward_model_metrics(cfg)["reused"]
-    cfg.train.max_steps = 2
+    cfg.rm.train.max_steps = 2
     assert reward_model_metrics(cfg)["steps"] == 2
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tiny_model_dir, tokenizer, homework_pairs, tmp_path,
                                                        data_dir):
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"train.max_steps": 2, "train.save_every": 1})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 2, "rm.train.save_every": 1})
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:8], cfg)
     ckpt = tmp_path / "other"
-    train(rm, task, items, [], [i.length for i in items], cfg.train, seed=0, checkpoint_dir=ckpt,
+    train(rm, task, items, [], [i.length for i in items], cfg.rm.train, seed=0, checkpoint_dir=ckpt,
           tensorboard_dir=None, run_id="config-a")
     with pytest.raises(AlignkitError, match="different config"):
-        train(rm, task, items, [], [i.length for i in items], cfg.train, seed=0, checkpoint_dir=ckpt,
+        train(rm, task, items, [], [i.length for i in items], cfg.rm.train, seed=0, checkpoint_dir=ckpt,
               tensorboard_dir=None, run_id="config-b", resume=True)

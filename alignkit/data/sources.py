@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from alignkit.data.splits import seeded_sample, split_by_prompt
 from alignkit.data.templates import PreferencePair, RowError, SkipRow, get_template, matching_templates
 from alignkit.errors import AlignkitError, DataError
+from alignkit.io import atomic_write_json, atomic_write_text, main_process
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 DATA_DIR_ENV = "ALIGNKIT_DATA_DIR"
@@ -25,6 +26,13 @@ class LoadReport:
     rows: int = 0
     pairs: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+def data_file(name: str) -> Path | None:
+    """A file of the local data folder ($ALIGNKIT_DATA_DIR), or None."""
+    folder = os.environ.get("ALIGNKIT_DATA_DIR")
+    path = Path(folder) / name if folder else None
+    return path if path is not None and path.exists() else None
 
 
 def resolve_source(path: str, local_name: str | None = None) -> str:
@@ -150,25 +158,40 @@ def load_pairs(path: str, template: str, *, name: str | None = None, split: str 
     return pairs, report
 
 
-def seeded_sample(items: list, n: int | None, seed: int) -> list:
-    """A seeded random sample of `n` items (in the sampled order); all of them, as given, when `n` is None
-    or not smaller than their number."""
-    if n is None or n >= len(items):
-        return items
-    return random.Random(seed).sample(items, n)
+def _write_pairs(path, pairs: list[PreferencePair]) -> None:
+    atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs))
 
 
-def split_by_prompt(pairs: list[PreferencePair], test_fraction: float, seed: int
-                    ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Split so that no prompt is in both parts; the test part holds ≈`test_fraction` of the prompts."""
-    if not 0 < test_fraction < 1:
-        raise AlignkitError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    prompt_ids = sorted({p.prompt_id for p in pairs})
-    random.Random(seed).shuffle(prompt_ids)
-    n_test = max(1, round(len(prompt_ids) * test_fraction))
-    test_ids = set(prompt_ids[:n_test])
-    train = [p for p in pairs if p.prompt_id not in test_ids]
-    test = [p for p in pairs if p.prompt_id in test_ids]
-    if not train:
-        raise AlignkitError("the split left no training pairs; lower test_fraction or add data")
-    return train, test
+def prepare_data(cfg) -> tuple[list[PreferencePair], list[PreferencePair], dict]:
+    """Load the train/eval pairs of `cfg.data` (a RunConfig's); split by prompt when there is no eval source;
+    write the split to outputs/<profile>/data/ (train.jsonl, test.jsonl, split.json)."""
+    d = cfg.data
+    info: dict = {}
+    train_pairs: list[PreferencePair] = []
+    if d.train.path is not None:
+        source = resolve_source(d.train.path, d.train.local_name)
+        train_pairs, report = load_pairs(source, d.train.template, name=d.train.subset, split=d.train.split,
+                                         max_rows=d.train.max_pairs, seed=cfg.seed)
+        info["train_source"] = {"path": source, "rows": report.rows, "skipped": report.skipped}
+    if d.eval.path is not None:
+        source = resolve_source(d.eval.path, d.eval.local_name)
+        eval_pairs, report = load_pairs(source, d.eval.template, name=d.eval.subset, split=d.eval.split,
+                                        max_rows=d.eval.max_pairs, seed=cfg.seed)
+        info["eval_source"] = {"path": source, "rows": report.rows, "skipped": report.skipped}
+    elif train_pairs:
+        train_pairs, eval_pairs = split_by_prompt(train_pairs, d.test_fraction, cfg.seed)
+        info["split"] = {"by": "prompt", "test_fraction": d.test_fraction, "seed": cfg.seed}
+    else:
+        raise AlignkitError("nothing to evaluate: no training data (data.train.path is empty) and no "
+                            "data.eval.path; pass --eval-data PATH (e.g. outputs/<profile>/data/test.jsonl "
+                            "with --eval-template ALIGNKIT)")
+    info.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
+    if train_pairs and main_process():  # an eval-only run leaves the training run's split alone
+        data_dir = cfg.out / "data"
+        info["prompt_overlap"] = len({p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs})
+        _write_pairs(data_dir / "train.jsonl", train_pairs)
+        _write_pairs(data_dir / "test.jsonl", eval_pairs)
+        atomic_write_json(data_dir / "split.json", {
+            **info, "train_prompt_ids": sorted({p.prompt_id for p in train_pairs}),
+            "test_prompt_ids": sorted({p.prompt_id for p in eval_pairs})})
+    return train_pairs, eval_pairs, info

@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from alignkit import losses
 from alignkit.config import DPOConfig, RunConfig
-from alignkit.data.sources import seeded_sample
+from alignkit.data.sources import prepare_data
+from alignkit.data.splits import seeded_sample, train_check_pairs
 from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_path
-from alignkit import losses
+from alignkit.infer import in_length_order, response_logps
+from alignkit.io import atomic_path, fingerprint, main_process, reuse, stamped
 from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
-from alignkit.train.launch import LAUNCH_FIELDS, launch, main_process, wants_launcher
+from alignkit.stats import accuracy_summary, correctness
+from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
-from alignkit.train.rm import config_hash, prepare_data, train_check_pairs
 
 LOSSES = ("sigmoid", "robust", "ipo", "rdpo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -98,28 +99,28 @@ class DPOTask:
         reference = None if self.cfg.loss in REFERENCE_FREE else self._reference(model, batch).to(logps)
         per_pair, chosen, rejected = self.objective(logps, n_tokens, reference)
         half = logps.shape[0] // 2
-        return per_pair, {"reward_accuracy": (chosen > rejected).float().mean(),
-                          "rewards_chosen": chosen.mean(), "rewards_rejected": rejected.mean(),
-                          "reward_margin": (chosen - rejected).mean(),
-                          "logps_chosen": logps[:half].detach().mean(),
-                          "logps_rejected": logps[half:].detach().mean()}
+        return per_pair, {"loss": per_pair.detach(), "reward_accuracy": losses.pairwise_accuracy(chosen, rejected),
+                          "rewards_chosen": chosen, "rewards_rejected": rejected, "reward_margin": chosen - rejected,
+                          "logps_chosen": logps[:half].detach(), "logps_rejected": logps[half:].detach()}
 
     def step(self, model, batch):
-        per_pair, metrics = self._forward(model, batch)
-        return per_pair.mean(), metrics
+        per_pair, values = self._forward(model, batch)
+        return per_pair.mean(), {k: v.mean() for k, v in values.items() if k != "loss"}
 
     def evaluate(self, model, items: Sequence[DPOItem]) -> dict:
-        """Means over all items (batches weighted by size)."""
+        """Per-pair means over all items; reward accuracy (ties half) with its Wilson CI."""
         device = next(model.parameters()).device
-        sums: dict[str, float] = {}
-        order = sorted(range(len(items)), key=lambda i: items[i].pair.length)
-        for start in range(0, len(order), self.eval_batch_size):
-            chunk = [items[i] for i in order[start:start + self.eval_batch_size]]
+
+        def run(chunk: list[DPOItem], _k: int) -> list[dict]:
             batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
-            per_pair, metrics = self._forward(model, batch)
-            for key, value in {"loss": per_pair.mean(), **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * len(chunk)
-        return {**{k: v / len(items) for k, v in sums.items()}, "n": len(items)}
+            _, values = self._forward(model, batch)
+            per_pair = {k: v.float().cpu().tolist() for k, v in values.items() if k != "reward_accuracy"}
+            return [{k: v[i] for k, v in per_pair.items()} for i in range(len(chunk))]
+
+        rows = in_length_order(items, lambda i: i.pair.length, self.eval_batch_size, run)
+        out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+        summary = accuracy_summary(correctness([r["rewards_chosen"] for r in rows], [r["rewards_rejected"] for r in rows]))
+        return {**out, "reward_accuracy": summary["accuracy"], "reward_accuracy_ci95": summary["ci95"], "n": len(rows)}
 
 
 # ----------------------------------------------------------------------------- reference log-probs
@@ -140,24 +141,14 @@ def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtyp
 
 def reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *, cache: Path | None,
                     batch_size: int = 8, desc: str = "reference log-probs") -> list[tuple[float, float]]:
-    """(better, worse) reference log-probs per pair, from `cache` when it exists, else computed (policy
-    with adapters disabled, inference mode, length-sorted batches) and written there atomically."""
+    """(better, worse) reference log-probs per pair, from `cache` when it exists, else computed (the policy
+    with adapters disabled, alignkit.infer's batched path) and written there atomically."""
     if cache is not None and cache.exists():
         saved = torch.load(cache)
         if saved.shape == (len(pairs), 2):
             return [tuple(row) for row in saved.tolist()]
-    out = torch.empty(len(pairs), 2)
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-    device = next(policy.parameters()).device
-    was_training = policy.training
-    policy.eval()
-    with torch.inference_mode(), policy.reference():
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True):
-            chunk = order[start:start + batch_size]
-            batch = collate_pairs([pairs[i] for i in chunk], pad_id)
-            logps, _ = policy(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "response_mask")))
-            out[chunk] = torch.stack(logps.float().cpu().chunk(2), dim=1)
-    policy.train(was_training)
+    with policy.reference():
+        out = torch.tensor(response_logps(policy, pairs, pad_id, batch_size=batch_size, desc=desc))
     if cache is not None and main_process():
         with atomic_path(cache) as tmp:
             torch.save(out, tmp)
@@ -171,8 +162,9 @@ def dpo_training_pairs(cfg: RunConfig, train_pairs: list) -> list:
     return seeded_sample(train_pairs, cfg.dpo.max_pairs, cfg.seed)
 
 
-def dpo_config(cfg: RunConfig) -> dict:
-    """The settings a DPO run depends on (not how its training is launched)."""
+def dpo_identity(cfg: RunConfig) -> dict:
+    """Everything a DPO run's numbers depend on: encoding, seed, model, data and `dpo` settings (not how its
+    training is launched)."""
     full = cfg.to_dict()
     full["dpo"]["train"] = {k: v for k, v in full["dpo"]["train"].items() if k not in LAUNCH_FIELDS}
     return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
@@ -182,7 +174,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Fine-tune the policy with the configured DPO-family loss on the profile's training split (the same
     split as the reward model's); writes outputs/<profile>/dpo/ (HF causal LM + metrics.json)."""
     d = cfg.dpo
-    if wants_launcher(d.train):  # train in the launcher's processes (alignkit.train.launch)
+    if wants_launcher(d.train, "dpo"):  # train in the launcher's processes (alignkit.train.launch)
         launch("dpo", cfg, d.train, resume=resume)
         path = cfg.out / "dpo" / "metrics.json"
         return {**json.loads(path.read_text()), "metrics_path": str(path)}
@@ -193,7 +185,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
         torch.set_num_threads(d.train.threads)
     train_pairs, eval_pairs, data_info = prepare_data(cfg)
     if not train_pairs:
-        raise AlignkitError("DPO needs training pairs: set data.train_path (or --data)")
+        raise AlignkitError("DPO needs training pairs: set data.train.path (or --data)")
     train_pairs = dpo_training_pairs(cfg, train_pairs)
     data_info["n_dpo_train"] = len(train_pairs)
     tokenizer = load_tokenizer(cfg.model.name)
@@ -224,20 +216,20 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     result = train(policy, task, train_items, eval_items, [i.pair.length for i in train_items], d.train,
                    seed=cfg.seed, checkpoint_dir=cfg.out / "checkpoints" / "dpo",
                    tensorboard_dir=cfg.out / "tensorboard" / "dpo", resume=resume, desc="dpo train",
-                   run_id=config_hash(dpo_config(cfg)))
+                   run_id=fingerprint(dpo_identity(cfg)))
     # train-side metrics on a seeded sample of the pairs trained on, as large as the test split
     sample = train_check_pairs(train_items, eval_items, cfg.seed)
     policy.eval()
     with torch.inference_mode():
         train_eval = task.evaluate(result["engine"] or policy, sample)
-    metrics = {"profile": cfg.profile, "model": cfg.model.name, "config": dpo_config(cfg), "data": data_info,
+    metrics = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
                "steps": result["steps"], "train": train_eval, "eval": result["final_eval"],
                "eval_history": result["eval_history"], "last_train_step": result["last_train"],
                "world_size": result["world_size"],
                **timings, "wall_time_s": round(time.time() - t0, 1)}
     out_dir = cfg.out / "dpo"
-    if not save_final(out_dir, policy, tokenizer, metrics, result):
+    if not save_final(out_dir, policy, tokenizer, stamped(metrics, dpo_identity(cfg)), result):
         return {}
     shutil.rmtree(cfg.out / "checkpoints" / "dpo", ignore_errors=True)
     metrics["metrics_path"] = str(out_dir / "metrics.json")
@@ -248,8 +240,7 @@ def dpo_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
     """This exact config's DPO run: reused from outputs/<profile>/dpo/metrics.json when the saved run had
     the same settings, else trained now (resuming an interrupted run; `force=True` starts over)."""
     path = cfg.out / "dpo" / "metrics.json"
-    if not force and path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("config") == json.loads(json.dumps(dpo_config(cfg))):
-            return {**saved, "metrics_path": str(path), "reused": True}
+    saved = None if force else reuse(path, dpo_identity(cfg))
+    if saved is not None:
+        return {**saved, "metrics_path": str(path), "reused": True}
     return run_dpo(cfg, resume=not force)

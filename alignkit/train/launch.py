@@ -1,9 +1,9 @@
-"""Training on every GPU from a notebook: when `train.launcher` asks for it, the training entry points
+"""Training on every GPU from a notebook: when `rm.train.launcher` (or `dpo.train.launcher`) asks for it, the training entry points
 (`run_reward_model`, `run_dpo`, and the notebooks' `reward_model_metrics` / `dpo_metrics`) start DeepSpeed's
 own launcher (or torchrun) as a subprocess running `python -m alignkit rm|dpo train` on the same config,
 copy its output into the caller as it arrives (a notebook cell shows the progress live), and return the
-metrics the run wrote. One process per GPU (`train.num_gpus`, default all visible), several hosts through
-DeepSpeed's hostfile (`train.hostfile`). The processes a launcher starts have LOCAL_RANK set and train
+metrics the run wrote. One process per GPU (`<rm|dpo>.train.num_gpus`, default all visible), several hosts
+through DeepSpeed's hostfile (`<rm|dpo>.train.hostfile`). The processes a launcher starts have LOCAL_RANK set and train
 themselves; nothing here is a distributed layer of its own.
 """
 from __future__ import annotations
@@ -34,14 +34,10 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-def main_process() -> bool:
-    """True on global rank 0 (or outside a launch): the one process that writes artifacts."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def wants_launcher(train: TrainConfig) -> bool:
+def wants_launcher(train: TrainConfig, section: str = "rm") -> bool:
+    """Whether `<section>.train` asks for a launcher and this process is not already one of its ranks."""
     if train.launcher not in LAUNCHERS:
-        raise AlignkitError(f"train.launcher must be one of {', '.join(LAUNCHERS)}; got {train.launcher!r}")
+        raise AlignkitError(f"{section}.train.launcher must be one of {', '.join(LAUNCHERS)}; got {train.launcher!r}")
     return train.launcher != "none" and not launched()
 
 
@@ -51,17 +47,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher_command(train: TrainConfig, args: list[str]) -> list[str]:
-    """The launcher's command line for `python -m alignkit <args>` under `train`'s launcher settings."""
+def launcher_command(train: TrainConfig, args: list[str], section: str = "rm") -> list[str]:
+    """The launcher's command line for `python -m alignkit <args>` under `<section>.train`'s launcher settings."""
     if train.hostfile and train.launcher != "deepspeed":
-        raise AlignkitError("train.hostfile (several hosts) needs train.launcher=deepspeed")
+        raise AlignkitError(f"{section}.train.hostfile (several hosts) needs {section}.train.launcher=deepspeed")
     if train.num_gpus is not None and train.num_gpus < 1:
-        raise AlignkitError(f"train.num_gpus must be at least 1, or null (= all visible GPUs); got {train.num_gpus}")
+        raise AlignkitError(f"{section}.train.num_gpus must be at least 1, or null (= all visible GPUs); got {train.num_gpus}")
     if train.launcher == "deepspeed":
         cmd = [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
         if train.hostfile:
             if not Path(train.hostfile).exists():
-                raise AlignkitError(f"train.hostfile {train.hostfile} does not exist (DeepSpeed's format: one "
+                raise AlignkitError(f"{section}.train.hostfile {train.hostfile} does not exist (DeepSpeed's format: one "
                                     f"'hostname slots=N' line per host)")
             cmd += ["--hostfile", train.hostfile]
         else:  # one host: a port of our own, so two runs on a machine never collide
@@ -105,10 +101,10 @@ def launch(command: str, cfg: RunConfig, train: TrainConfig, *, resume: bool) ->
     settings = cfg.out / "launch" / f"{command}.yaml"
     atomic_write_text(settings, yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
     args = [command, "train", "--profile", str(settings)] + (["--resume"] if resume else [])
-    cmd = launcher_command(train, args)
+    cmd = launcher_command(train, args, command)
     print(f"alignkit: {train.launcher} launch: {' '.join(cmd)}", flush=True)
     code, tail = stream(cmd)
     if code != 0:
         raise AlignkitError(f"{command} training under {train.launcher} failed (exit code {code}); its last "
                             f"output:\n{tail}\nThe run resumes from its last checkpoint when started again "
-                            f"(train.save_every sets how often one is written).")
+                            f"({command}.train.save_every sets how often one is written).")

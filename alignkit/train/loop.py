@@ -211,7 +211,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     random.seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise AlignkitError("no trainable parameters; check the `trainable` options")
+        raise AlignkitError("no trainable parameters; check the run's `trainable` options (rm.trainable or dpo.trainable)")
     engine = ddp = None
     rank, world = 0, 1
     if cfg.deepspeed:
@@ -286,7 +286,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
                     raise TrainingError(
                         f"non-finite loss ({loss.item()}) at step {step + 1}, micro-batch of items {indices}. "
                         f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. "
-                        f"Lower train.lr, turn off train.bf16, or check those rows.")
+                        f"Lower the run's train.lr (rm.train.lr or dpo.train.lr), turn off its train.bf16, or check those rows.")
                 if engine is not None:
                     engine.backward(loss)
                     engine.step()

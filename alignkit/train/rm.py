@@ -1,26 +1,35 @@
-"""Reward-model training and evaluation: data -> split -> tokens -> the shared loop -> HF checkpoint."""
+"""Reward-model training and evaluation: data -> split -> tokens -> the shared loop -> HF checkpoint.
+
+Training batches are shared-prompt packed (alignkit.data.packing: the prompt computed once per pair);
+evaluation and scoring take the plain batched path (alignkit.infer)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from alignkit.config import RunConfig
-from alignkit.data.sources import load_pairs, resolve_source, seeded_sample, split_by_prompt
-from alignkit.data.templates import PreferencePair
+from alignkit.data.packing import pack_pairs, packed_length
+from alignkit.data.preflight import preflight
+from alignkit.data.sources import load_pairs, prepare_data, resolve_source
+from alignkit.data.splits import train_check_pairs
 from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_write_json, atomic_write_text
+from alignkit.infer import end_scores
+from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse, stamped
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
 from alignkit.models import RewardModel, export_tokenizer, load_tokenizer, make_trainable
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
-from alignkit.scoring import EVAL_SCORES, end_scores
-from alignkit.train.launch import LAUNCH_FIELDS, launch, main_process, wants_launcher
+from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
+
+EVAL_SCORES = "eval_scores.json"
+"""Per-pair scores of the training run's evaluations, saved beside the reward model:
+{"untrained-test" | "trained-test" | "trained-train": {"better": [...], "worse": [...]}} in pair order."""
 
 
 class RewardTask:
@@ -67,57 +76,51 @@ class RewardTask:
                 "longer_wins_accuracy": diagnostics["longer_wins"]["accuracy"], "length": diagnostics}
 
 
+def _attention_mask(model, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """SDPA takes the boolean mask as is; eager attention adds the mask to the scores, so it gets 0 / -inf-ish."""
+    if getattr(model.config, "_attn_implementation", "sdpa") == "sdpa":
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+
+
+def packed_end_scores(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """RewardModel on a `pack_pairs` batch -> (better (B,), worse (B,)) rewards at each response's last token."""
+    model = getattr(model, "module", model)  # under a wrapper (DeepSpeed engine), the RewardModel inside
+    dtype = next(model.parameters()).dtype
+    hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                            attention_mask=_attention_mask(model, batch["attention_mask"], dtype)).last_hidden_state
+    ends = batch["ends"]
+    at_ends = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, 2, H)
+    scores = model.score_head(at_ends).squeeze(-1).float()
+    return scores[:, 0], scores[:, 1]
+
+
+class PackedRewardTask(RewardTask):
+    """RewardTask whose training batches are shared-prompt packed (same loss and metrics; evaluation and
+    scoring stay on the plain batched path)."""
+
+    def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
+        return pack_pairs(list(items), self.pad_id)
+
+    def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return packed_end_scores(model, batch)
+
+
 def _slug(name: str) -> str:
     """'outputs/cpu/rm' -> 'outputs-cpu-rm', 'smollm2' -> 'smollm2' (one folder per evaluated model)."""
     return "".join(c if c.isalnum() or c in "._" else "-" for c in name.strip("/")).strip("-.") or "model"
 
 
-def _write_pairs(path, pairs: list[PreferencePair]) -> None:
-    atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs))
-
-
-def prepare_data(cfg: RunConfig) -> tuple[list[PreferencePair], list[PreferencePair], dict]:
-    """Load train/eval pairs as configured; write the split to outputs/<profile>/data/."""
-    d = cfg.data
-    info: dict = {}
-    train_pairs: list[PreferencePair] = []
-    if d.train_path is not None:
-        source = resolve_source(d.train_path, d.local_name)
-        train_pairs, report = load_pairs(source, d.train_template, name=d.train_subset, split=d.train_split,
-                                         max_rows=d.max_pairs, seed=cfg.seed)
-        info["train_source"] = {"path": source, "rows": report.rows, "skipped": report.skipped}
-    if d.eval_path is not None:
-        eval_pairs, report = load_pairs(d.eval_path, d.eval_template, name=d.eval_subset, split=d.eval_split)
-        info["eval_source"] = {"path": d.eval_path, "rows": report.rows, "skipped": report.skipped}
-    elif train_pairs:
-        train_pairs, eval_pairs = split_by_prompt(train_pairs, d.test_fraction, cfg.seed)
-        info["split"] = {"by": "prompt", "test_fraction": d.test_fraction, "seed": cfg.seed}
-    else:
-        raise AlignkitError("nothing to evaluate: no training data (data.train_path is empty) and no "
-                            "data.eval_path; pass --eval-data PATH (e.g. outputs/<profile>/data/test.jsonl "
-                            "with --eval-template ALIGNKIT)")
-    info.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
-    if train_pairs and main_process():  # an eval-only run leaves the training run's split alone
-        data_dir = cfg.out / "data"
-        info["prompt_overlap"] = len({p.prompt_id for p in train_pairs} & {p.prompt_id for p in eval_pairs})
-        _write_pairs(data_dir / "train.jsonl", train_pairs)
-        _write_pairs(data_dir / "test.jsonl", eval_pairs)
-        atomic_write_json(data_dir / "split.json", {
-            **info, "train_prompt_ids": sorted({p.prompt_id for p in train_pairs}),
-            "test_prompt_ids": sorted({p.prompt_id for p in eval_pairs})})
-    return train_pairs, eval_pairs, info
-
-
 def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Train (unless there is no train data) and evaluate a reward model; returns the metrics written.
     With `train.launcher` set, the training runs in the launcher's processes (alignkit.train.launch)."""
-    if cfg.data.train_path is not None and wants_launcher(cfg.train):
-        launch("rm", cfg, cfg.train, resume=resume)
+    if cfg.data.train.path is not None and wants_launcher(cfg.rm.train, "rm"):
+        launch("rm", cfg, cfg.rm.train, resume=resume)
         path = cfg.out / "rm" / "metrics.json"
         return {**json.loads(path.read_text()), "metrics_path": str(path)}
     t0 = time.time()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    if cfg.rm.train.threads:
+        torch.set_num_threads(cfg.rm.train.threads)
     train_pairs, eval_pairs, data_info = prepare_data(cfg)
     tokenizer = load_tokenizer(cfg.model.name)
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
@@ -125,24 +128,20 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
-    from alignkit.packing import PackedRewardTask, packed_length  # packing imports RewardTask from here
-    # training batches are shared-prompt packed (the prompt computed once per pair); evaluation and
-    # scoring stay on RewardTask's plain batched path
-    task = PackedRewardTask(tokenizer.pad_token_id, cfg.reward.margin, cfg.reward.center_coef,
-                            cfg.train.eval_batch_size)
+    task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size)
     rm_dir = cfg.out / "rm"
-    metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "config": rm_config(cfg), "data": data_info,
+    metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
     if train_items:
         model.eval()
         with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
             metrics["eval_untrained"] = task.evaluate(model, eval_items)
         scores = {"untrained-test": task.last_scores}
-        model.backbone = make_trainable(model.backbone, cfg.trainable, cfg.seed)
-        result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.train,
+        model.backbone = make_trainable(model.backbone, cfg.rm.trainable, cfg.seed)
+        result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.rm.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
-                       run_id=config_hash(rm_config(cfg)))
+                       run_id=fingerprint(rm_identity(cfg)))
         scores["trained-test"] = task.last_scores  # the loop's final evaluation
         train_check, _ = encode_pairs(eval_encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
                                       cfg.data.truncation)
@@ -155,7 +154,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         metrics["wall_time_s"] = round(time.time() - t0, 1)
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
-        if not save_final(rm_dir, model, exported, metrics, result, extra={EVAL_SCORES: {
+        if not save_final(rm_dir, model, exported, stamped(metrics, rm_identity(cfg)), result, extra={EVAL_SCORES: {
                 k: {"better": b, "worse": w} for k, (b, w) in scores.items()}}):
             return {}
         shutil.rmtree(rm_dir.parent / "checkpoints" / "rm", ignore_errors=True)
@@ -165,7 +164,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         with torch.inference_mode():
             metrics["eval"] = task.evaluate(model, eval_items)
         metrics["wall_time_s"] = round(time.time() - t0, 1)
-        out = cfg.out / "rm_eval" / _slug(cfg.model.name) / "metrics.json"
+        out = eval_only_path(cfg)
+        metrics = stamped(metrics, eval_identity(cfg))
         atomic_write_json(out, metrics)
     metrics["metrics_path"] = str(out)
     return metrics
@@ -175,13 +175,12 @@ def rm_preflight(cfg: RunConfig, index: int | None = None):
     """The tokenization preflight (alignkit.data.preflight) on pair `index` of the profile's training data
     (its eval data when there is no training data; None = the first pair training does not truncate), with
     the tokenizer and pad token the export uses."""
-    from alignkit.data.preflight import preflight
     d = cfg.data
-    path, template = ((resolve_source(d.train_path, d.local_name), d.train_template) if d.train_path is not None
-                      else (d.eval_path, d.eval_template))
-    if path is None:
-        raise AlignkitError("preflight needs data: set data.train_path (--data) or data.eval_path (--eval-data)")
-    pairs, _ = load_pairs(path, template, max_rows=d.max_pairs, seed=cfg.seed)
+    source = d.train if d.train.path is not None else d.eval
+    if source.path is None:
+        raise AlignkitError("preflight needs data: set data.train.path (--data) or data.eval.path (--eval-data)")
+    pairs, _ = load_pairs(resolve_source(source.path, source.local_name), source.template, name=source.subset,
+                          split=source.split, max_rows=source.max_pairs, seed=cfg.seed)
     encoder = ChatEncoder(load_tokenizer(cfg.model.name), d.max_length, d.max_prompt_length)
     if index is None:
         uncut = (i for i, p in enumerate(pairs) if not any(
@@ -192,33 +191,42 @@ def rm_preflight(cfg: RunConfig, index: int | None = None):
     return preflight(encoder, pairs[index], export_tokenizer(encoder.tokenizer, encoder.ending).pad_token_id)
 
 
-def train_check_pairs(train_pairs: list, eval_pairs: list, seed: int) -> list:
-    """The training pairs a model is measured on after training: a seeded sample as large as the test split,
-    so train and test accuracy carry confidence intervals of the same width (and cost the same to score)."""
-    return seeded_sample(train_pairs, max(len(eval_pairs), 1), seed)
+def rm_identity(cfg: RunConfig) -> dict:
+    """Everything a reward model's numbers depend on: the encoding, seed, model, data and `rm` settings (not
+    the DPO or generation sections, nor how training is launched)."""
+    settings = cfg.to_dict()
+    rm = settings["rm"]
+    rm["train"] = {k: v for k, v in rm["train"].items() if k not in LAUNCH_FIELDS}
+    return {"encoding": ENCODING, **{k: settings[k] for k in ("seed", "model", "data")}, "rm": rm}
 
 
-def rm_config(cfg: RunConfig) -> dict:
-    """The settings a reward model depends on (the DPO and generation sections and how training is
-    launched are not among them)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("dpo", "generation")}
-    settings["train"] = {k: v for k, v in settings["train"].items() if k not in LAUNCH_FIELDS}
-    return {"encoding": ENCODING, **settings}
+def eval_only_path(cfg: RunConfig) -> Path:
+    """Where an eval-only run (no training data) of `cfg.model.name` writes its metrics."""
+    return cfg.out / "rm_eval" / _slug(cfg.model.name) / "metrics.json"
 
 
-def config_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+def eval_identity(cfg: RunConfig) -> dict:
+    """An eval-only run's identity: its settings, plus the content of the model it loads (a saved reward
+    model by its own identity, other weights by their files' hashes, a Hub id or
+    'smollm2' (pinned by the lock) by name) and of the eval file."""
+    folder = Path(cfg.model.name)
+    if (folder / "metrics.json").exists():
+        model = json.loads((folder / "metrics.json").read_text()).get("identity")
+    elif folder.is_dir():
+        model = fingerprint(sorted((f.name, file_fingerprint(f)) for f in folder.glob("*.safetensors")))
+    else:
+        model = cfg.model.name
+    data = cfg.data.eval.path
+    return {**rm_identity(cfg), "model_content": model,
+            "data_content": file_fingerprint(data) if data and Path(data).is_file() else data}
 
 
 def reward_model_metrics(cfg: RunConfig, *, force: bool = False) -> dict:
     """The metrics of this exact config's reward model: reused from outputs/<profile>/rm/metrics.json when
     that run had the same config, else trained now (`force=True` always retrains)."""
     path = cfg.out / "rm" / "metrics.json"
-    if not force and path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("config") == json.loads(json.dumps(rm_config(cfg))):
-            saved["metrics_path"] = str(path)
-            saved["reused"] = True
-            return saved
+    saved = None if force else reuse(path, rm_identity(cfg))
+    if saved is not None:
+        return {**saved, "metrics_path": str(path), "reused": True}
     return run_reward_model(cfg, resume=not force)
 

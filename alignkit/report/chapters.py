@@ -14,7 +14,9 @@ import pandas as pd
 
 from alignkit.config import load_config
 from alignkit.io import atomic_write_text
-from alignkit.stats import wilson_interval
+from alignkit.data.sources import data_file
+from alignkit.stats import difference_ci, wilson_interval
+from alignkit.study.evals import eval_only, label_disagreement, sample_pairs
 
 NOT_RUN = "not run yet / 尚未运行"
 
@@ -31,51 +33,6 @@ def blank_spellings(profile: str, overrides: Mapping | None = None) -> pd.DataFr
                      "run does / 运行方式": "evaluate only / 仅评估" if cfg.data.train_path is None
                      else "train, then evaluate / 训练后评估"})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- eval-only runs
-
-def _newest_input(*paths: Path) -> float:
-    """Latest modification time among the files an evaluation read (a model folder counts by its files)."""
-    times = [0.0]
-    for path in map(Path, paths):
-        if path.is_dir():
-            times += [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
-        elif path.exists():
-            times.append(path.stat().st_mtime)
-    return max(times)
-
-
-def eval_only(profile: str, overrides: Mapping | None, model: str, data: str | Path, template: str, *,
-              name: str, force: bool = False) -> dict:
-    """Evaluate `model` (a saved RM folder, or a base model with a fresh seeded head) on `data` without
-    training, exactly as `alignkit rm eval` does: the config sets `data.train_path=""`. Artifacts go to
-    <out>/evals/<name>/; a previous result is reused when its config is the same and it is newer than the
-    model and data it read (`force=True` re-evaluates)."""
-    from alignkit.train.rm import rm_config, run_reward_model
-    base = load_config(profile, overrides)
-    out = base.out / "evals" / name
-    cfg = load_config(profile, {**dict(overrides or {}), "model.name": model, "data.train_path": "",
-                                "data.eval_path": str(data), "data.eval_template": template, "output_dir": str(out)})
-    saved = sorted(out.glob("rm_eval/*/metrics.json"))
-    if saved and not force:
-        metrics = json.loads(saved[0].read_text())
-        if metrics.get("config") == json.loads(json.dumps(rm_config(cfg))) and \
-                saved[0].stat().st_mtime >= _newest_input(Path(model), Path(data)):
-            return {**metrics, "metrics_path": str(saved[0]), "reused": True}
-    return run_reward_model(cfg)
-
-
-def sample_pairs(source: str | Path, template: str, n: int, dest: Path, *, seed: int = 0) -> Path:
-    """A seeded sample of `n` pairs of a preference file, written in alignkit's own format (template
-    ALIGNKIT) to `dest`; kept if it already holds the same sample."""
-    from alignkit.data.sources import load_pairs
-    pairs, _ = load_pairs(str(source), template, max_rows=n, seed=seed)
-    text = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs)
-    dest = Path(dest)
-    if not dest.exists() or dest.read_text(encoding="utf-8") != text:
-        atomic_write_text(dest, text)
-    return dest
 
 
 def reload_check(training_metrics: dict, evals: Mapping[str, dict]) -> pd.DataFrame:
@@ -96,16 +53,6 @@ def reload_check(training_metrics: dict, evals: Mapping[str, dict]) -> pd.DataFr
 
 
 # ----------------------------------------------------------------------------- generalisation
-
-def difference_ci(k1: float, n1: int, k2: float, n2: int) -> tuple[float, float]:
-    """95% CI of p1 - p2 for two independent proportions (Newcombe's hybrid score method from Wilson
-    intervals)."""
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1)
-    l2, u2 = wilson_interval(k2, n2)
-    d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-
 
 def vs_chance(m: dict) -> str:
     """Reading of an accuracy's 95% CI against 0.5."""
@@ -161,28 +108,8 @@ def sample_size_table(n_test: int, p: float = 0.6) -> pd.DataFrame:
                          "this test set": ["←" if n == n_test else "" for n in sizes]}).set_index("pairs")
 
 
-# ----------------------------------------------------------------------------- label disagreement
-
-def label_disagreement(path: str | Path) -> dict:
-    """PKU-SafeRLHF labels each pair twice: which response is more helpful (`better_response_id`) and which
-    is safer (`safer_response_id`). The share of pairs where the two disagree, with a 95% CI."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("better_response_id") is not None and r.get("safer_response_id") is not None]
-    if not rows:
-        return {"n": 0, "disagree": None, "ci95": None}
-    k = sum(int(r["better_response_id"]) != int(r["safer_response_id"]) for r in rows)
-    return {"n": len(rows), "disagree": k / len(rows), "ci95": list(wilson_interval(k, len(rows)))}
-
-
-def data_file(name: str) -> Path | None:
-    """A file of the local data folder ($ALIGNKIT_DATA_DIR), or None."""
-    folder = os.environ.get("ALIGNKIT_DATA_DIR")
-    path = Path(folder) / name if folder else None
-    return path if path is not None and path.exists() else None
-
-
 # ----------------------------------------------------------------------------- tables for reading
-# DataFrames whose cells alignkit.tables formats: (estimate, [low, high]) cells print as intervals.
+# DataFrames whose cells alignkit.report.tables formats: (estimate, [low, high]) cells print as intervals.
 
 def interval_view(table: pd.DataFrame) -> pd.DataFrame:
     """A table with columns accuracy, ci95 low, ci95 high, n, reading (e.g. `generalization`) -> one
@@ -191,7 +118,7 @@ def interval_view(table: pd.DataFrame) -> pd.DataFrame:
              zip(table["accuracy"], table["ci95 low"], table["ci95 high"])]
     view = pd.DataFrame({"accuracy [95% CI]": cells, "n": table["n"], "reading": table["reading"]}, index=table.index)
     if "gap (train − test)" in view.index:
-        from alignkit.tables import interval
+        from alignkit.report.tables import interval
         row = table.loc["gap (train − test)"]
         view.at["gap (train − test)", "accuracy [95% CI]"] = interval(row["accuracy"], [row["ci95 low"], row["ci95 high"]],
                                                                       signed=True)
@@ -256,7 +183,7 @@ def dpo_table(metrics: dict) -> pd.DataFrame:
 def generation_table(summary: dict) -> pd.DataFrame:
     """Chapter 5's comparison per split (test prompts, train prompts): win rate with CI, mean scores and
     lengths, the share at the token limit, and the length-controlled DPO effect with CI."""
-    from alignkit.tables import interval, number
+    from alignkit.report.tables import interval, number
     columns = {}
     for split in ("test", "train"):
         s = summary.get(split)
@@ -282,7 +209,7 @@ def generation_table(summary: dict) -> pd.DataFrame:
 def out_of_range_table(summary: dict) -> pd.DataFrame:
     """Share of each model's answers scored outside the 1–99% range of the RM's scores on dataset answers,
     per split (percent strings)."""
-    from alignkit.tables import number
+    from alignkit.report.tables import number
     return pd.DataFrame({split: {model: number(v["below"] + v["above"], percent=True)
                                  for model, v in (summary.get(split) or {}).get("out_of_range", {}).items()}
                          for split in ("test", "train") if summary.get(split)})

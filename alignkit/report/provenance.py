@@ -167,7 +167,7 @@ def data_files(cfg: RunConfig) -> list[dict]:
     """The local preference files ($ALIGNKIT_DATA_DIR) with rows, origin and licence; the run's own file is
     marked `used`. Without a local folder: the Hub dataset the profile reads."""
     folder = os.environ.get("ALIGNKIT_DATA_DIR")
-    used = {cfg.data.local_name, Path(cfg.data.train_path or "").name, Path(cfg.data.eval_path or "").name}
+    used = {cfg.data.train.local_name, Path(cfg.data.train.path or "").name, Path(cfg.data.eval.path or "").name}
     rows = []
     if folder and Path(folder).is_dir():
         for path in sorted(Path(folder).glob("*.json*")):
@@ -175,9 +175,9 @@ def data_files(cfg: RunConfig) -> list[dict]:
                                    ("unknown", "see the data folder's README"))
             rows.append({"file": path.name, "rows": count_rows(path), "origin": origin, "licence": licence,
                          "used": path.name in used})
-    if not any(r["used"] for r in rows) and cfg.data.train_path:
-        rows.append({"file": cfg.data.train_path, "rows": None, "origin": "Hugging Face Hub",
-                     "licence": HUB_LICENCES.get(cfg.data.train_path.split("/")[0], "see the dataset card"),
+    if not any(r["used"] for r in rows) and cfg.data.train.path:
+        rows.append({"file": cfg.data.train.path, "rows": None, "origin": "Hugging Face Hub",
+                     "licence": HUB_LICENCES.get(cfg.data.train.path.split("/")[0], "see the dataset card"),
                      "used": True})
     return rows
 

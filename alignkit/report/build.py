@@ -170,7 +170,7 @@ replaced are removed), and any cell tagged `show-input`. Every other code cell i
 
 def _quiet(text: str) -> str:
     """`text` without noise lines, and with every absolute path shown relative to the project."""
-    from alignkit.tables import scrub_paths
+    from alignkit.report.tables import scrub_paths
     lines = [line for line in text.splitlines(keepends=True) if not NOISE.search(line.split("\r")[-1])]
     return scrub_paths("".join(lines))
 
@@ -247,8 +247,8 @@ def stage_book(out: Path, profile: str, root: Path = REPO, provenance_md: str | 
     there) in their reader view, write a placeholder page for each `_toc.yml` chapter that has no executed
     notebook, the provenance page, and the findings summary the landing page includes
     (book/chapters/findings.md; a placeholder when not given). Returns the names of the missing chapters."""
-    from alignkit import landing
-    from alignkit.tables import scrub_paths
+    from alignkit.report import landing
+    from alignkit.report.tables import scrub_paths
     root = Path(root)
     chapters = root / CHAPTERS
     shutil.rmtree(chapters, ignore_errors=True)
@@ -364,7 +364,7 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
                log: Callable[[str], None] = print) -> dict:
     """The whole report: notebooks (papermill) -> standalone HTML (nbconvert) -> provenance -> book.
     Returns {"times": ..., "html": [...], "index": path or None}."""
-    from alignkit import provenance
+    from alignkit.report import provenance
     overrides = dict(overrides or {})
     cfg = load_config(profile, overrides)
     drift = provenance.drift_warning(provenance.lock_state()["drift"])
@@ -378,7 +378,7 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
     result = {"times": times, "html": [str(h) for h in html], "index": None}
     if book:
         t1 = time.perf_counter()
-        from alignkit import landing
+        from alignkit.report import landing
         stage_book(cfg.out, profile, root, provenance.markdown(facts), log=log, findings_md=landing.markdown(cfg))
         result["index"] = str(build_book(root, path_output=path_output, log=log))
         log(f"report: book built in {time.perf_counter() - t1:.1f} s")

@@ -20,7 +20,6 @@ import torch
 
 from alignkit.data.tokenize import EncodedPair
 from alignkit.errors import AlignkitError
-from alignkit.train.rm import RewardTask
 
 
 def packed_length(pair: EncodedPair) -> int:
@@ -59,33 +58,3 @@ def pack_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Ten
         ends[r, 0], ends[r, 1] = p + b - 1, n - 1
     return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask, "ends": ends,
             "pair_index": torch.tensor([pair.index for pair in pairs])}
-
-
-def _attention_mask(model, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """SDPA takes the boolean mask as is; eager attention adds the mask to the scores, so it gets 0 / -inf-ish."""
-    if getattr(model.config, "_attn_implementation", "sdpa") == "sdpa":
-        return mask
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-
-
-def packed_end_scores(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """RewardModel on a `pack_pairs` batch -> (better (B,), worse (B,)) rewards at each response's last token."""
-    model = getattr(model, "module", model)  # under a wrapper (DeepSpeed engine), the RewardModel inside
-    dtype = next(model.parameters()).dtype
-    hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                            attention_mask=_attention_mask(model, batch["attention_mask"], dtype)).last_hidden_state
-    ends = batch["ends"]
-    at_ends = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, 2, H)
-    scores = model.score_head(at_ends).squeeze(-1).float()
-    return scores[:, 0], scores[:, 1]
-
-
-class PackedRewardTask(RewardTask):
-    """RewardTask whose training batches are shared-prompt packed (same loss and metrics; evaluation and
-    scoring stay on the plain batched path)."""
-
-    def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        return pack_pairs(list(items), self.pad_id)
-
-    def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return packed_end_scores(model, batch)

@@ -1,7 +1,7 @@
 """The landing page's findings summary, computed from this run's artifacts like every other number in the
 book: what the reward model learned and how far beyond the length rule, what DPO changed, which of the
 seed study's claims held, and the run's profile, model, data, scale and wall time. The prose lives in
-alignkit/text/findings.{en,zh}.md and readings.yaml; numbers are formatted by alignkit.tables, so the
+alignkit/text/findings.{en,zh}.md and readings.yaml; numbers are formatted by alignkit.report.tables, so the
 summary prints exactly the strings chapters 1 and 5 print."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from alignkit import evidence
+from alignkit.report import evidence
 from alignkit.stats import wilson_interval
-from alignkit.tables import MISSING, TEXT, display_path, interval, number
+from alignkit.report.tables import MISSING, TEXT, display_path, interval, number
 
 CHAPTER_LINKS = [("01_reward_model", "1. Reward model", "1. 奖励模型"),
                  ("02_evaluation_pitfalls", "2. Evaluation", "2. 评估"),

@@ -172,7 +172,7 @@ def accuracy_ci(table: pd.DataFrame, chance: float = 0.5):
 
 def loss_shapes(shapes: pd.DataFrame):
     """Left: each preference loss against its margin; right: its slope (where it is 0 the loss stops
-    pushing the margin). `shapes` as from `alignkit.evidence.loss_shapes`."""
+    pushing the margin). `shapes` as from `alignkit.report.evidence.loss_shapes`."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     set_theme()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alignkit.findings import NOT_RUN, data_file, difference_ci, label_disagreement
+from alignkit.report.chapters import NOT_RUN, data_file, difference_ci, label_disagreement
 from alignkit.stats import wilson_interval
 
 QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_policy", "dpo_vs_rlhf",
@@ -93,7 +93,7 @@ def key_numbers(cfg) -> dict:
 def _fmt(value) -> str:
     """Through the report's one formatter: 0.6035 -> '0.604'; (0.60, [0.53, 0.67]) -> '0.604 [0.528, 0.674]';
     (a, b) -> 'a → b'; None -> not run."""
-    from alignkit.tables import interval, number
+    from alignkit.report.tables import interval, number
     if isinstance(value, tuple):
         if all(v is None for v in value):
             return NOT_RUN

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEXT = Path(__file__).resolve().parent / "text"
 MISSING = "–"
 _CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")

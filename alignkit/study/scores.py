@@ -1,0 +1,166 @@
+"""Chapter 3's scores and chapter 7's precision check, as artifacts: the reward model (untrained and trained)
+on the test split and on a train sample, summarised with intervals; float32 vs bfloat16 agreement.
+
+Writes outputs/<profile>/scores/: <model>-<split>.parquet/.jsonl (one row per response), summary.json and
+precision.json, each reused while the reward model it scored is the same (alignkit.io.reuse)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from alignkit.data.sources import load_pairs
+from alignkit.data.splits import train_check_pairs
+from alignkit.data.tokenize import ChatEncoder
+from alignkit.errors import AlignkitError
+from alignkit.infer import end_scores, score_pairs
+from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
+from alignkit.models import RewardModel, load_tokenizer
+from alignkit.stats import (accuracy_summary, correctness, correlations, length_diagnostics, precision_agreement,
+                            preference_summary)
+from alignkit.train.rm import EVAL_SCORES, rm_identity
+
+
+def per_category(table: pd.DataFrame) -> dict:
+    """Accuracy with a 95% Wilson CI for each category tag (a pair counts under each of its tags)."""
+    pairs = paired(table).join(table[table.side == "better"].set_index("pair_id").categories)
+    out = {}
+    for tag in sorted({t for tags in pairs.categories for t in tags.split(";")}):
+        rows = pairs[pairs.categories.str.split(";").apply(lambda tags: tag in tags)]
+        out[tag] = accuracy_summary(correctness(rows.score_better.tolist(), rows.score_worse.tolist()))
+    return out
+
+
+def paired(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair: score_better, score_worse, tokens_better, tokens_worse, margin."""
+    wide = table.pivot(index="pair_id", columns="side", values=["score", "response_tokens"])
+    out = pd.DataFrame({"score_better": wide["score"]["better"], "score_worse": wide["score"]["worse"],
+                        "tokens_better": wide["response_tokens"]["better"],
+                        "tokens_worse": wide["response_tokens"]["worse"]})
+    out["margin"] = out.score_better - out.score_worse
+    return out
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    """`path`.parquet and `path`.jsonl, each written atomically."""
+    path = Path(path)
+    with atomic_path(path.with_suffix(".parquet")) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(path.with_suffix(".jsonl")) as tmp:
+        table.to_json(tmp, orient="records", lines=True, force_ascii=False)
+
+
+def summarize(table: pd.DataFrame, *, seed: int = 0) -> dict:
+    """Accuracy, AUC and mean margin with bootstrap CIs; length diagnostics; score-length correlation."""
+    pairs = paired(table)
+    out = preference_summary(pairs.score_better, pairs.score_worse, seed=seed)
+    out["length"] = length_diagnostics(pairs.score_better.tolist(), pairs.score_worse.tolist(),
+                                       pairs.tokens_better.tolist(), pairs.tokens_worse.tolist())
+    out["score_vs_length"] = correlations(table.response_tokens, table.score)
+    if "categories" in table:
+        out["per_category"] = per_category(table)
+    return out
+
+
+def score_file(cfg, model_name: str, data: str, template: str, out: str | Path) -> dict:
+    """Score every pair of a preference file with a reward model (a saved RM, or a base model with a fresh
+    head seeded by `cfg.seed`), at `cfg`'s evaluation lengths and batch size; writes `out`.parquet/.jsonl and
+    `out`.summary.json."""
+    pairs, _ = load_pairs(data, template)
+    model = RewardModel.from_pretrained(model_name, seed=cfg.seed)
+    max_length, max_prompt_length = cfg.data.eval_lengths()
+    encoder = ChatEncoder(load_tokenizer(model_name), max_length, max_prompt_length)
+    table = score_pairs(model, encoder, pairs, batch_size=cfg.rm.train.eval_batch_size)
+    summary = {"model": model_name, "data": data, "template": template, "seed": cfg.seed,
+               "max_length": max_length, **summarize(table, seed=cfg.seed)}
+    out = Path(out)
+    write_table(table, out)
+    atomic_write_json(out.with_suffix(".summary.json"), summary)
+    return summary
+
+
+def _require_rm(cfg) -> Path:
+    rm_dir = cfg.out / "rm"
+    if not (rm_dir / "config.json").exists():
+        raise AlignkitError(f"no trained reward model in {rm_dir}: run chapter 1 (notebooks/01_reward_model.ipynb) "
+                            f"first, or `alignkit rm train --profile {cfg.profile}`")
+    return rm_dir
+
+
+def _scoring_identity(cfg) -> dict:
+    """What a score table depends on: the reward model (its own identity), the evaluation encoding, the batch."""
+    return {"rm": fingerprint(rm_identity(cfg)), "eval_lengths": list(cfg.data.eval_lengths()),
+            "batch_size": cfg.rm.train.eval_batch_size}
+
+
+STAMP = ("config", "identity")
+
+
+def score_profile(cfg) -> dict:
+    """The study's 2 x 2: {untrained (base + seeded fresh head), trained RM} x {test, train} splits of a
+    profile's reward-model run ('train': the same seeded sample the training run measured its train accuracy
+    on, as large as the test split). Scores the training run's evaluations already computed are reused from
+    rm/eval_scores.json. Writes outputs/<profile>/scores/<model>-<split>.* and summary.json."""
+    rm_dir = _require_rm(cfg)
+    splits = {name: load_pairs(str(cfg.out / "data" / f"{name}.jsonl"), "ALIGNKIT")[0] for name in ("test", "train")}
+    splits["train"] = train_check_pairs(splits["train"], splits["test"], cfg.seed)
+    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
+    saved_path = rm_dir / EVAL_SCORES
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    summaries = {}
+    for model_name, source in (("untrained", cfg.model.name), ("trained", str(rm_dir))):
+        model = None
+        for split, pairs in splits.items():
+            key = f"{model_name}-{split}"
+            scores = saved.get(key)  # the training run's evaluation scored these pairs already
+            if scores is not None and len(scores["better"]) != len(pairs):
+                scores = None
+            if scores is None and model is None:
+                model = RewardModel.from_pretrained(source, seed=cfg.seed)
+            table = score_pairs(model, encoder, pairs, batch_size=cfg.rm.train.eval_batch_size,
+                                scores=None if scores is None else (scores["better"], scores["worse"]))
+            write_table(table, cfg.out / "scores" / key)
+            summaries[key] = summarize(table, seed=cfg.seed)
+    atomic_write_json(cfg.out / "scores" / "summary.json", stamped(summaries, _scoring_identity(cfg)))
+    return summaries
+
+
+def profile_scores(cfg, *, force: bool = False) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """(summaries, tables) of `score_profile`, reused from outputs/<profile>/scores/ while the reward model
+    and the scoring settings are the same; `force=True` re-scores."""
+    saved = None if force else reuse(cfg.out / "scores" / "summary.json", _scoring_identity(cfg))
+    summaries = score_profile(cfg) if saved is None else {k: v for k, v in saved.items() if k not in STAMP}
+    tables = {key: pd.read_parquet(cfg.out / "scores" / f"{key}.parquet") for key in summaries}
+    return summaries, tables
+
+
+def precision_check(cfg, *, force: bool = False) -> dict:
+    """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
+    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup'}. Writes
+    outputs/<profile>/scores/precision.json; reused while the reward model is the same."""
+    path = cfg.out / "scores" / "precision.json"
+    saved = None if force else reuse(path, _scoring_identity(cfg))
+    if saved is not None:
+        return saved
+    rm_dir = _require_rm(cfg)
+    pairs = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
+    encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
+    sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
+    scores, seconds = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = RewardModel.from_pretrained(str(rm_dir), dtype=dtype)
+        start = time.perf_counter()
+        flat = end_scores(model, sequences, encoder.tokenizer.pad_token_id, batch_size=cfg.rm.train.eval_batch_size,
+                          progress=True)
+        seconds[str(dtype).split(".")[-1]] = round(time.perf_counter() - start, 2)
+        scores[dtype] = (flat[0::2].tolist(), flat[1::2].tolist())
+        del model
+    result = {**precision_agreement(scores[torch.float32], scores[torch.bfloat16], seed=cfg.seed),
+              **{f"{k}_s": v for k, v in seconds.items()},
+              "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads()}
+    result = stamped(result, _scoring_identity(cfg))
+    atomic_write_json(path, result)
+    return result
