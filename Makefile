@@ -7,7 +7,7 @@ PROFILE ?= cpu
 DATA    ?= $(wildcard ../shared/data)
 export ALIGNKIT_DATA_DIR := $(abspath $(DATA))
 OUT     := outputs/$(PROFILE)
-# make report SET="train.lr=1e-4 seed=1"  ->  --set train.lr=1e-4 --set seed=1 (papermill `overrides`)
+# make report SET="rm.train.lr=1e-4 seed=1"  ->  --set rm.train.lr=1e-4 --set seed=1 (papermill `overrides`)
 SET     ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/package.json
