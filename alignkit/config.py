@@ -22,8 +22,8 @@ BLANK = {"", "none", "null"}
 
 
 def none_if_blank(value: str | None) -> str | None:
-    """'' / 'None' / 'null' mean "not given". (The seed passed '' for "no train set" and crashed with
-    "Template 'None' not found"; alignkit treats every blank spelling as None.)"""
+    """'' / 'None' / 'null' (any case, any surrounding space) mean "not given": every blank spelling is None,
+    so an empty string meant as "no training set" never reaches a template lookup."""
     if value is None or (isinstance(value, str) and value.strip().lower() in BLANK):
         return None
     return value
@@ -259,7 +259,7 @@ MOVED = {"train": "rm.train", "trainable": "rm.trainable", "reward": "rm", "rewa
          "data.max_pairs": "data.train.max_pairs", "data.eval_path": "data.eval.path",
          "data.eval_template": "data.eval.template", "data.eval_subset": "data.eval.subset",
          "data.eval_split": "data.eval.split"}
-"""Keys of the earlier config layout -> their key now (an old key is refused, naming the new one)."""
+"""Keys of the earlier config layout -> their current key (an old key is refused, naming the new one)."""
 
 
 def _moved(key: str) -> str | None:

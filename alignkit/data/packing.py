@@ -7,10 +7,9 @@ continue from the prompt's end, exactly as in a row of their own. Every score eq
 concatenated batch (better rows then worse rows, right-padded) up to float rounding, with fewer tokens through
 the model: the prompt once instead of twice, and no padding between a pair's two sides.
 
-On the cpu profile's rows (SmolLM2 tokenizer, max_length 160, prompts ~38% of a pair's tokens), batches of 4
-pairs grouped by `packed_length` hold ~25% fewer token positions than the length-grouped concatenated batch
-and ~38% fewer than randomly drawn concatenated batches. Plain torch with SDPA or eager attention; flash-attention
-kernels ignore custom 4D masks, so do not pack with them.
+Group batches by `packed_length` to keep the padding between packed rows small (benchmarks/bench_rm.py
+measures the token positions saved). Plain torch with SDPA or eager attention; flash-attention kernels ignore
+custom 4D masks, so do not pack with them.
 """
 from __future__ import annotations
 

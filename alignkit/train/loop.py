@@ -224,7 +224,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     plan = make_plan(len(train_items), cfg, world)
     warmup = math.floor(cfg.warmup_ratio * plan.total_steps)
     # on a GPU the fused kernel (one launch for all parameters; what transformers' Trainer uses there);
-    # on the CPU torch's default, which the measured cpu results were made with
+    # on the CPU, torch's default implementation
     fused = all(p.is_cuda for p in params) or None
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
