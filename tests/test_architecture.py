@@ -14,7 +14,7 @@ LAYERS = [
     ("models",),
     ("infer",),
     ("train",),
-    ("study",),
+    ("study", "experiments"),
     ("report",),
     ("cli", "__main__"),
 ]
