@@ -47,10 +47,10 @@ def _require_scores(cfg) -> tuple[dict, dict[str, Path]]:
     return summary, tables
 
 
-def experiment_identity(cfg, name: str) -> dict:
-    """What experiment `name` depends on: the scores' fingerprint, the seed and its own settings."""
-    summary, _ = _require_scores(cfg)
-    return {"experiment": name, "scores": summary["identity"], "seed": cfg.seed, **SETTINGS[name]}
+def experiment_identity(cfg, name: str, scores_summary: dict) -> dict:
+    """What experiment `name` depends on: the scores' fingerprint (the `identity` of scores/summary.json),
+    the seed and the experiment's own settings."""
+    return {"experiment": name, "scores": scores_summary["identity"], "seed": cfg.seed, **SETTINGS[name]}
 
 
 def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
@@ -67,12 +67,12 @@ def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
     it. Returns the record, including its `config` and `identity`."""
     if name not in SETTINGS:
         raise AlignkitError(f"no experiment {name!r}; known: {', '.join(SETTINGS)}")
-    identity = experiment_identity(cfg, name)
+    scores_summary, paths = _require_scores(cfg)
+    identity = experiment_identity(cfg, name, scores_summary)
     path = cfg.out / "experiments" / name / "summary.json"
     saved = None if force else reuse(path, identity)
     if saved is not None:
         return saved
-    _, paths = _require_scores(cfg)
     record = stamped(_compute(name, {k: pd.read_parquet(p) for k, p in paths.items()}, cfg.seed), identity)
     atomic_write_json(path, record)
     return record
