@@ -18,7 +18,8 @@ def _images(notebook_path) -> int:
 
 @pytest.mark.slow
 def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
-    from alignkit.report.build import report_notebooks, toc_files
+    from alignkit.report.book import toc_files
+    from alignkit.report.build import report_notebooks
     out, root = tiny_report["out"], tiny_report["root"]
     names = [p.name for p in report_notebooks()]
     assert {"01_reward_model.ipynb", "02_evaluation_pitfalls.ipynb", "03_preference_visualization.ipynb",
@@ -91,7 +92,7 @@ def test_flatten_tabs_keeps_both_languages_as_plain_markdown():
 
 def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-    from alignkit.report.build import copy_book_sources, stage_book, toc_files
+    from alignkit.report.book import copy_book_sources, stage_book, toc_files
     out = tmp_path / "out"
     (out / "notebooks").mkdir(parents=True)
     params = new_code_cell('profile = "cpu"')
@@ -113,7 +114,7 @@ def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
 
 def test_reader_view_collapses_code_and_drops_noise_and_machine_paths():
     from nbformat.v4 import new_code_cell, new_notebook, new_output
-    from alignkit.report.build import reader_view
+    from alignkit.report.book import reader_view
     params = new_code_cell('profile = "cpu"')
     params.metadata["tags"] = ["parameters"]
     injected = new_code_cell(f'overrides = {{"output_dir": "{REPO}/outputs/x"}}')
@@ -192,7 +193,7 @@ def test_blank_training_sets_mean_eval_only():
 
 
 def test_difference_ci_matches_a_hand_computed_newcombe_interval():
-    from alignkit.report.chapters import difference_ci
+    from alignkit.stats import difference_ci
     # Newcombe (1998), example: 56/70 vs 48/80 -> difference 0.2, 95% CI 0.0524 to 0.3339
     low, high = difference_ci(56, 70, 48, 80)
     assert low == pytest.approx(0.0524, abs=1e-3) and high == pytest.approx(0.3339, abs=1e-3)
@@ -226,7 +227,7 @@ def test_cjk_labels_render_without_missing_glyphs():
 def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     from alignkit.report import evidence
     from alignkit.config import load_config
-    from alignkit.report.chapters import NOT_RUN
+    from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
     numbers = evidence.key_numbers(cfg)
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
@@ -270,14 +271,14 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
     held_out = "implicit-reward accuracy on held-out pairs [95% CI]"
     assert _readings(evidence.evidence(cfg, "dpo_vs_rlhf", numbers))[held_out].startswith("CI holds 0.5")
     gap = _readings(evidence.evidence(cfg, "dpo_limits", numbers))["implicit-reward accuracy: train → held-out"]
-    assert gap.startswith("gap +0.255 [") and gap.endswith("fits train pairs better / 训练集拟合更好")
+    assert gap.startswith("gap +0.255 [") and "fits train pairs better / 差距 +0.255 [" in gap and gap.endswith("训练集拟合更好")
     lengths = _readings(evidence.evidence(cfg, "length_bias", numbers))["mean response tokens: base → DPO"]
     assert lengths.startswith("length change within noise")
     numbers.update({"dpo.eval.reward_accuracy": 0.62, "dpo.train.reward_accuracy": 0.64,
                     "gen.mean_length_difference_ci95": [0.5, 3.3]})
     assert _readings(evidence.evidence(cfg, "dpo_vs_rlhf", numbers))[held_out].startswith("the policy ranks")
     gap = _readings(evidence.evidence(cfg, "dpo_limits", numbers))["implicit-reward accuracy: train → held-out"]
-    assert gap.endswith("gap within noise / 差距在噪声内")
+    assert gap.endswith("gap within noise / 差距 +0.020 [-0.082, +0.122]：差距在噪声内"), gap
     assert _readings(evidence.evidence(cfg, "length_bias", numbers))["mean response tokens: base → DPO"].startswith(
         "DPO answers longer")
 

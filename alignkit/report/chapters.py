@@ -1,37 +1,29 @@
-"""Tables the report notebooks print: eval-only runs (reused when nothing changed), generalisation and
-reload checks, label disagreement, and the measured numbers the Q&A chapter cites. Each table carries a
-`reading` column that states what the numbers show, decided from the numbers (so a claim that does not
-hold on a profile is not printed as if it did)."""
+"""The tables chapters 1-5 print, and chapter 5's verdict: artifacts (metrics, summaries) -> DataFrames for
+alignkit.report.tables. A `reading` column or sentence says what the numbers show; its category comes from
+alignkit.report.readings, so a claim that does not hold on a profile is not printed as if it did."""
 from __future__ import annotations
 
-import json
-import math
-import os
-from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
 from alignkit.config import load_config
-from alignkit.io import atomic_write_text
-from alignkit.data.sources import data_file
+from alignkit.report import readings
+from alignkit.report.readings import both, ci_vs, words
+from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
-from alignkit.study.evals import eval_only, label_disagreement, sample_pairs
-
-NOT_RUN = "not run yet / 尚未运行"
 
 
 # ----------------------------------------------------------------------------- the "" vs None trap
 
 def blank_spellings(profile: str, overrides: Mapping | None = None) -> pd.DataFrame:
-    """How each way of writing "no training set" is read: the value `data.train_path` ends up with, and
+    """How each way of writing "no training set" is read: the value `data.train.path` ends up with, and
     what a run then does. The seed passed "" and crashed with `Template 'None' not found`."""
     rows = []
     for spelling in ("", "None", "null", " ", None, "PKU-Alignment/align-anything"):
-        cfg = load_config(profile, {**dict(overrides or {}), "data.train_path": spelling})
-        rows.append({"given data.train_path": repr(spelling), "read as": repr(cfg.data.train_path),
-                     "run does / 运行方式": "evaluate only / 仅评估" if cfg.data.train_path is None
-                     else "train, then evaluate / 训练后评估"})
+        path = load_config(profile, {**dict(overrides or {}), "data.train.path": spelling}).data.train.path
+        rows.append({"given data.train.path": repr(spelling), "read as": repr(path),
+                     "run does / 运行方式": both("training_set", readings.training_set(path))})
     return pd.DataFrame(rows)
 
 
@@ -44,11 +36,9 @@ def reload_check(training_metrics: dict, evals: Mapping[str, dict]) -> pd.DataFr
     for label, metrics in evals.items():
         kind = "untrained" if label.startswith("untrained") else "trained"
         then, now = reported[kind].get("accuracy"), metrics["eval"]["accuracy"]
-        same = then is not None and abs(then - now) < 1e-9
         rows[label] = {"n": metrics["eval"]["n"], "accuracy (eval-only run)": now,
                        "accuracy (training run)": then, "loss (eval-only run)": metrics["eval"]["loss"],
-                       "reading": "identical: the saved model reproduces its reported number / 完全一致"
-                       if same else "DIFFERENT: check the save/reload path / 不一致"}
+                       "reading": both("reload", readings.reproduced(then, now))}
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
 
 
@@ -56,9 +46,7 @@ def reload_check(training_metrics: dict, evals: Mapping[str, dict]) -> pd.DataFr
 
 def vs_chance(m: dict) -> str:
     """Reading of an accuracy's 95% CI against 0.5."""
-    low, high = m["ci95"]
-    return ("above chance / 高于随机" if low > 0.5 else "below chance / 低于随机" if high < 0.5
-            else "not distinguishable from chance (CI holds 0.5) / 与随机无显著差异")
+    return both("chance", ci_vs(m["ci95"], 0.5))
 
 
 def accuracy_table(named: Mapping[str, dict]) -> pd.DataFrame:
@@ -86,8 +74,7 @@ def generalization(metrics: dict) -> pd.DataFrame:
         add("trained · train", metrics["train"], vs_chance(metrics["train"]))
         tr, te = metrics["train"], metrics["eval"]
         low, high = difference_ci(tr["accuracy"] * tr["n"], tr["n"], te["accuracy"] * te["n"], te["n"])
-        reading = ("train > test beyond noise: over-fitting measured / 训练集显著高于测试集：存在过拟合" if low > 0
-                   else "gap within noise: no over-fitting measurable at this n / 差距在噪声内：此样本量下测不出过拟合")
+        reading = both("overfitting", ci_vs([low, high], 0.0))
         rows["gap (train − test)"] = {"accuracy": tr["accuracy"] - te["accuracy"], "ci95 low": low,
                                       "ci95 high": high, "n": None, "reading": reading}
     table = pd.DataFrame.from_dict(rows, orient="index").round(3)
@@ -118,7 +105,6 @@ def interval_view(table: pd.DataFrame) -> pd.DataFrame:
              zip(table["accuracy"], table["ci95 low"], table["ci95 high"])]
     view = pd.DataFrame({"accuracy [95% CI]": cells, "n": table["n"], "reading": table["reading"]}, index=table.index)
     if "gap (train − test)" in view.index:
-        from alignkit.report.tables import interval
         row = table.loc["gap (train − test)"]
         view.at["gap (train − test)", "accuracy [95% CI]"] = interval(row["accuracy"], [row["ci95 low"], row["ci95 high"]],
                                                                       signed=True)
@@ -145,7 +131,7 @@ def rm_accuracy(metrics: dict) -> pd.DataFrame:
 
 
 def score_summary(summaries: dict) -> pd.DataFrame:
-    """Chapter 3's scores (alignkit.scoring summaries per model-split) for reading: accuracy, AUC and mean
+    """Chapter 3's scores (alignkit.study.scores summaries per model-split) for reading: accuracy, AUC and mean
     margin with 95% CIs, the longer-response rule, length-matched accuracy and score–length Spearman; one
     row per measure, one column per model · split."""
     rows = {}
@@ -183,7 +169,6 @@ def dpo_table(metrics: dict) -> pd.DataFrame:
 def generation_table(summary: dict) -> pd.DataFrame:
     """Chapter 5's comparison per split (test prompts, train prompts): win rate with CI, mean scores and
     lengths, the share at the token limit, and the length-controlled DPO effect with CI."""
-    from alignkit.report.tables import interval, number
     columns = {}
     for split in ("test", "train"):
         s = summary.get(split)
@@ -209,7 +194,40 @@ def generation_table(summary: dict) -> pd.DataFrame:
 def out_of_range_table(summary: dict) -> pd.DataFrame:
     """Share of each model's answers scored outside the 1–99% range of the RM's scores on dataset answers,
     per split (percent strings)."""
-    from alignkit.report.tables import number
     return pd.DataFrame({split: {model: number(v["below"] + v["above"], percent=True)
                                  for model, v in (summary.get(split) or {}).get("out_of_range", {}).items()}
                          for split in ("test", "train") if summary.get(split)})
+
+
+def generation_verdict(summary: dict, lang: str = "en") -> str:
+    """Chapter 5's verdict, one sentence group per split, in `lang`: the win rate and the length-controlled
+    effect read against their nulls, the length change, how much of the difference length explains, the
+    token cap and the share of answers outside the RM's range. Words from text/readings.yaml."""
+    parts = []
+    for split in ("test", "train"):
+        s = summary.get(split)
+        if not s:
+            continue
+        lc = s["length_controlled"]
+        cap = max(s["hit_limit_base"], s["hit_limit_dpo"])
+        text = words("generation_verdict", lang=lang, n=number(s["n"]), prompts=words("generation_split", split, lang),
+                     win=interval(s["win_rate"], s["win_rate_ci95"]),
+                     win_words=words("win", ci_vs(s["win_rate_ci95"], 0.5), lang),
+                     lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
+                     lc_words=words("length_controlled", ci_vs(lc["dpo_effect_ci95"], 0.0), lang),
+                     length_words=words("length_change", ci_vs(s["mean_length_difference_ci95"], 0.0), lang),
+                     len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
+                     explains=words("length_explains", readings.length_explains(
+                         lc.get("per_token_ci95"), lc.get("length_part"), lc["dpo_effect"]), lang),
+                     cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True)))
+        oor = s.get("out_of_range")
+        if oor:
+            share = {m: number(oor[m]["below"] + oor[m]["above"], percent=True) for m in ("base", "dpo")}
+            text = f"{text.strip()} {words('out_of_range', lang=lang, base=share['base'], dpo=share['dpo'])}"
+        parts.append(" ".join(text.split()))  # no double spaces where a reading has no words (token cap)
+    return " ".join(parts) if lang == "en" else "".join(parts)
+
+
+def generation_reading(summary: dict) -> tuple[str, str]:
+    """`generation_verdict` in English and Chinese, for `Chapter.reading`."""
+    return generation_verdict(summary, "en"), generation_verdict(summary, "zh")

@@ -10,9 +10,16 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from alignkit.report.chapters import NOT_RUN, data_file, difference_ci, label_disagreement
-from alignkit.stats import wilson_interval
+from alignkit import losses
+from alignkit.data.sources import data_file
+from alignkit.report import readings
+from alignkit.report.chapters import generation_reading
+from alignkit.report.readings import NOT_RUN, both, ci_vs
+from alignkit.report.tables import interval, number
+from alignkit.stats import difference_ci, wilson_interval
+from alignkit.study.evals import label_disagreement
 
 QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_policy", "dpo_vs_rlhf",
              "dpo_limits", "variants")
@@ -26,7 +33,7 @@ ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)"
 def sources(cfg) -> pd.DataFrame:
     """Which earlier chapters' artifacts exist for this config (a missing one reads "not run yet")."""
     return pd.DataFrame([{"step": step, "artifact": str(Path(cfg.out) / rel),
-                          "status": "found / 已找到" if (Path(cfg.out) / rel).exists() else NOT_RUN}
+                          "status": both("artifact", "found" if (Path(cfg.out) / rel).exists() else "missing")}
                          for step, rel in ARTIFACTS.items()])
 
 
@@ -82,7 +89,7 @@ def key_numbers(cfg) -> dict:
         n[f"gen.{key}"] = _get(gen, "test", key)
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
     n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
-    n["gen.verdict"] = _get(gen, "verdict")
+    n["gen.verdict"] = " / ".join(generation_reading({"test": gen["test"]})) if _get(gen, "test") else None
     disagreement = label_disagreement(pku) if pku else {}
     n["data.helpful_vs_safer_disagree"] = disagreement.get("disagree")
     n["data.helpful_vs_safer_ci"] = disagreement.get("ci95")
@@ -93,7 +100,6 @@ def key_numbers(cfg) -> dict:
 def _fmt(value) -> str:
     """Through the report's one formatter: 0.6035 -> '0.604'; (0.60, [0.53, 0.67]) -> '0.604 [0.528, 0.674]';
     (a, b) -> 'a → b'; None -> not run."""
-    from alignkit.report.tables import interval, number
     if isinstance(value, tuple):
         if all(v is None for v in value):
             return NOT_RUN
@@ -125,124 +131,87 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
 """The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
-def _ci_reading(ci, null: float, above: str, below: str, inside: str) -> str:
-    if not ci or any(v is None for v in ci):
-        return NOT_RUN
-    return above if ci[0] > null else below if ci[1] < null else inside
-
-
 def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
-    """(measure, value, source, reading) rows for one question."""
-    chance = ("above chance / 高于随机", "below chance / 低于随机", "CI holds 0.5: not shown better than chance / 未显著优于随机")
+    """(measure, value, source, reading) rows for one question; each reading's category from
+    alignkit.report.readings, its words from text/readings.yaml."""
     if question == "applications":
         return [
             ("RM accuracy, held-out test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1 · rm/metrics.json",
-             _ci_reading(n["rm.test_ci"], 0.5, *chance)),
+             both("ev_chance", ci_vs(n["rm.test_ci"], 0.5))),
             ("untrained RM accuracy, same pairs [95% CI]", (n["rm.untrained_acc"], n["rm.untrained_ci"]),
-             "ch. 1", _ci_reading(n["rm.untrained_ci"], 0.5, *chance)),
+             "ch. 1", both("ev_chance", ci_vs(n["rm.untrained_ci"], 0.5))),
             ("DPO-vs-base win rate judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]),
-             "ch. 5 · generations/summary.json",
-             _ci_reading(n["gen.win_rate_ci95"], 0.5, "the RM prefers DPO's answers / 奖励模型更偏好 DPO 的回答",
-                         "the RM prefers the base model's answers / 奖励模型更偏好基座模型的回答",
-                         "CI holds 0.5: no preference shown / 无显著偏好")),
+             "ch. 5 · generations/summary.json", both("ev_preference", ci_vs(n["gen.win_rate_ci95"], 0.5))),
         ]
     if question == "robustness":
         gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
         ood_gap, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
         return [
-            ("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2",
-             _ci_reading(gap_ci, 0.0, "over-fitting measured / 测得过拟合", "test above train / 测试高于训练",
-                         "gap within noise / 差距在噪声内")),
+            ("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2", both("ev_overfitting", ci_vs(gap_ci, 0.0))),
             ("accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]", (n["ood.acc"], n["ood.ci"]), "ch. 2",
-             _ci_reading(n["ood.ci"], 0.5, *chance)),
-            ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2",
-             _ci_reading(ood_ci, 0.0, "higher out of distribution / 分布外更高", "drops out of distribution / 分布外下降",
-                         "no change beyond noise / 变化在噪声内")),
-            ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3", _length_reading(n)),
+             both("ev_chance", ci_vs(n["ood.ci"], 0.5))),
+            ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2", both("ev_ood_gap", ci_vs(ood_ci, 0.0))),
+            ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3",
+             both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
         ]
     if question == "length_bias":
         return [
-            ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", "the baseline to beat / 需超越的基线"),
+            ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", both("ev_baseline")),
             ("RM accuracy, test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1",
-             NOT_RUN if n["rm.longer_wins_acc"] is None else
-             _ci_reading(n["rm.test_ci"], n["rm.longer_wins_acc"], "above the length rule / 高于长度规则",
-                         "below the length rule / 低于长度规则",
-                         "CI holds the length rule's accuracy: not shown better / 置信区间包含长度规则的准确率：未显示更好")),
+             both("ev_length_rule", ci_vs(n["rm.test_ci"], n["rm.longer_wins_acc"]))),
             ("RM accuracy on length-matched pairs (±10%) [95% CI]",
              (n["rm.length_matched_acc"], n["rm.length_matched_ci"]), "ch. 1",
-             _ci_reading(n["rm.length_matched_ci"], 0.5, "signal beyond length / 长度之外仍有信号",
-                         "below chance / 低于随机", "CI holds 0.5: no signal beyond length shown / "
-                         "置信区间包含 0.5：未显示长度之外的信号")),
+             both("ev_length_matched", ci_vs(n["rm.length_matched_ci"], 0.5))),
             ("untrained model on the same length-matched pairs", n["rm.untrained_length_matched_acc"], "ch. 1",
-             NOT_RUN if None in (n["rm.untrained_length_matched_acc"], n["rm.length_matched_acc"]) else
-             "training added nothing here / 训练在此没有带来提升"
-             if n["rm.length_matched_acc"] <= n["rm.untrained_length_matched_acc"] else
-             "trained model higher / 训练后更高"),
+             both("ev_training_gain", readings.gain(n["rm.length_matched_acc"], n["rm.untrained_length_matched_acc"]))),
             ("Spearman(score, length): untrained → trained",
-             (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3", _length_reading(n)),
+             (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3",
+             both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
             ("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
-             _ci_reading(n["gen.mean_length_difference_ci95"], 0.0, "DPO answers longer / DPO 回答更长",
-                         "DPO answers shorter / DPO 回答更短",
-                         "length change within noise / 长度变化在噪声内")),
+             both("ev_length_change", ci_vs(n["gen.mean_length_difference_ci95"], 0.0))),
             ("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]), "ch. 5",
-             _ci_reading(n["gen.lc_effect_ci"], 0.0, "DPO gain survives length control / 控制长度后仍有提升",
-                         "DPO loses under length control / 控制长度后下降",
-                         "no gain beyond length shown / 未显示长度之外的提升")),
+             both("ev_length_controlled", ci_vs(n["gen.lc_effect_ci"], 0.0))),
         ]
     if question == "pluralistic":
         return [
             ("PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]",
-             (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]),
-             "data",
-             NOT_RUN if n["data.helpful_vs_safer_disagree"] is None else
-             "two labels disagree on a sizeable share / 两种标签在相当比例上冲突"
-             if n["data.helpful_vs_safer_disagree"] > 0.1 else "labels mostly agree / 标签大多一致"),
-            ("RM accuracy on helpfulness labels of another dataset", n["ood.acc"], "ch. 2", "see robustness / 见鲁棒性"),
+             (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]), "data",
+             both("label_conflict", readings.label_conflict(n["data.helpful_vs_safer_disagree"]))),
+            ("RM accuracy on helpfulness labels of another dataset", n["ood.acc"], "ch. 2", both("ev_see_robustness")),
         ]
     if question == "dpo_policy":
         ratio = None if None in (n["data.chosen_tokens_test"], n["gen.mean_length_base"]) else \
             n["gen.mean_length_base"] / n["data.chosen_tokens_test"]
         return [
-            ("DPO optimiser steps on the fixed preference pairs", n["dpo.steps"], "ch. 4",
-             "offline: no new samples during training / 离线：训练中不采样"),
+            ("DPO optimiser steps on the fixed preference pairs", n["dpo.steps"], "ch. 4", both("ev_offline")),
             ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", ""),
             ("mean tokens: the base policy's own samples", n["gen.mean_length_base"], "ch. 5",
-             NOT_RUN if ratio is None else f"{ratio:.2f}× the dataset's: the data are not the policy's own "
-                                           f"samples (off-policy) / 数据并非策略自身的采样（离策略）"),
+             NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}")),
         ]
     if question == "dpo_vs_rlhf":
         held_out_ci = _accuracy_ci(n, "eval")
         return [
-            ("reference log-probs", n["dpo.reference"], "config",
-             "computed once and cached: one model in memory while training / 只算一次并缓存：训练时内存中只有一个模型"
-             if n["dpo.reference"] == "cache" else "a reference forward every step / 每步一次参考模型前向"),
+            ("reference log-probs", n["dpo.reference"], "config", both("reference_pass", readings.reference_pass(n["dpo.reference"]))),
             ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", ""),
             ("reward-model training wall time (s), a PPO pipeline's first stage", n["rm.wall_time_s"], "ch. 1", ""),
             ("implicit-reward accuracy on held-out pairs [95% CI]", (n["dpo.eval.reward_accuracy"], held_out_ci),
-             "ch. 4", _ci_reading(held_out_ci, 0.5,
-                                  "the policy ranks held-out pairs better than chance / 策略对留出样本对的排序优于随机",
-                                  "below chance / 低于随机", chance[2])),
+             "ch. 4", both("ev_dpo_ranking", ci_vs(held_out_ci, 0.5))),
         ]
     if question == "dpo_limits":
         gap, gap_ci = _accuracy_gap(n["dpo.train.reward_accuracy"], n["dpo.train.n"],
                                     n["dpo.eval.reward_accuracy"], n["dpo.eval.n"])
         return [
             ("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
-             "ch. 4", NOT_RUN if gap_ci is None else f"gap {gap:+.3f} [{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}]: " +
-             _ci_reading(gap_ci, 0.0, "fits train pairs better / 训练集拟合更好", "held-out above train / 留出集更高",
-                         "gap within noise / 差距在噪声内")),
+             "ch. 4", both("ev_dpo_gap", ci_vs(gap_ci, 0.0), gap=interval(gap, gap_ci, signed=True))),
             ("held-out implicit reward of chosen / rejected",
              (n["dpo.eval.rewards_chosen"], n["dpo.eval.rewards_rejected"]), "ch. 4",
-             NOT_RUN if n["dpo.eval.rewards_chosen"] is None else
-             "chosen likelihood fell too: the margin grew by pushing both down / chosen 的似然也下降"
-             if n["dpo.eval.rewards_chosen"] < 0 else "chosen likelihood rose / chosen 的似然上升"),
+             both("chosen_likelihood", readings.chosen_likelihood(n["dpo.eval.rewards_chosen"]))),
             ("win rate vs base judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]), "ch. 5",
-             _ci_reading(n["gen.win_rate_ci95"], 0.5, "better per the RM / 奖励模型认为更好",
-                         "worse per the RM / 奖励模型认为更差", "not distinguishable / 无显著差异")),
+             both("ev_judge", ci_vs(n["gen.win_rate_ci95"], 0.5))),
             ("chapter 5's verdict", n["gen.verdict"], "ch. 5", ""),
         ]
     if question == "variants":
-        return [("see the loss-shape table and figure below / 见下方损失形状表与图", "", "alignkit.losses", "")]
+        return [(both("ev_variants"), "", "alignkit.losses", "")]
     raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
 
 
@@ -257,15 +226,6 @@ def _accuracy_ci(n: dict, split: str) -> list[float] | None:
     """95% Wilson interval of DPO's implicit-reward accuracy on a split ('train' sample or 'eval')."""
     acc, size = n[f"dpo.{split}.reward_accuracy"], n[f"dpo.{split}.n"]
     return None if None in (acc, size) or not size else list(wilson_interval(acc * size, size))
-
-
-def _length_reading(n: dict) -> str:
-    rho = n["scores.spearman_trained"]
-    if rho is None:
-        return NOT_RUN
-    return ("score rises strongly with length / 分数随长度显著上升" if rho > 0.5 else
-            "score rises moderately with length / 分数随长度中度上升" if rho > 0.2 else
-            "score falls with length / 分数随长度下降" if rho < -0.2 else "little length dependence / 几乎不依赖长度")
 
 
 def evidence(cfg, question: str, numbers: dict | None = None) -> pd.DataFrame:
@@ -283,8 +243,6 @@ def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1,
     from alignkit.losses. For DPO/cDPO/IPO the margin is the policy-vs-reference log-ratio difference
     h = (log pi/pi_ref)(y_w) - (log pi/pi_ref)(y_l); for SimPO it is the difference of per-token average
     log-probs (no reference). A slope of 0 is where the loss stops pushing."""
-    import torch
-    from alignkit import losses
     zero = torch.zeros(())
 
     def per_loss(h):

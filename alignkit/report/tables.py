@@ -175,6 +175,12 @@ def cell_text(value, *, percent: bool = False) -> str:
     return scrub_paths(str(value))
 
 
+def tab_set(heading: str, en: str, zh: str) -> str:
+    """A MyST page section whose English and Chinese text sit in a tab-set synced with the book's language
+    switch (text/tabs.md)."""
+    return (TEXT / "tabs.md").read_text(encoding="utf-8").format(heading=heading, en=en.strip(), zh=zh.strip())
+
+
 # ----------------------------------------------------------------------------- tables
 
 _STYLE = """<style>

@@ -1,0 +1,178 @@
+"""Readings: numbers -> a category ("above", "holds", "held", ...), one function per kind of reading, and
+the category's words in English and Chinese looked up in text/readings.yaml. A reading is decided here and
+nowhere else; the chapters, the Q&A evidence and the landing page only choose which words to show."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import yaml
+
+from alignkit.report.tables import TEXT
+
+SPLIT = " / "
+"""Table cells carry both languages as 'English / 中文' (alignkit.report.tables shows the reader's one)."""
+
+
+# ----------------------------------------------------------------------------- categories
+
+def ci_vs(ci, null) -> str | None:
+    """Where a 95% interval lies relative to `null`: 'above' (low > null), 'below' (high < null) or 'holds'
+    (the interval holds it); None when the interval or the null is missing."""
+    if not ci or null is None or any(v is None for v in ci):
+        return None
+    return "above" if ci[0] > null else "below" if ci[1] < null else "holds"
+
+
+def length_trend(spearman) -> str | None:
+    """How a score follows response length, from Spearman's rho: 'strong' (> 0.5), 'moderate' (> 0.2),
+    'falls' (< -0.2) or 'flat'."""
+    if spearman is None:
+        return None
+    return "strong" if spearman > 0.5 else "moderate" if spearman > 0.2 else "falls" if spearman < -0.2 else "flat"
+
+
+def gain(after, before) -> str | None:
+    """'higher' when `after` exceeds `before`, else 'not_higher' (e.g. trained vs untrained accuracy)."""
+    if after is None or before is None:
+        return None
+    return "higher" if after > before else "not_higher"
+
+
+def label_conflict(share) -> str | None:
+    """Two labels of the same pairs disagree on a 'sizeable' share (> 10%) or 'rarely'."""
+    if share is None:
+        return None
+    return "sizeable" if share > 0.1 else "rare"
+
+
+def reproduced(reported, measured, tolerance: float = 1e-9) -> str | None:
+    """'same' when a re-measured number equals the reported one (within `tolerance`), else 'different'."""
+    if measured is None:
+        return None
+    return "same" if reported is not None and abs(reported - measured) < tolerance else "different"
+
+
+def chosen_likelihood(reward_chosen) -> str | None:
+    """DPO's held-out implicit reward of chosen answers: 'fell' (< 0: the policy made them less likely than
+    the reference did) or 'rose'."""
+    if reward_chosen is None:
+        return None
+    return "fell" if reward_chosen < 0 else "rose"
+
+
+def reference_pass(reference) -> str | None:
+    """DPO's `dpo.reference` setting: 'cached' (computed once) or 'every_step'."""
+    if reference is None:
+        return None
+    return "cached" if reference == "cache" else "every_step"
+
+
+def training_set(path) -> str:
+    """What a run does with `data.train.path` as loaded: 'eval_only' (None) or 'train'."""
+    return "eval_only" if path is None else "train"
+
+
+def token_cap(share_at_limit, majority: float = 0.5) -> str | None:
+    """'capped' when more than half of the answers stop at the token limit (lengths then vary little and a
+    length test has little power), else 'free'."""
+    if share_at_limit is None:
+        return None
+    return "capped" if share_at_limit > majority else "free"
+
+
+def length_explains(per_token_ci, length_part, effect) -> str | None:
+    """How much of DPO's score difference length accounts for: 'most' (the RM rewards length and the length
+    part is larger than the effect at equal length), 'some' (it rewards length, the effect is larger) or
+    'none' (no length effect shown)."""
+    if not per_token_ci or per_token_ci[0] is None or length_part is None or effect is None:
+        return None
+    if per_token_ci[0] > 0:
+        return "most" if abs(length_part) > abs(effect) else "some"
+    return "none"
+
+
+# The seed study's three claims about DPO (chapter 5), each 'held' / 'failed' / 'undecided' from intervals.
+
+def claim_dpo_scores_lower(win_ci) -> str | None:
+    """'DPO's answers score lower than the base model's': held when the win rate's interval lies below 0.5."""
+    side = ci_vs(win_ci, 0.5)
+    return None if side is None else {"below": "held", "above": "failed"}.get(side, "undecided")
+
+
+def claim_rewards_length(rm_ci, rule_accuracy, matched_ci) -> str | None:
+    """'The reward model mostly rewards length': failed when the RM's interval lies above the length rule or
+    length-matched pairs show signal (interval above 0.5); held when the RM lies below the rule."""
+    side = ci_vs(rm_ci, rule_accuracy)
+    if side is None:
+        return None
+    if side == "above" or ci_vs(matched_ci, 0.5) == "above":
+        return "failed"
+    return "held" if side == "below" else "undecided"
+
+
+def claim_out_of_range(share_ci, expected: float = 0.02, clearly_more: float = 0.10) -> str | None:
+    """'DPO's answers fall outside the RM's score range': held when the interval of the share outside the
+    1-99% range lies above the 2% a 1-99% range leaves out by construction; failed when it lies below 10%."""
+    if not share_ci or any(v is None for v in share_ci):
+        return None
+    return "held" if share_ci[0] > expected else "failed" if share_ci[1] < clearly_more else "undecided"
+
+
+def meets_aim(ratio, aim) -> str | None:
+    """A benchmark's median speed ratio against its aim: 'met' or 'missed' (None without an aim)."""
+    if aim is None or ratio is None:
+        return None
+    return "met" if ratio >= aim else "missed"
+
+
+def adopted(holds) -> str:
+    """bfloat16 scoring by the adoption rule (alignkit.stats.precision_agreement's `holds`)."""
+    return "holds" if holds else "fails"
+
+
+# ----------------------------------------------------------------------------- words
+
+@lru_cache(maxsize=1)
+def texts() -> dict:
+    """text/readings.yaml: {reading: {category: {en, zh}}} (plain {en, zh} for fixed sentences)."""
+    return yaml.safe_load((TEXT / "readings.yaml").read_text(encoding="utf-8"))
+
+
+def words(key: str, category: str | None = None, lang: str = "en", **values) -> str:
+    """The words of `category` of reading `key` in `lang`, {placeholders} filled from `values`; a missing
+    category (None: the step has not run) reads 'not run yet'."""
+    entry = texts()[key]
+    if category is None and "en" not in entry:
+        entry = texts()["missing"]
+    elif category is not None:
+        entry = entry[category]
+    return entry[lang].format(**values)
+
+
+def both(key: str, category: str | None = None, **values) -> str:
+    """'English / 中文' words for a table cell."""
+    return words(key, category, "en", **values) + SPLIT + words(key, category, "zh", **values)
+
+
+NOT_RUN = both("missing")
+
+
+KINDS = {ci_vs: ("above", "below", "holds"), length_trend: ("strong", "moderate", "falls", "flat"),
+         gain: ("higher", "not_higher"), label_conflict: ("sizeable", "rare"), reproduced: ("same", "different"),
+         chosen_likelihood: ("fell", "rose"), reference_pass: ("cached", "every_step"),
+         training_set: ("eval_only", "train"), token_cap: ("capped", "free"),
+         length_explains: ("most", "some", "none"), claim_dpo_scores_lower: ("held", "failed", "undecided"),
+         claim_rewards_length: ("held", "failed", "undecided"), claim_out_of_range: ("held", "failed", "undecided"),
+         meets_aim: ("met", "missed"), adopted: ("holds", "fails")}
+"""Every category each reading function can return."""
+
+WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, "win": ci_vs,
+         "length_controlled": ci_vs, "length_change": ci_vs, "token_cap": token_cap, "length_explains": length_explains,
+         "claim": claim_dpo_scores_lower, "chance": ci_vs, "overfitting": ci_vs, "reload": reproduced,
+         "training_set": training_set, "ev_chance": ci_vs, "ev_preference": ci_vs, "ev_overfitting": ci_vs,
+         "ev_ood_gap": ci_vs, "length_trend": length_trend, "ev_length_rule": ci_vs, "ev_length_matched": ci_vs,
+         "ev_training_gain": gain, "ev_length_change": ci_vs, "ev_length_controlled": ci_vs,
+         "label_conflict": label_conflict, "reference_pass": reference_pass, "ev_dpo_ranking": ci_vs,
+         "ev_dpo_gap": ci_vs, "chosen_likelihood": chosen_likelihood, "ev_judge": ci_vs, "aim": meets_aim,
+         "bfloat16": adopted}
+"""Which reading function decides the category of each entry of text/readings.yaml that has categories."""
