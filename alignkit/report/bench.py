@@ -1,5 +1,6 @@
-"""Benchmark results (`make bench` -> outputs/bench/results.json) as tables and a figure, for the
-performance chapter and the runner's markdown table. Reads only; the benchmarks live in benchmarks/."""
+"""Chapter 7's tables, figure and readings: benchmark results (`make bench` -> outputs/bench/results.json, the
+GPU half committed) and the float32 / bfloat16 check; also the runner's markdown table. Reads only; the
+benchmarks live in benchmarks/."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,10 @@ import statistics
 from pathlib import Path
 
 import pandas as pd
+
+from alignkit.report import readings
+from alignkit.report.readings import words
+from alignkit.report.tables import interval
 
 RESULTS = Path("outputs") / "bench" / "results.json"
 GPU_RESULTS = Path("benchmarks") / "results" / "gpu_h100.json"
@@ -156,28 +161,42 @@ def settings_frame(results: dict) -> pd.DataFrame:
 
 
 def verdicts(results: dict, lang: str = "en") -> list[str]:
-    """One sentence per benchmark: the median ratio with its spread, against the aim, with both rates
-    (`lang` 'en' or 'zh')."""
+    """One sentence per benchmark: the median ratio with its spread, against the aim
+    (alignkit.report.readings.meets_aim), with both rates (`lang` 'en' or 'zh'; words in text/readings.yaml)."""
     out = []
     for b in results["benchmarks"]:
         if "error" in b:
-            out.append(f"{b['name']}: did not finish ({b['error']})." if lang == "en"
-                       else f"{b['name']}：未完成（{b['error']}）。")
+            out.append(words("bench_failed", lang=lang, name=b["name"], error=b["error"]))
             continue
         r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
-        a, p = statistics.median(b["alignkit"]["values"]), statistics.median(b["peer"]["values"])
-        met = aim is not None and r["median"] >= aim
-        if lang == "zh":
-            goal = "" if aim is None else (f"；达到 ≥{aim:g}× 的目标" if met else f"；未达到 ≥{aim:g}× 的目标")
-            out.append(f"{b['name']}：{b['alignkit']['label']} 是 {b['peer']['label']} 的 {r['median']:.2f} 倍"
-                       f"（{len(r['values'])} 次重复中最小 {r['min']:.2f}、最大 {r['max']:.2f}；{a:.1f} 对 {p:.1f} "
-                       f"{b['unit']}）{goal}。")
-            continue
-        goal = "" if aim is None else (f"; meets the ≥{aim:g}× aim" if met else f"; below the ≥{aim:g}× aim")
-        out.append(f"{b['name']}: {b['alignkit']['label']} is {r['median']:.2f}× {b['peer']['label']} "
-                   f"(min {r['min']:.2f}, max {r['max']:.2f} over {len(r['values'])} repeats; {a:.1f} vs {p:.1f} "
-                   f"{b['unit']}){goal}.")
+        met = readings.meets_aim(r["median"], aim)
+        out.append(words("bench_result", lang=lang, name=b["name"], label=b["alignkit"]["label"],
+                         peer=b["peer"]["label"], ratio=f"{r['median']:.2f}", min=f"{r['min']:.2f}",
+                         max=f"{r['max']:.2f}", repeats=len(r["values"]),
+                         a=f"{statistics.median(b['alignkit']['values']):.1f}",
+                         p=f"{statistics.median(b['peer']['values']):.1f}", unit=b["unit"],
+                         goal="" if met is None else words("aim", met, lang, aim=f"{aim:g}")))
     return out
+
+
+def precision_frame(precision: dict) -> pd.DataFrame:
+    """`alignkit.study.scores.precision_check`'s result as one row: agreement of float32 and bfloat16 scores,
+    both accuracies, the difference with its 95% CI, and both times."""
+    return pd.DataFrame([{
+        "n": precision["n"], "Spearman": precision["spearman"], "max |Δ score|": precision["max_abs_difference"],
+        "order flips": precision["flips"], "accuracy float32": precision["accuracy_reference"],
+        "accuracy bfloat16": precision["accuracy_other"],
+        "difference [95% CI]": interval(precision["accuracy_difference"], precision["accuracy_difference_ci95"],
+                                        signed=True),
+        "float32 (s)": precision["float32_s"], "bfloat16 (s)": precision["bfloat16_s"], "speed-up": precision["speedup"]}])
+
+
+def precision_reading(precision: dict) -> tuple[str, str]:
+    """Whether bfloat16 scoring holds by the adoption rule (alignkit.stats.precision_agreement), in English and
+    Chinese."""
+    values = {"flips": precision["flips"], "n": precision["n"], "spearman": f"{precision['spearman']:.4f}"}
+    category = readings.adopted(precision["holds"])
+    return words("bfloat16", category, "en", **values), words("bfloat16", category, "zh", **values)
 
 
 def deepspeed_frame(results: dict) -> pd.DataFrame | None:

@@ -1,0 +1,101 @@
+"""Readings as categories (alignkit/report/readings.py), on hand-made numbers on both sides of each boundary,
+and their words: every category a reading can return has English and Chinese words in text/readings.yaml."""
+import re
+
+import pytest
+
+from alignkit.report import readings as r
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_ci_vs_a_null_on_both_sides_of_each_bound():
+    assert r.ci_vs([0.51, 0.70], 0.5) == "above"
+    assert r.ci_vs([0.50, 0.70], 0.5) == "holds"  # touching the null is not beyond it
+    assert r.ci_vs([0.30, 0.49], 0.5) == "below"
+    assert r.ci_vs([0.30, 0.50], 0.5) == "holds"
+    assert r.ci_vs([-0.1, 0.2], 0.0) == "holds"
+    assert r.ci_vs([0.60, 0.70], 0.577) == "above" and r.ci_vs([0.546, 0.691], 0.577) == "holds"
+    assert r.ci_vs(None, 0.5) is None and r.ci_vs([0.4, None], 0.5) is None and r.ci_vs([0.4, 0.6], None) is None
+
+
+def test_length_trend_bands():
+    assert [r.length_trend(x) for x in (0.51, 0.5, 0.21, 0.2, -0.2, -0.21)] == \
+        ["strong", "moderate", "moderate", "flat", "flat", "falls"]
+    assert r.length_trend(None) is None
+
+
+def test_simple_readings():
+    assert r.gain(0.62, 0.615) == "higher" and r.gain(0.615, 0.615) == "not_higher"
+    assert r.label_conflict(0.11) == "sizeable" and r.label_conflict(0.10) == "rare"
+    assert r.reproduced(0.6035, 0.6035) == "same" and r.reproduced(0.6035, 0.6036) == "different"
+    assert r.reproduced(None, 0.6) == "different" and r.reproduced(0.6, None) is None
+    assert r.chosen_likelihood(-0.01) == "fell" and r.chosen_likelihood(0.0) == "rose"
+    assert r.reference_pass("cache") == "cached" and r.reference_pass("live") == "every_step"
+    assert r.training_set(None) == "eval_only" and r.training_set("x.json") == "train"
+    assert r.token_cap(0.51) == "capped" and r.token_cap(0.5) == "free" and r.token_cap(None) is None
+    assert r.meets_aim(1.5, 1.5) == "met" and r.meets_aim(1.49, 1.5) == "missed" and r.meets_aim(2.0, None) is None
+    assert r.adopted(True) == "holds" and r.adopted(False) == "fails"
+
+
+def test_length_explains():
+    assert r.length_explains([0.01, 0.05], 0.4, 0.3) == "most"
+    assert r.length_explains([0.01, 0.05], 0.2, -0.3) == "some"
+    assert r.length_explains([0.0, 0.05], 0.4, 0.3) == "none"  # the interval must lie above 0
+    assert r.length_explains(None, 0.4, 0.3) is None
+
+
+def test_the_seed_claims():
+    assert r.claim_dpo_scores_lower([0.2, 0.49]) == "held"
+    assert r.claim_dpo_scores_lower([0.2, 0.5]) == "undecided"
+    assert r.claim_dpo_scores_lower([0.51, 0.7]) == "failed"
+    assert r.claim_rewards_length([0.50, 0.59], 0.6, [0.4, 0.6]) == "held"
+    assert r.claim_rewards_length([0.55, 0.65], 0.6, [0.4, 0.6]) == "undecided"
+    assert r.claim_rewards_length([0.61, 0.70], 0.6, [0.4, 0.6]) == "failed"
+    assert r.claim_rewards_length([0.55, 0.65], 0.6, [0.51, 0.7]) == "failed"  # signal on length-matched pairs
+    assert r.claim_rewards_length(None, 0.6, None) is None
+    assert r.claim_out_of_range([0.021, 0.2]) == "held" and r.claim_out_of_range([0.02, 0.2]) == "undecided"
+    assert r.claim_out_of_range([0.0, 0.099]) == "failed" and r.claim_out_of_range([0.0, 0.10]) == "undecided"
+    assert r.claim_out_of_range(None) is None
+
+
+def test_every_category_has_words_in_both_languages():
+    texts = r.texts()
+    for key, function in r.WORDS.items():
+        assert key in texts, f"text/readings.yaml has no entry {key!r}"
+        for category in r.KINDS[function]:
+            entry = texts[key].get(category)
+            assert entry and {"en", "zh"} <= set(entry), (key, category)
+            if entry["en"]:  # an empty pair says nothing in either language (e.g. no token-cap caveat)
+                assert not CJK.search(entry["en"]) and CJK.search(entry["zh"]), (key, category)
+    for key, entry in texts.items():  # every other entry is a sentence or a set of labels, in both languages
+        if key not in r.WORDS:
+            assert {"en", "zh"} <= set(entry) or all({"en", "zh"} <= set(v) for v in entry.values()), key
+
+
+@pytest.mark.parametrize("function", list(r.KINDS))
+def test_kinds_list_exactly_what_a_reading_returns(function):
+    """The categories in KINDS are the ones the tests above reach (so the words test covers them all)."""
+    reached = {
+        r.ci_vs: {r.ci_vs([0.6, 0.7], 0.5), r.ci_vs([0.3, 0.4], 0.5), r.ci_vs([0.4, 0.6], 0.5)},
+        r.length_trend: {r.length_trend(x) for x in (0.6, 0.3, 0.0, -0.3)},
+        r.gain: {r.gain(1, 0), r.gain(0, 1)}, r.label_conflict: {r.label_conflict(0.5), r.label_conflict(0.0)},
+        r.reproduced: {r.reproduced(1, 1), r.reproduced(1, 0)},
+        r.chosen_likelihood: {r.chosen_likelihood(-1), r.chosen_likelihood(1)},
+        r.reference_pass: {r.reference_pass("cache"), r.reference_pass("live")},
+        r.training_set: {r.training_set(None), r.training_set("x")}, r.token_cap: {r.token_cap(0.9), r.token_cap(0.1)},
+        r.length_explains: {r.length_explains([1, 2], 3, 1), r.length_explains([1, 2], 1, 3), r.length_explains([-1, 2], 1, 3)},
+        r.claim_dpo_scores_lower: {r.claim_dpo_scores_lower(ci) for ci in ([0.1, 0.2], [0.6, 0.7], [0.4, 0.6])},
+        r.claim_rewards_length: {r.claim_rewards_length(ci, 0.5, None) for ci in ([0.1, 0.2], [0.6, 0.7], [0.4, 0.6])},
+        r.claim_out_of_range: {r.claim_out_of_range(ci) for ci in ([0.1, 0.2], [0.0, 0.05], [0.0, 0.5])},
+        r.meets_aim: {r.meets_aim(2, 1), r.meets_aim(1, 2)}, r.adopted: {r.adopted(True), r.adopted(False)},
+    }[function]
+    assert reached == set(r.KINDS[function])
+
+
+def test_words_fill_numbers_and_a_missing_step_reads_not_run():
+    assert r.words("ev_dpo_gap", "above", "en", gap="+0.255 [+0.150, +0.350]") == \
+        "gap +0.255 [+0.150, +0.350]: fits train pairs better"
+    assert r.both("chance", "holds") == "not distinguishable from chance (CI holds 0.5) / 与随机无显著差异"
+    assert r.both("ev_chance", None) == r.NOT_RUN == "not run yet / 尚未运行"
+    assert r.words("claim", None, "zh") == "尚未运行"
