@@ -11,7 +11,7 @@ import pandas as pd
 
 from alignkit.report import readings
 from alignkit.report.readings import words
-from alignkit.report.tables import interval
+from alignkit.report.tables import interval, number
 
 RESULTS = Path("outputs") / "bench" / "results.json"
 GPU_RESULTS = Path("benchmarks") / "results" / "gpu_h100.json"
@@ -162,7 +162,8 @@ def settings_frame(results: dict) -> pd.DataFrame:
 
 def verdicts(results: dict, lang: str = "en") -> list[str]:
     """One sentence per benchmark: the median ratio with its spread, against the aim
-    (alignkit.report.readings.meets_aim), with both rates (`lang` 'en' or 'zh'; words in text/readings.yaml)."""
+    (alignkit.report.readings.meets_aim) and against parity (the repeats' min-max range vs 1), with both rates
+    and, where measured, both sides' MFU (`lang` 'en' or 'zh'; words in text/readings.yaml)."""
     out = []
     for b in results["benchmarks"]:
         if "error" in b:
@@ -170,12 +171,16 @@ def verdicts(results: dict, lang: str = "en") -> list[str]:
             continue
         r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
         met = readings.meets_aim(r["median"], aim)
+        mfu = b.get("mfu")
         out.append(words("bench_result", lang=lang, name=b["name"], label=b["alignkit"]["label"],
                          peer=b["peer"]["label"], ratio=f"{r['median']:.2f}", min=f"{r['min']:.2f}",
                          max=f"{r['max']:.2f}", repeats=len(r["values"]),
                          a=f"{statistics.median(b['alignkit']['values']):.1f}",
                          p=f"{statistics.median(b['peer']['values']):.1f}", unit=b["unit"],
-                         goal="" if met is None else words("aim", met, lang, aim=f"{aim:g}")))
+                         goal="" if met is None else words("aim", met, lang, aim=f"{aim:g}"),
+                         parity=words("parity", readings.ci_vs([r["min"], r["max"]], 1.0), lang),
+                         mfu="" if not mfu else words("bench_mfu", lang=lang, a=number(mfu["alignkit"], percent=True),
+                                                      p=number(mfu["peer"], percent=True))))
     return out
 
 
