@@ -99,3 +99,31 @@ def test_words_fill_numbers_and_a_missing_step_reads_not_run():
     assert r.both("chance", "holds") == "not distinguishable from chance (CI holds 0.5) / 与随机无显著差异"
     assert r.both("ev_chance", None) == r.NOT_RUN == "not run yet / 尚未运行"
     assert r.words("claim", None, "zh") == "尚未运行"
+
+
+def _split(win_ci, effect_ci, per_token_ci, length_part, capped):
+    return {"n": 48, "win_rate": sum(win_ci) / 2, "win_rate_ci95": win_ci, "mean_length_base": 92.1,
+            "mean_length_dpo": 93.6, "score_length_spearman": 0.12, "mean_difference": -0.05,
+            "mean_length_difference_ci95": [-0.4, 3.3], "hit_limit_base": capped, "hit_limit_dpo": 0.0,
+            "length_controlled": {"effect": sum(effect_ci) / 2, "effect_ci95": effect_ci, "dpo_effect": sum(effect_ci) / 2,
+                                  "dpo_effect_ci95": effect_ci, "per_token": 0.01, "per_token_ci95": per_token_ci,
+                                  "length_part": length_part}}
+
+
+def test_chapter_5_verdict_is_built_from_the_categories():
+    from alignkit.report.chapters import generation_reading, generation_verdict
+    held = {"test": _split([0.1, 0.3], [-0.6, -0.2], [0.001, 0.02], 0.5, 0.9)}
+    text = generation_verdict(held)
+    assert text.startswith("test: the RM scores DPO below base (DPO win rate 0.20 [0.10, 0.30], n=48)")
+    assert "(negative)" in text and "Length bias explains most" in text and "Caveat: 90% of responses" in text
+    other = {"test": _split([0.45, 0.6], [-0.1, 0.3], [-0.001, 0.02], 0.5, 0.5),
+             "train": _split([0.51, 0.7], [0.1, 0.3], [0.001, 0.02], 0.1, 0.0)}
+    text = generation_verdict(other)
+    assert "the CI spans 0.5" in text and "(indistinguishable from zero)" in text and "do not show a length effect" in text
+    assert "Caveat" not in text and "train: the RM scores DPO above base" in text and "(positive)" in text
+    assert "does not explain most" in text
+    zh = generation_verdict(other, "zh")
+    assert CJK.search(zh) and "0.53 [0.45, 0.60]" in zh
+    en, zh = generation_reading(held)
+    assert "the reward model prefers the base model's answers" in en and "at equal length DPO loses" in en
+    assert "Most answers (90.0%)" in en and "奖励模型更偏好基座模型的回答" in zh

@@ -2,7 +2,8 @@
 and writes artifacts; this package alone knows about notebooks, papermill, jupyter-book, MyST, bilingual
 text, readings, figures and provenance. It imports the core; the core never imports it.
 
-build.py (papermill -> nbconvert -> jupyter-book) · chapters.py / evidence.py (the tables each chapter
-prints) · readings.py (numbers -> categories) · tables.py (the one formatter) · figures.py · provenance.py ·
-bench.py · landing.py · text/ (bilingual prose as files)
+build.py (papermill -> nbconvert -> book) · book.py (staging, jupyter-book) · chapters.py (tables of chapters
+1-5, chapter 5's verdict) · evidence.py (chapter 6's Q&A evidence) · bench.py (chapter 7) · landing.py (the
+findings summary) · readings.py (numbers -> categories; words in text/readings.yaml) · tables.py (the one
+formatter) · figures.py · provenance.py · text/ (bilingual prose as files)
 """

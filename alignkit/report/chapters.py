@@ -200,34 +200,49 @@ def out_of_range_table(summary: dict) -> pd.DataFrame:
 
 
 def generation_verdict(summary: dict, lang: str = "en") -> str:
-    """Chapter 5's verdict, one sentence group per split, in `lang`: the win rate and the length-controlled
-    effect read against their nulls, the length change, how much of the difference length explains, the
-    token cap and the share of answers outside the RM's range. Words from text/readings.yaml."""
+    """Chapter 5's verdict per split (test, train), in `lang`, as chapter 6 cites it: what the RM prefers (the
+    win rate's CI against 0.5), lengths, Spearman, how much of the mean score difference length accounts for,
+    the effect at equal length (its CI against 0), whether length explains most of it, the token-budget caveat
+    and the share of answers outside the RM's range. Categories from alignkit.report.readings."""
     parts = []
     for split in ("test", "train"):
         s = summary.get(split)
         if not s:
             continue
         lc = s["length_controlled"]
-        cap = max(s["hit_limit_base"], s["hit_limit_dpo"])
-        text = words("generation_verdict", lang=lang, n=number(s["n"]), prompts=words("generation_split", split, lang),
-                     win=interval(s["win_rate"], s["win_rate_ci95"]),
-                     win_words=words("win", ci_vs(s["win_rate_ci95"], 0.5), lang),
-                     lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
-                     lc_words=words("length_controlled", ci_vs(lc["dpo_effect_ci95"], 0.0), lang),
-                     length_words=words("length_change", ci_vs(s["mean_length_difference_ci95"], 0.0), lang),
-                     len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
-                     explains=words("length_explains", readings.length_explains(
-                         lc.get("per_token_ci95"), lc.get("length_part"), lc["dpo_effect"]), lang),
-                     cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True)))
+        (lo, hi), (elo, ehi) = s["win_rate_ci95"], lc["effect_ci95"]
+        text = [words("generation_verdict", lang=lang, split=words("verdict_split", split, lang),
+                      raw=words("verdict_preference", ci_vs([lo, hi], 0.5), lang),
+                      win=f"{s['win_rate']:.2f}", lo=f"{lo:.2f}", hi=f"{hi:.2f}", n=s["n"],
+                      len_dpo=f"{s['mean_length_dpo']:.0f}", len_base=f"{s['mean_length_base']:.0f}",
+                      rho=f"{s['score_length_spearman']:.2f}", diff=f"{s['mean_difference']:+.2f}",
+                      part=f"{lc['length_part']:+.2f}", effect=f"{lc['effect']:+.2f}", elo=f"{elo:+.2f}",
+                      ehi=f"{ehi:+.2f}", at_equal=words("verdict_at_equal", ci_vs([elo, ehi], 0.0), lang)),
+                words("length_explains", readings.length_explains(lc["per_token_ci95"], lc["length_part"],
+                                                                  lc["effect"]), lang)]
+        capped = max(s["hit_limit_base"], s["hit_limit_dpo"])
+        text.append(words("verdict_cap", readings.token_cap(capped), lang, share=f"{capped:.0%}"))
         oor = s.get("out_of_range")
         if oor:
-            share = {m: number(oor[m]["below"] + oor[m]["above"], percent=True) for m in ("base", "dpo")}
-            text = f"{text.strip()} {words('out_of_range', lang=lang, base=share['base'], dpo=share['dpo'])}"
-        parts.append(" ".join(text.split()))  # no double spaces where a reading has no words (token cap)
-    return " ".join(parts) if lang == "en" else "".join(parts)
+            share = {m: f"{oor[m]['below'] + oor[m]['above']:.0%}" for m in ("base", "dpo")}
+            text.append(words("verdict_out_of_range", lang=lang, base=share["base"], dpo=share["dpo"]))
+        parts.append((" " if lang == "en" else "").join(t for t in text if t))
+    return (" " if lang == "en" else "").join(parts)
 
 
 def generation_reading(summary: dict) -> tuple[str, str]:
-    """`generation_verdict` in English and Chinese, for `Chapter.reading`."""
-    return generation_verdict(summary, "en"), generation_verdict(summary, "zh")
+    """The reading under chapter 5's table, on test prompts, in English and Chinese: the win rate and the
+    length-controlled effect read against their nulls, the length change and the token cap."""
+    s = summary["test"]
+    lc = s["length_controlled"]
+    cap = max(s["hit_limit_base"], s["hit_limit_dpo"])
+    out = []
+    for lang in ("en", "zh"):
+        out.append(words("generation_reading", lang=lang, n=number(s["n"]), win=interval(s["win_rate"], s["win_rate_ci95"]),
+                         win_words=words("win", ci_vs(s["win_rate_ci95"], 0.5), lang),
+                         lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
+                         lc_words=words("length_controlled", ci_vs(lc["dpo_effect_ci95"], 0.0), lang),
+                         length_words=words("length_change", ci_vs(s["mean_length_difference_ci95"], 0.0), lang),
+                         len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
+                         cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True))).strip())
+    return out[0], out[1]

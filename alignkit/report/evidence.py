@@ -15,7 +15,7 @@ import torch
 from alignkit import losses
 from alignkit.data.sources import data_file
 from alignkit.report import readings
-from alignkit.report.chapters import generation_reading
+from alignkit.report.chapters import generation_verdict
 from alignkit.report.readings import NOT_RUN, both, ci_vs
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
@@ -89,7 +89,7 @@ def key_numbers(cfg) -> dict:
         n[f"gen.{key}"] = _get(gen, "test", key)
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
     n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
-    n["gen.verdict"] = " / ".join(generation_reading({"test": gen["test"]})) if _get(gen, "test") else None
+    n["gen.verdict"] = (generation_verdict(gen, "en") + " / " + generation_verdict(gen, "zh")) if _get(gen, "test") else None
     disagreement = label_disagreement(pku) if pku else {}
     n["data.helpful_vs_safer_disagree"] = disagreement.get("disagree")
     n["data.helpful_vs_safer_ci"] = disagreement.get("ci95")
@@ -189,7 +189,7 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
              NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}")),
         ]
     if question == "dpo_vs_rlhf":
-        held_out_ci = _accuracy_ci(n, "eval")
+        held_out_ci = dpo_accuracy_ci(n, "eval")
         return [
             ("reference log-probs", n["dpo.reference"], "config", both("reference_pass", readings.reference_pass(n["dpo.reference"]))),
             ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", ""),
@@ -222,7 +222,7 @@ def _accuracy_gap(acc_a, n_a, acc_b, n_b) -> tuple[float | None, list[float] | N
     return acc_a - acc_b, list(difference_ci(acc_a * n_a, n_a, acc_b * n_b, n_b))
 
 
-def _accuracy_ci(n: dict, split: str) -> list[float] | None:
+def dpo_accuracy_ci(n: dict, split: str) -> list[float] | None:
     """95% Wilson interval of DPO's implicit-reward accuracy on a split ('train' sample or 'eval')."""
     acc, size = n[f"dpo.{split}.reward_accuracy"], n[f"dpo.{split}.n"]
     return None if None in (acc, size) or not size else list(wilson_interval(acc * size, size))

@@ -151,7 +151,7 @@ def set_theme() -> None:
 
 def accuracy_ci(table: pd.DataFrame, chance: float = 0.5):
     """Point + 95% CI per row of a table with columns accuracy, ci95 low, ci95 high (e.g.
-    `findings.generalization`); rows without an interval are skipped. A dashed line marks chance."""
+    `alignkit.report.chapters.generalization`); rows without an interval are skipped. A dashed line marks chance."""
     import matplotlib.pyplot as plt
     set_theme()
     rows = table.dropna(subset=["ci95 low", "ci95 high"])

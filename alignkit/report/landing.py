@@ -1,7 +1,7 @@
 """The landing page's findings summary, computed from this run's artifacts like every other number in the
 book: what the reward model learned and how far beyond the length rule, what DPO changed, which of the
 seed study's claims held, and the run's profile, model, data, scale and wall time. The prose lives in
-text/findings.{en,zh}.md (placeholder: text/findings.placeholder.md) and text/readings.yaml; numbers are
+text/findings.{en,zh}.md, text/pages.yaml and text/readings.yaml; numbers are
 formatted by alignkit.report.tables, so the summary prints exactly the strings chapters 1 and 5 print."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def numbers(cfg) -> dict:
     n["data.n_train"], n["data.n_test"] = data.get("n_train"), data.get("n_eval")
     times = _load(out / "report_times.json")
     n["report.wall_s"] = times.get("total_s") or (sum(times.get("notebooks", {}).values()) or None)
-    n["dpo.eval.ci"] = evidence._accuracy_ci(n, "eval")
+    n["dpo.eval.ci"] = evidence.dpo_accuracy_ci(n, "eval")
     return n
 
 
@@ -67,29 +67,25 @@ def length_controlled(n: dict) -> str:
 def claims(n: dict) -> list[dict]:
     """The seed study's three claims about DPO (chapter 5): its answers score lower than the base model's;
     because the reward model mostly rewards length; and because DPO's answers fall outside the scores the
-    RM was trained on. Each: held / failed / undecided from a 95% interval (alignkit.report.readings), with
-    the evidence."""
-    out = []
-    out.append({"en": "DPO's answers score lower than the base model's (RM-judged)",
-                "zh": "DPO 的回答得分低于基座模型（奖励模型评判）",
-                "evidence": f"win rate {win_rate(n)}, n = {number(n['gen.n'])}",
-                "evidence_zh": f"胜率 {win_rate(n)}，n = {number(n['gen.n'])}",
-                "status": readings.claim_dpo_scores_lower(n["gen.win_rate_ci95"])})
+    RM was trained on. Each: {'en', 'zh', 'evidence', 'evidence_zh', 'status'}, the status held / failed /
+    undecided from a 95% interval (alignkit.report.readings), the words from text/pages.yaml."""
     rule, lm_ci = n["rm.longer_wins_acc"], n["rm.length_matched_ci"]
-    lm = interval(n["rm.length_matched_acc"], lm_ci)
-    out.append({"en": "the reward model mostly rewards length",
-                "zh": "奖励模型主要奖励长度",
-                "evidence": f"RM {rm_accuracy(n)} vs length rule {number(rule)}; length-matched {lm}",
-                "evidence_zh": f"奖励模型 {rm_accuracy(n)}，长度规则 {number(rule)}；长度匹配 {lm}",
-                "status": readings.claim_rewards_length(n["rm.test_ci"], rule, lm_ci)})
     share, size = n["gen.dpo_outside"], n["gen.n"]
     share_ci = list(wilson_interval(share * size, size)) if share is not None and size else None
-    share_text = interval(share, share_ci, percent=True) if share_ci else MISSING
-    out.append({"en": "DPO's answers fall outside the RM's score range (out of distribution)",
-                "zh": "DPO 的回答落在奖励模型的分数范围之外（分布外）",
-                "evidence": f"{share_text} of DPO answers outside the 1–99% range of dataset scores (2% expected)",
-                "evidence_zh": f"{share_text} 的 DPO 回答超出数据集分数的 1–99% 区间（预期 2%）",
-                "status": readings.claim_out_of_range(share_ci)})
+    found = {
+        "dpo_scores_lower": (readings.claim_dpo_scores_lower(n["gen.win_rate_ci95"]),
+                             {"win": win_rate(n), "n": number(n["gen.n"])}),
+        "rewards_length": (readings.claim_rewards_length(n["rm.test_ci"], rule, lm_ci),
+                           {"rm": rm_accuracy(n), "rule": number(rule),
+                            "matched": interval(n["rm.length_matched_acc"], lm_ci)}),
+        "out_of_range": (readings.claim_out_of_range(share_ci),
+                         {"share": interval(share, share_ci, percent=True) if share_ci else MISSING}),
+    }
+    out = []
+    for key, (status, values) in found.items():
+        text = PAGES["claims"][key]
+        out.append({"en": text["en"], "zh": text["zh"], "evidence": text["evidence"]["en"].format(**values),
+                    "evidence_zh": text["evidence"]["zh"].format(**values), "status": status})
     return out
 
 

@@ -174,5 +174,5 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "ev_training_gain": gain, "ev_length_change": ci_vs, "ev_length_controlled": ci_vs,
          "label_conflict": label_conflict, "reference_pass": reference_pass, "ev_dpo_ranking": ci_vs,
          "ev_dpo_gap": ci_vs, "chosen_likelihood": chosen_likelihood, "ev_judge": ci_vs, "aim": meets_aim, "parity": ci_vs,
-         "bfloat16": adopted}
+         "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""

@@ -130,7 +130,7 @@ def _glossary() -> dict[str, str]:
 
 
 GLOSSARY = _glossary()
-"""Column and row names (English) -> Chinese, from alignkit/text/glossary.tsv."""
+"""Column and row names (English) -> Chinese, from text/glossary.tsv."""
 
 
 def split_languages(text: str) -> tuple[str, str | None]:
