@@ -75,22 +75,22 @@ def test_dpo_bench_measures_both_sides_on_the_same_tokens(dpo_result):
 
 
 def test_report_renders_results(rm_result, tmp_path):
-    from alignkit.report import bench as bench_report
+    from alignkit.report import bench
     results = {"machine": {"cpu": "test cpu", "usable_cores": 2, "ram_gb": 1.0, "torch": "x", "torch_threads": 2,
                            "gpu": None, "load_avg_1m": 0.0},
                "mode": "quick", "repeats": 1, "started": "now",
                "benchmarks": [rm_result, {"name": "dpo", "error": "RuntimeError: boom"}],
                "report_times": {"profile": "cpu", "notebooks": {"01_reward_model.ipynb": 12.5}, "total_s": 12.5}}
-    frame = bench_report.results_frame(results)
+    frame = bench.results_frame(results)
     assert list(frame.benchmark) == ["rm", "dpo"] and frame.loc[0, "aim"] == 1.5
-    table = bench_report.markdown_table(results)
+    table = bench.markdown_table(results)
     assert "| rm | tokens/s |" in table and "failed: RuntimeError: boom" in table and "01_reward_model" in table
     assert "test cpu, 2 cores" in table
-    assert bench_report.report_times_frame(results).seconds.tolist() == [12.5, 12.5]
-    assert any("rm:" in line for line in bench_report.verdicts(results))
-    fig = bench_report.ratio_figure(results)
+    assert bench.report_times_frame(results).seconds.tolist() == [12.5, 12.5]
+    assert any("rm:" in line for line in bench.verdicts(results))
+    fig = bench.ratio_figure(results)
     assert fig.axes and fig.axes[0].get_title().startswith("test cpu")
-    assert bench_report.load_results(tmp_path / "absent.json") is None
+    assert bench.load_results(tmp_path / "absent.json") is None
 
 
 @pytest.mark.slow
@@ -129,12 +129,17 @@ def test_random_model_shapes_and_matmul_parameter_count(tmp_path):
 
 
 def test_gpu_results_render_with_mfu_and_deepspeed_runs():
-    from alignkit.report import bench as bench_report
-    results = bench_report.load_results(REPO / bench_report.GPU_RESULTS)
-    frame = bench_report.results_frame(results)
+    from alignkit.report import bench
+    results = bench.load_results(REPO / bench.GPU_RESULTS)
+    frame = bench.results_frame(results)
     assert list(frame.benchmark) == ["rm", "dpo", "scoring"]
     training = frame[frame.benchmark != "scoring"]  # MFU is reported for the training steps
     assert training["alignkit MFU"].between(0, 1).all() and training["peer MFU"].between(0, 1).all()
-    runs = bench_report.deepspeed_frame(results)
+    runs = bench.deepspeed_frame(results)
     assert list(runs.run) == ["rm", "dpo"] and (runs["optimizer steps"] > 0).all()
-    assert "H100" in bench_report.machine_line(results["machine"])
+    assert "H100" in bench.machine_line(results["machine"])
+    # the readings come from the repeats: level with the peer where the min-max range holds 1, with MFU
+    said = dict(zip(["rm", "dpo", "scoring"], bench.verdicts(results)))
+    assert said["dpo"].endswith("level (the repeats' range holds parity). MFU: alignkit 2.8%, peer 2.5%.")
+    assert "meets the ≥10× aim: faster in every repeat" in said["scoring"]
+    assert all("次重复" in line for line in bench.verdicts(results, "zh"))
