@@ -148,7 +148,7 @@ def test_chapters_read_as_a_report(tiny_report, served, browser):
     """Every chapter page: no float with more than 4 decimals in a table, code inputs collapsed (the
     parameters shown) and expanding on click, no absolute path of the build machine, every figure
     captioned; tables and captions switch language with the prose."""
-    from alignkit.report.build import toc_files
+    from alignkit.report.book import toc_files
     paths = machine_paths(tiny_report)
     chapters = [p for p in toc_files(tiny_report["root"]) if p.startswith("book/chapters/")]
     for page in chapters:
@@ -219,7 +219,7 @@ def test_landing_findings_hold_the_chapters_numbers(tiny_report, served, browser
 @pytest.mark.slow
 def test_printable_single_page_holds_every_chapter(tiny_report):
     """The printable version (jupyter-book's singlehtml builder): one page with every chapter."""
-    from alignkit.report.build import PRINTABLE
+    from alignkit.report.book import PRINTABLE
     page = (tiny_report["root"] / PRINTABLE).read_text(encoding="utf-8")
     for asset in re.findall(r'(?:href|src)="(_static/[^"?#]+)', page):  # styles and scripts resolve from the page
         assert (tiny_report["root"] / PRINTABLE).parent.joinpath(asset).exists(), asset

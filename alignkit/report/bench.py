@@ -152,10 +152,11 @@ def ratio_figure(results: dict):
 
 def settings_frame(results: dict) -> pd.DataFrame:
     """Each benchmark's settings (model, rows, batch size, max length, trainable set, threads, peer options)
-    side by side, one column per benchmark."""
+    side by side, one column per benchmark; nested settings stay mappings, which the formatter prints as
+    rounded `key=value` pairs."""
     columns = {}
     for b in _ok(results):
-        columns[b["name"]] = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in b["settings"].items()}
+        columns[b["name"]] = dict(b["settings"])
         columns[b["name"]]["wall time (s)"] = b.get("wall_s")
     return pd.DataFrame(columns)
 

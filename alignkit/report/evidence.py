@@ -1,4 +1,4 @@
-"""The numbers the analysis Q&A (notebook 06) cites, read from the artifacts the earlier chapters wrote.
+"""Chapter 6's evidence: the numbers the analysis Q&A cites, read from the artifacts chapters 1-5 wrote.
 
 `key_numbers(cfg)` flattens them into one dict (None where a step has not run); `evidence(cfg, question)`
 returns the small table printed above each answer: measure, value, where it comes from, and a reading
