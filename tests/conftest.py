@@ -85,7 +85,8 @@ def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     (random tiny model, a few dozen real rows), standalone HTML, and the book built in its own root.
     Returns {"out", "root", "index", "times", "overrides"}."""
     from alignkit.config import load_config
-    from alignkit.report.build import copy_book_sources, run_report
+    from alignkit.report.book import copy_book_sources
+    from alignkit.report.build import run_report
     base = tmp_path_factory.mktemp("report")
     overrides = tiny_chain_overrides(tiny_model_dir, base / "outputs")
     root = copy_book_sources(base / "root")

@@ -24,7 +24,6 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.report import landing, provenance
 from alignkit.report.book import NOTEBOOK_GLOB, build_book, stage_book
-from alignkit.report.book import copy_book_sources  # noqa: F401  (tests/conftest.py imports it from here)
 from alignkit.report.tables import REPO
 
 
