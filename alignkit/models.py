@@ -196,6 +196,13 @@ class RewardModel(nn.Module):
         seqcls.save_pretrained(path)
 
 
+def response_positions(response_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) response mask -> (T,) flat positions b·L + t (row-major) whose token t + 1 is a response token."""
+    predicts = torch.zeros_like(response_mask, dtype=torch.bool)
+    predicts[:, :-1] = response_mask[:, 1:].bool()
+    return predicts.reshape(-1).nonzero().squeeze(-1)
+
+
 class Policy(nn.Module):
     """A causal LM whose forward returns each sequence's response log-probability. Vocabulary logits are
     computed only at positions that predict a response token (the prompt's logits are never needed), which
@@ -223,15 +230,22 @@ class Policy(nn.Module):
         base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         return base.get_decoder(), base.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,))."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                response_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,)).
+
+        `response_index` (T,): flat positions b·L + t whose hidden state predicts a response token t + 1, in
+        row-major order (`response_positions`). Built in collate on the CPU, it spares the device-to-host
+        sync that finding them here (`nonzero`) costs; without it they are found from the mask."""
         import torch.nn.functional as F
         decoder, head = self._decoder_and_head()
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        predicts = response_mask[:, 1:].bool()  # position t-1 predicts token t
-        rows = predicts.nonzero()[:, 0]
-        states, targets = hidden[:, :-1][predicts], input_ids[:, 1:][predicts]  # T = response tokens
+        if response_index is None:
+            response_index = response_positions(response_mask)  # syncs: nonzero sizes its output
+        length = input_ids.shape[1]
+        rows = torch.div(response_index, length, rounding_mode="floor")
+        states = hidden.reshape(-1, hidden.shape[-1]).index_select(0, response_index)  # (T, H)
+        targets = input_ids.reshape(-1).index_select(0, response_index + 1)  # T = response tokens
 
         def logps_of(h, t):  # (n, H), (n,) -> (n,): one chunk's (n, V) logits live only inside
             return -F.cross_entropy(head(h).float(), t, reduction="none")
@@ -246,7 +260,7 @@ class Policy(nn.Module):
                 checkpoint(logps_of, states[i:i + n], targets[i:i + n], use_reentrant=False) if recompute
                 else logps_of(states[i:i + n], targets[i:i + n]) for i in range(0, states.shape[0], n)])
         total = torch.zeros(input_ids.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
-        return total, predicts.sum(-1)
+        return total, response_mask[:, 1:].bool().sum(-1)
 
     def reference(self):
         """Context in which this policy acts as its reference: LoRA adapters disabled. (Without adapters,

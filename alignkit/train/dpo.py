@@ -26,7 +26,7 @@ from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_p
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order, response_logps
 from alignkit.io import atomic_path, fingerprint, main_process, reuse, stamped
-from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model
+from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model, response_positions
 from alignkit.stats import accuracy_summary, correctness
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
@@ -57,6 +57,7 @@ class DPOTask:
 
     def collate(self, items: Sequence[DPOItem]) -> dict[str, torch.Tensor]:
         batch = collate_pairs([i.pair for i in items], self.pad_id)
+        batch["response_index"] = response_positions(batch["response_mask"])  # on the CPU: no sync in forward
         if all(i.reference is not None for i in items):
             batch["reference_logps"] = torch.tensor([i.reference[0] for i in items] +
                                                     [i.reference[1] for i in items])
@@ -95,7 +96,8 @@ class DPOTask:
         return per_pair, c.beta * (pw - rw).detach(), c.beta * (pl - rl).detach()
 
     def _forward(self, model, batch):
-        logps, n_tokens = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        logps, n_tokens = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+                                batch.get("response_index"))
         reference = None if self.cfg.loss in REFERENCE_FREE else self._reference(model, batch).to(logps)
         per_pair, chosen, rejected = self.objective(logps, n_tokens, reference)
         half = logps.shape[0] // 2
