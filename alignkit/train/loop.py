@@ -272,7 +272,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     bar = tqdm(range(start, plan.total_steps), initial=start, total=plan.total_steps, desc=desc,
                disable=rank != 0, dynamic_ncols=True)
     for step in bar:
-        sums: dict[str, float] = {}
+        values: dict[str, list[torch.Tensor]] = {}
         micro_batches = plan.micro_batches(step, orders)
         for j, indices in enumerate(micro_batches):
             batch = {k: v.to(device) for k, v in task.collate([train_items[i] for i in indices]).items()}
@@ -281,20 +281,19 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
             with sync:
                 with autocast(cfg.bf16, device):
                     loss, metrics = ddp(batch) if ddp is not None else task.step(engine or model, batch)
-                if not torch.isfinite(loss):
-                    last_ckpt = latest_checkpoint(checkpoint_dir)
-                    raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {step + 1}, micro-batch of items {indices}. "
-                        f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. "
-                        f"Lower the run's train.lr (rm.train.lr or dpo.train.lr), turn off its train.bf16, or check those rows.")
-                if engine is not None:
+                if engine is not None:  # DeepSpeed may update at any micro-batch: check each before its step
+                    _require_finite([float(loss)], micro_batches[j:j + 1], step, checkpoint_dir)
                     engine.backward(loss)
                     engine.step()
                 else:
                     (loss / plan.grad_accum).backward()
             for key, value in {"loss": loss, **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) / plan.grad_accum
+                values.setdefault(key, []).append(value.detach().float().reshape(()))
+        # the step's one device-to-host read: every micro-batch's metrics at once, each / grad_accum
+        read = torch.stack([torch.stack(v) for v in values.values()]).double().div(plan.grad_accum).tolist()
+        sums = {key: sum(row) for key, row in zip(values, read)}  # summed in micro-batch order
         if engine is None:
+            _require_finite([v * plan.grad_accum for v in read[0]], micro_batches, step, checkpoint_dir)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -317,6 +316,17 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         writer.close()
     return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
             "rank": rank, "world_size": world, "engine": engine}
+
+
+def _require_finite(losses: list[float], micro_batches: list[list[int]], step: int, checkpoint_dir: Path) -> None:
+    """Raise before the optimizer step (no weight changed) when a micro-batch's loss is NaN or infinite."""
+    for loss, indices in zip(losses, micro_batches):
+        if not math.isfinite(loss):
+            last_ckpt = latest_checkpoint(checkpoint_dir)
+            raise TrainingError(
+                f"non-finite loss ({loss}) at step {step + 1}, micro-batch of items {indices}. "
+                f"Nothing was saved for this step; last checkpoint: {last_ckpt or 'none'}. Lower the run's "
+                f"train.lr (rm.train.lr or dpo.train.lr), turn off its train.bf16, or check those rows.")
 
 
 def full_parameters(model: nn.Module, engine=None):
