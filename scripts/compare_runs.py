@@ -25,8 +25,10 @@ What it compares (the ARTIFACTS table below; add a row to extend it):
                                 AUC, mean margin, Spearman(score, length)
   evals/*/rm_eval/*/metrics.json  eval-only runs: accuracy and n, keyed by the
                                 eval folder's name
-  notebooks/06_analysis_qa.ipynb  every cell of every HTML table that chapter 6's
-                                executed notebook shows, keyed
+  notebooks/*_analysis_qa.ipynb  every cell of every HTML table that the Q&A
+                                chapter's executed notebook shows (07_analysis_qa;
+                                06_analysis_qa in runs made before chapter 6, the
+                                experiments, existed; still keyed "ch6"), keyed
                                 "ch6/<table number>/<row label>/<column name>"
                                 (by label and name, so reordered columns still
                                 match).  By default only the numbers in a cell are

@@ -1,5 +1,5 @@
 """Benchmarks: the RM bench runs both sides on the tiny model and returns the common result shape; the
-report module renders it; notebook 07 renders it (or says how to make it)."""
+report module renders it; notebook 08 renders it (or says how to make it)."""
 import importlib.util
 import json
 import math
@@ -102,8 +102,8 @@ def test_performance_notebook_renders_results_or_says_how(rm_result, tmp_path):
                                 "mode": "quick", "repeats": 1, "started": "now", "benchmarks": [rm_result],
                                 "report_times": None}))
     for results_path, expect in ((path, "image/png"), (tmp_path / "absent.json", "make bench")):
-        out = tmp_path / "07.ipynb"
-        papermill.execute_notebook(str(REPO / "notebooks" / "07_performance.ipynb"), str(out), cwd=str(REPO),
+        out = tmp_path / "08.ipynb"
+        papermill.execute_notebook(str(REPO / "notebooks" / "08_performance.ipynb"), str(out), cwd=str(REPO),
                                    parameters={"profile": "tiny", "overrides": {}, "force": False,
                                                "results_path": str(results_path)},
                                    kernel_name="python3", progress_bar=False)

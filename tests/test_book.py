@@ -212,7 +212,7 @@ def test_landing_findings_hold_the_chapters_numbers(tiny_report, served, browser
     assert len(quoted) >= 4  # distinct intervals (on the tiny run several coincide)
     assert not [v for v in quoted if v not in ch1 + ch4 + ch5], [v for v in quoted if v not in ch1 + ch4 + ch5]
     browser.open(served("book/intro.html"))  # the summary links every chapter
-    for name in ("01_reward_model", "05_dpo_inference", "06_analysis_qa", "provenance"):
+    for name in ("01_reward_model", "05_dpo_inference", "06_experiments", "07_analysis_qa", "provenance"):
         assert browser.js(f"!!document.querySelector('main a[href$=\"chapters/{name}.html\"]')"), name
 
 
@@ -223,8 +223,8 @@ def test_printable_single_page_holds_every_chapter(tiny_report):
     page = (tiny_report["root"] / PRINTABLE).read_text(encoding="utf-8")
     for asset in re.findall(r'(?:href|src)="(_static/[^"?#]+)', page):  # styles and scripts resolve from the page
         assert (tiny_report["root"] / PRINTABLE).parent.joinpath(asset).exists(), asset
-    for title in ("Training the reward model", "Evaluation and its pitfalls", "DPO inference", "Analysis Q&amp;A",
-                  "Performance", "Findings"):
+    for title in ("Training the reward model", "Evaluation and its pitfalls", "DPO inference", "Experiments",
+                  "Analysis Q&amp;A", "Performance", "Findings"):
         assert title in page, title
     assert page.count('<figure class="ak-figure">') >= 5
 
@@ -261,7 +261,7 @@ def test_book_in_headless_chromium(tiny_report, served, browser):
     for lang in ("zh", "en"):  # the pages a reader meets first, in both languages
         browser.js(f"localStorage.setItem('sphinx-design-tab-id-lang', '{lang}')")
         for page in ("book/intro", "book/chapters/01_reward_model", "book/chapters/05_dpo_inference",
-                     "book/chapters/06_analysis_qa"):
+                     "book/chapters/07_analysis_qa"):
             browser.open(served(f"{page}.html"))
             browser.screenshot(shots / f"{page.rsplit('/', 1)[1]}_{lang}.png")
     browser.js("localStorage.setItem('sphinx-design-tab-id-lang', 'zh')")

@@ -64,10 +64,11 @@ def test_every_chapter_runs_cell_by_cell_on_the_tiny_profile(tiny_model_dir, dat
                     f"{path.name} rewrote the {name} that {written[name][0]} wrote"
     assert {k: v[0] for k, v in written.items()} == {"reward model": "01_reward_model", "DPO policy": "04_dpo"}
     assert {"01_reward_model", "02_evaluation_pitfalls", "03_preference_visualization", "04_dpo",
-            "05_dpo_inference", "06_analysis_qa"} <= set(executed)
+            "05_dpo_inference", "06_experiments", "07_analysis_qa"} <= set(executed)
     for stem, nb in executed.items():
         assert not _outputs(nb, "error"), stem
-    for artifact in ("rm/metrics.json", "scores/summary.json", "dpo/metrics.json", "generations/summary.json"):
+    for artifact in ("rm/metrics.json", "scores/summary.json", "dpo/metrics.json", "generations/summary.json",
+                     "experiments/length/summary.json", "experiments/calibration/summary.json"):
         assert (out / artifact).exists(), artifact
     # progress bars are widgets (JupyterLab draws them), not text lines on stderr
     training = executed["01_reward_model"]

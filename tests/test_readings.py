@@ -38,6 +38,26 @@ def test_simple_readings():
     assert r.adopted(True) == "holds" and r.adopted(False) == "fails"
 
 
+def test_temperature_effect_on_both_sides_of_one():
+    assert r.temperature_effect([1.01, 2.0]) == "softens"
+    assert r.temperature_effect([1.0, 2.0]) == "mixed"  # T = 1 exactly is not beyond 1
+    assert r.temperature_effect([0.99]) == "sharpens" and r.temperature_effect([1.0]) == "mixed"
+    assert r.temperature_effect([0.5, 1.5]) == "mixed" and r.temperature_effect([None, 1.5]) == "mixed"
+    assert r.temperature_effect([None, None]) == "flattens"  # infinite T: no better than the mirror image
+    assert r.temperature_effect([]) is None and r.temperature_effect(None) is None
+
+
+def test_chapter_6_readings_are_read_from_the_intervals():
+    """The experiments' readings: a paired difference or an ECE change against 0 (touching 0 holds it)."""
+    assert r.both("exp_debias_change", r.ci_vs([0.001, 0.05], 0.0)).startswith("the correction ranks more pairs right")
+    assert r.both("exp_debias_change", r.ci_vs([0.0, 0.05], 0.0)).startswith("no change beyond noise")
+    assert r.both("exp_debias_change", r.ci_vs([-0.05, -0.001], 0.0)).startswith("the correction ranks fewer")
+    assert r.words("exp_ece_change", r.ci_vs([-0.2, -0.01], 0.0)) == "scaling lowers the calibration error"
+    assert r.words("exp_ece_change", r.ci_vs([-0.2, 0.0], 0.0)).startswith("ECE change within noise")
+    assert r.words("exp_ece_change", r.ci_vs([0.01, 0.2], 0.0), "zh") == "缩放后校准误差升高"
+    assert r.words("exp_temperature", "softens").startswith("T > 1")
+
+
 def test_length_explains():
     assert r.length_explains([0.01, 0.05], 0.4, 0.3) == "most"
     assert r.length_explains([0.01, 0.05], 0.2, -0.3) == "some"
@@ -89,6 +109,7 @@ def test_kinds_list_exactly_what_a_reading_returns(function):
         r.claim_rewards_length: {r.claim_rewards_length(ci, 0.5, None) for ci in ([0.1, 0.2], [0.6, 0.7], [0.4, 0.6])},
         r.claim_out_of_range: {r.claim_out_of_range(ci) for ci in ([0.1, 0.2], [0.0, 0.05], [0.0, 0.5])},
         r.meets_aim: {r.meets_aim(2, 1), r.meets_aim(1, 2)}, r.adopted: {r.adopted(True), r.adopted(False)},
+        r.temperature_effect: {r.temperature_effect(t) for t in ([2.0], [0.5], [None], [0.5, 2.0])},
     }[function]
     assert reached == set(r.KINDS[function])
 
@@ -127,3 +148,46 @@ def test_chapter_5_verdict_is_built_from_the_categories():
     en, zh = generation_reading(held)
     assert "the reward model prefers the base model's answers" in en and "at equal length DPO loses" in en
     assert "Most answers (90.0%)" in en and "奖励模型更偏好基座模型的回答" in zh
+
+
+def _length_summary(diff_ci, matched_ci, spearman_ci):
+    acc = {"accuracy": 0.6, "n": 50, "ci95": [0.46, 0.72]}
+    scorer = {"accuracy": acc, "length_matched": {"accuracy": 0.55, "n": 20, "ci95": matched_ci},
+              "spearman_length": 0.3, "spearman_length_ci95": spearman_ci}
+    return {"n": 50, "tolerance": 0.1, "config": {"n_resamples": 1000},
+            "fit": {"n_train_pairs": 40, "n_train_responses": 80, "intercept": 0.1, "slope_per_token": 0.01,
+                    "slope_per_token_ci95": [0.002, 0.02]},
+            "plain": scorer, "corrected": {**scorer, "spearman_length": 0.01, "spearman_length_ci95": [-0.2, 0.2]},
+            "longer_wins": {"accuracy": 0.58, "n": 50, "ci95": [0.44, 0.71]},
+            "difference": {"all": {"n": 50, "difference": 0.04, "ci95": diff_ci, "changed_pairs": 6},
+                           "length_matched": {"n": 0, "difference": None, "ci95": None}}}
+
+
+def _calibration_summary(temperatures, diff_ci):
+    part = {"ece": 0.05, "ece_ci95": [0.02, 0.1], "difference": -0.05, "difference_ci95": diff_ci, "reliability": []}
+    return {"n": 50, "n_bins": 10, "before": {"ece": 0.1, "ece_ci95": [0.05, 0.2], "reliability": []},
+            "cross_fitted": {**part, "halves": [25, 25], "temperatures": temperatures, "at_bound": [False, False]},
+            "train_fit": {**part, "n_train": 40, "temperature": 3.0, "at_bound": False}}
+
+
+def test_chapter_6_tables_and_sentences_take_their_categories_from_the_numbers():
+    from alignkit.report import experiments as ex
+    length = _length_summary([0.01, 0.08], [0.51, 0.7], [0.1, 0.5])
+    en, zh = ex.length_reading(length)
+    assert "+0.010 [+0.002, +0.020] per token: longer responses score higher" in en
+    assert "the correction ranks more pairs right" in en and "(score rises with length)" in en
+    assert "(no link to length shown (the CI holds 0))" in en and CJK.search(zh) and "校正后排对的样本对更多" in zh
+    table = ex.difference_table(length)
+    assert table.loc["all held-out pairs", "reading"].startswith("the correction ranks more")
+    assert table.loc["length-matched pairs (±10%)", "reading"] == r.NOT_RUN  # no length-matched pairs at all
+    assert ex.length_table(_length_summary([-0.02, 0.08], [0.4, 0.7], [-0.1, 0.5])).loc[
+        "plain RM", "length link"].startswith("no link to length shown")
+    assert "no change beyond noise" in ex.length_reading(_length_summary([-0.02, 0.08], [0.4, 0.7], [0.1, 0.5]))[0]
+    cal = _calibration_summary([2.0, 1.5], [-0.09, -0.01])
+    en, zh = ex.calibration_reading(cal)
+    assert "T = 2.00, 1.50; T > 1: the margins were over-confident" in en and "scaling lowers the calibration" in en
+    assert ex.calibration_table(cal).loc["cross-fitted T (held-out halves)", "temperature"] == "2.00, 1.50"
+    en, _ = ex.calibration_reading(_calibration_summary([None, 1.5], [-0.09, 0.0]))
+    assert "T = ∞, 1.50; the fits disagree in direction" in en and "ECE change within noise" in en
+    temps = ex.temperature_table(_calibration_summary([None, 0.5], [-0.09, 0.0]))
+    assert temps.loc["held-out half A", "T"] == float("inf") and temps.loc["held-out half B", "reading"].startswith("T < 1")

@@ -23,7 +23,7 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     out, root = tiny_report["out"], tiny_report["root"]
     names = [p.name for p in report_notebooks()]
     assert {"01_reward_model.ipynb", "02_evaluation_pitfalls.ipynb", "03_preference_visualization.ipynb",
-            "06_analysis_qa.ipynb"} <= set(names)
+            "06_experiments.ipynb", "07_analysis_qa.ipynb", "08_performance.ipynb"} <= set(names)
     assert list(tiny_report["times"]) == names  # in order, each timed
     times = json.loads((out / "report_times.json").read_text())
     assert times["notebooks"] == tiny_report["times"] and times["profile"] == "tiny"
@@ -34,6 +34,12 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     assert _images(out / "notebooks" / "01_reward_model.ipynb") >= 1
     assert _images(out / "notebooks" / "02_evaluation_pitfalls.ipynb") >= 1
     assert _images(out / "notebooks" / "03_preference_visualization.ipynb") == 2
+    # chapter 6 ran both experiments on chapter 3's scores, drew its two figures; chapter 7 cites them
+    for name in ("length", "calibration"):
+        assert json.loads((out / "experiments" / name / "summary.json").read_text())["n"] > 0, name
+    assert _images(out / "notebooks" / "06_experiments.ipynb") == 2
+    qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
+    assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa
     # the standalone HTML has no MyST tab syntax left in it, and embeds its figures
     html = (out / "notebooks" / "02_evaluation_pitfalls.html").read_text()
     assert "{tab-set}" not in html and "data:image/png;base64" in html
@@ -239,7 +245,7 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
 
 
 def test_loss_shapes_back_the_variants_answer():
-    """Chapter 6 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta."""
+    """Chapter 7 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta."""
     from alignkit.report.evidence import loss_shapes
     shapes = loss_shapes(margins=(0.0, 5.0, 21.97, 30.0))
     slope = shapes.pivot(index="margin", columns="loss", values="slope")
@@ -303,3 +309,34 @@ def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(t
     assert readings["RM accuracy, test [95% CI]"].startswith("above the length rule")
     assert readings["RM accuracy on length-matched pairs (±10%) [95% CI]"].startswith("signal beyond length")
     assert readings["untrained model on the same length-matched pairs"].startswith("trained model higher")
+
+
+def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
+    """Chapter 7's length-bias answer cites chapter 6's length correction, and its robustness answer the ECE
+    before and after temperature scaling; the rows before them are unchanged, each new row has its n."""
+    from alignkit.config import load_config
+    from alignkit.report import evidence
+    from alignkit.report.readings import NOT_RUN
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
+    numbers = evidence.key_numbers(cfg)
+    before = {q: evidence.evidence(cfg, q, numbers) for q in ("length_bias", "robustness")}
+    assert (before["length_bias"]["value"].tail(3) == NOT_RUN).all()  # chapter 6 has not run
+    numbers.update({"exp.length_n": 169, "exp.corrected_acc": 0.60, "exp.corrected_ci": [0.52, 0.67],
+                    "exp.debias_diff": -0.012, "exp.debias_diff_ci": [-0.05, 0.03], "exp.length_matched_n": 39,
+                    "exp.corrected_matched_acc": 0.64, "exp.corrected_matched_ci": [0.48, 0.77],
+                    "exp.calibration_n": 169, "exp.ece_before": 0.12, "exp.ece_before_ci": [0.08, 0.18],
+                    "exp.ece_after": 0.05, "exp.ece_after_ci": [0.03, 0.1], "exp.ece_diff": -0.07,
+                    "exp.ece_diff_ci": [-0.12, -0.02]})
+    for question, rows in before.items():
+        after = evidence.evidence(cfg, question, numbers)
+        pd.testing.assert_frame_equal(after.head(len(rows) - 3), rows.head(len(rows) - 3))
+    table = evidence.evidence(cfg, "length_bias", numbers).set_index("measure")
+    diff = table.loc["length-corrected − plain RM accuracy, same pairs [95% CI]"]
+    assert diff["value"] == "-0.012 [-0.050, 0.030]" and diff["n"] == 169
+    assert diff["reading"].startswith("no change beyond noise")
+    matched = table.loc["length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]"]
+    assert matched["n"] == 39 and matched["reading"].startswith("CI holds 0.5")
+    robust = evidence.evidence(cfg, "robustness", numbers).set_index("measure")
+    change = robust.loc["ECE change, after − before [95% CI]"]
+    assert change["n"] == 169 and change["reading"].startswith("temperature scaling lowers the ECE")
+    assert list(evidence.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]

@@ -1,4 +1,4 @@
-"""Chapter 7's tables, figure and readings: benchmark results (`make bench` -> outputs/bench/results.json, the
+"""Chapter 8's tables, figure and readings: benchmark results (`make bench` -> outputs/bench/results.json, the
 GPU half committed) and the float32 / bfloat16 check; also the runner's markdown table. Reads only; the
 benchmarks live in benchmarks/."""
 from __future__ import annotations

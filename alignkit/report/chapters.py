@@ -200,7 +200,7 @@ def out_of_range_table(summary: dict) -> pd.DataFrame:
 
 
 def generation_verdict(summary: dict, lang: str = "en") -> str:
-    """Chapter 5's verdict per split (test, train), in `lang`, as chapter 6 cites it: what the RM prefers (the
+    """Chapter 5's verdict per split (test, train), in `lang`, as chapter 7 cites it: what the RM prefers (the
     win rate's CI against 0.5), lengths, Spearman, how much of the mean score difference length accounts for,
     the effect at equal length (its CI against 0), whether length explains most of it, the token-budget caveat
     and the share of answers outside the RM's range. Categories from alignkit.report.readings."""

@@ -1,4 +1,4 @@
-"""Chapter 6's evidence: the numbers the analysis Q&A cites, read from the artifacts chapters 1-5 wrote.
+"""Chapter 7's evidence: the numbers the analysis Q&A cites, read from the artifacts chapters 1-6 wrote.
 
 `key_numbers(cfg)` flattens them into one dict (None where a step has not run); `evidence(cfg, question)`
 returns the small table printed above each answer: measure, value, where it comes from, and a reading
@@ -27,7 +27,9 @@ QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_po
 
 ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)": "evals/trained-ood",
              "scores (ch. 3)": "scores/summary.json", "DPO (ch. 4)": "dpo/metrics.json",
-             "generations (ch. 5)": "generations/summary.json"}
+             "generations (ch. 5)": "generations/summary.json",
+             "length debiasing (ch. 6)": "experiments/length/summary.json",
+             "calibration (ch. 6)": "experiments/calibration/summary.json"}
 
 
 def sources(cfg) -> pd.DataFrame:
@@ -51,7 +53,7 @@ def _get(tree, *keys):
 
 def key_numbers(cfg) -> dict:
     """Every number the Q&A uses, by source: rm (chapter 1), evals (2), scores (3), dpo (4),
-    generations (5), data. A missing artifact gives None values, never an error."""
+    generations (5), exp (the experiments, 6), data. A missing artifact gives None values, never an error."""
     out = Path(cfg.out)
     rm, scores = _load(out / "rm" / "metrics.json"), _load(out / "scores" / "summary.json")
     dpo, gen = _load(out / "dpo" / "metrics.json"), _load(out / "generations" / "summary.json")
@@ -90,11 +92,32 @@ def key_numbers(cfg) -> dict:
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
     n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
     n["gen.verdict"] = (generation_verdict(gen, "en") + " / " + generation_verdict(gen, "zh")) if _get(gen, "test") else None
+    n.update(_experiment_numbers(out))
     disagreement = label_disagreement(pku) if pku else {}
     n["data.helpful_vs_safer_disagree"] = disagreement.get("disagree")
     n["data.helpful_vs_safer_ci"] = disagreement.get("ci95")
     n["data.helpful_vs_safer_n"] = disagreement.get("n")
     return n
+
+
+def _experiment_numbers(out: Path) -> dict:
+    """Chapter 6's numbers: the length-corrected RM (accuracy, paired difference to the plain RM,
+    length-matched accuracy) and the ECE before and after cross-fitted temperature scaling, each with its CI."""
+    length = _load(out / "experiments" / "length" / "summary.json")
+    cal = _load(out / "experiments" / "calibration" / "summary.json")
+    return {"exp.length_n": _get(length, "n"),
+            "exp.corrected_acc": _get(length, "corrected", "accuracy", "accuracy"),
+            "exp.corrected_ci": _get(length, "corrected", "accuracy", "ci95"),
+            "exp.debias_diff": _get(length, "difference", "all", "difference"),
+            "exp.debias_diff_ci": _get(length, "difference", "all", "ci95"),
+            "exp.corrected_matched_acc": _get(length, "corrected", "length_matched", "accuracy"),
+            "exp.corrected_matched_ci": _get(length, "corrected", "length_matched", "ci95"),
+            "exp.length_matched_n": _get(length, "corrected", "length_matched", "n"),
+            "exp.calibration_n": _get(cal, "n"),
+            "exp.ece_before": _get(cal, "before", "ece"), "exp.ece_before_ci": _get(cal, "before", "ece_ci95"),
+            "exp.ece_after": _get(cal, "cross_fitted", "ece"), "exp.ece_after_ci": _get(cal, "cross_fitted", "ece_ci95"),
+            "exp.ece_diff": _get(cal, "cross_fitted", "difference"),
+            "exp.ece_diff_ci": _get(cal, "cross_fitted", "difference_ci95")}
 
 
 def _fmt(value) -> str:
@@ -127,7 +150,13 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
         "RM accuracy on helpfulness labels of another dataset": "ood.n",
         "implicit-reward accuracy on held-out pairs [95% CI]": "dpo.eval.n",
         "implicit-reward accuracy: train → held-out": "dpo.eval.n",
-        "win rate vs base judged by the RM [95% CI]": "gen.n"}
+        "win rate vs base judged by the RM [95% CI]": "gen.n",
+        "length-corrected RM accuracy, test [95% CI]": "exp.length_n",
+        "length-corrected − plain RM accuracy, same pairs [95% CI]": "exp.length_n",
+        "length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]": "exp.length_matched_n",
+        "ECE of σ(r_w − r_l), held-out [95% CI]": "exp.calibration_n",
+        "ECE after cross-fitted temperature scaling [95% CI]": "exp.calibration_n",
+        "ECE change, after − before [95% CI]": "exp.calibration_n"}
 """The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
@@ -153,6 +182,12 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
             ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2", both("ev_ood_gap", ci_vs(ood_ci, 0.0))),
             ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3",
              both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
+            ("ECE of σ(r_w − r_l), held-out [95% CI]", (n["exp.ece_before"], n["exp.ece_before_ci"]),
+             "ch. 6 · experiments/calibration", ""),
+            ("ECE after cross-fitted temperature scaling [95% CI]", (n["exp.ece_after"], n["exp.ece_after_ci"]),
+             "ch. 6", ""),
+            ("ECE change, after − before [95% CI]", (n["exp.ece_diff"], n["exp.ece_diff_ci"]), "ch. 6",
+             both("ev_calibration", ci_vs(n["exp.ece_diff_ci"], 0.0))),
         ]
     if question == "length_bias":
         return [
@@ -171,6 +206,13 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
              both("ev_length_change", ci_vs(n["gen.mean_length_difference_ci95"], 0.0))),
             ("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]), "ch. 5",
              both("ev_length_controlled", ci_vs(n["gen.lc_effect_ci"], 0.0))),
+            ("length-corrected RM accuracy, test [95% CI]", (n["exp.corrected_acc"], n["exp.corrected_ci"]),
+             "ch. 6 · experiments/length", both("ev_chance", ci_vs(n["exp.corrected_ci"], 0.5))),
+            ("length-corrected − plain RM accuracy, same pairs [95% CI]", (n["exp.debias_diff"], n["exp.debias_diff_ci"]),
+             "ch. 6", both("ev_debias_change", ci_vs(n["exp.debias_diff_ci"], 0.0))),
+            ("length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]",
+             (n["exp.corrected_matched_acc"], n["exp.corrected_matched_ci"]), "ch. 6",
+             both("ev_length_matched", ci_vs(n["exp.corrected_matched_ci"], 0.5))),
         ]
     if question == "pluralistic":
         return [

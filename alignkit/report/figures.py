@@ -223,3 +223,50 @@ def generation_figures(table: pd.DataFrame) -> dict:
     grid.set_titles(bilingual("{col_name} prompts", "{col_name}", sep=" / "))
     figures["score_vs_length"] = grid.figure
     return figures
+
+
+def reliability_diagram(calibration: dict):
+    """Chapter 6's reliability diagram: per bin of predicted probability sigmoid(r_w − r_l) (both orientations
+    of every held-out pair), the observed share of outcomes against the mean prediction, before temperature
+    scaling and after (cross-fitted; fitted in-sample on the train sample). Marker area ~ the bin's count;
+    the diagonal is perfect calibration. `calibration` is experiments/calibration/summary.json."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    series = ((calibration["before"], bilingual("before (T = 1)", "缩放前")),
+              (calibration["cross_fitted"], bilingual("cross-fitted T", "交叉拟合的 T")),
+              (calibration["train_fit"], bilingual("T from the train sample", "训练样本拟合的 T")))
+    for part, label in series:
+        bins = pd.DataFrame(part["reliability"])
+        if bins.empty:
+            continue
+        line, = ax.plot(bins.confidence, bins.frequency, marker="o", lw=1, label=f"{label} (ECE {part['ece']:.3f})")
+        ax.scatter(bins.confidence, bins.frequency, s=8 + 200 * bins["count"] / bins["count"].sum(), alpha=0.3,
+                   color=line.get_color())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(bilingual("predicted P(preferred) = σ(margin / T)", "预测概率 σ(分差 / T)"))
+    ax.set_ylabel(bilingual("observed share preferred", "实际被偏好比例"))
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def debiasing_scatter(table: pd.DataFrame, slope: float):
+    """Chapter 6's score against response length on held-out responses, before (left) and after (right)
+    subtracting `slope` × tokens (the slope fitted on the training responses), each with its linear fit.
+    `table` is a score table (one row per response: score, response_tokens)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    set_theme()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+    corrected = table.score - slope * table.response_tokens
+    for ax, values, title in ((axes[0], table.score, bilingual("plain RM score", "原始分数")),
+                              (axes[1], corrected, bilingual("length-corrected score", "长度校正后的分数"))):
+        sns.regplot(x=table.response_tokens, y=values, ax=ax, scatter_kws={"s": 8, "alpha": 0.5}, ci=None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(bilingual("response length (tokens)", "回答长度（token）"))
+        ax.set_ylabel(bilingual("score (logit)", "分数（logit）"))
+    fig.tight_layout()
+    return fig

@@ -118,6 +118,22 @@ def claim_out_of_range(share_ci, expected: float = 0.02, clearly_more: float = 0
     return "held" if share_ci[0] > expected else "failed" if share_ci[1] < clearly_more else "undecided"
 
 
+def temperature_effect(temperatures) -> str | None:
+    """What temperature scaling does to sigmoid(margin), from the fitted temperatures (None = infinite T):
+    'softens' (every T > 1: the margins were over-confident), 'sharpens' (every T < 1: under-confident),
+    'flattens' (every T infinite: the margins rank no better than their mirror image) or 'mixed'."""
+    ts = list(temperatures or [])
+    if not ts:
+        return None
+    if all(t is None for t in ts):
+        return "flattens"
+    if all(t is not None and t > 1 for t in ts):
+        return "softens"
+    if all(t is not None and t < 1 for t in ts):
+        return "sharpens"
+    return "mixed"
+
+
 def meets_aim(ratio, aim) -> str | None:
     """A benchmark's median speed ratio against its aim: 'met' or 'missed' (None without an aim)."""
     if aim is None or ratio is None:
@@ -163,7 +179,8 @@ KINDS = {ci_vs: ("above", "below", "holds"), length_trend: ("strong", "moderate"
          training_set: ("eval_only", "train"), token_cap: ("capped", "free"),
          length_explains: ("most", "some", "none"), claim_dpo_scores_lower: ("held", "failed", "undecided"),
          claim_rewards_length: ("held", "failed", "undecided"), claim_out_of_range: ("held", "failed", "undecided"),
-         meets_aim: ("met", "missed"), adopted: ("holds", "fails")}
+         meets_aim: ("met", "missed"), adopted: ("holds", "fails"),
+         temperature_effect: ("softens", "sharpens", "flattens", "mixed")}
 """Every category each reading function can return."""
 
 WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, "win": ci_vs,
@@ -174,5 +191,7 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "ev_training_gain": gain, "ev_length_change": ci_vs, "ev_length_controlled": ci_vs,
          "label_conflict": label_conflict, "reference_pass": reference_pass, "ev_dpo_ranking": ci_vs,
          "ev_dpo_gap": ci_vs, "chosen_likelihood": chosen_likelihood, "ev_judge": ci_vs, "aim": meets_aim, "parity": ci_vs,
-         "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap}
+         "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
+         "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
+         "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""
