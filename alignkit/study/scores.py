@@ -1,4 +1,4 @@
-"""Chapter 3's scores and chapter 7's precision check, as artifacts: the reward model (untrained and trained)
+"""Chapter 3's scores and the performance chapter's precision check (chapter 8), as artifacts: the reward model (untrained and trained)
 on the test split and on a train sample, summarised with intervals; float32 vs bfloat16 agreement.
 
 Writes outputs/<profile>/scores/: <model>-<split>.parquet/.jsonl (one row per response), summary.json and
