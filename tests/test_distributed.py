@@ -221,7 +221,7 @@ def test_two_rank_run_killed_midway_resumes_to_the_same_weights(runs, name, spy_
 @pytest.mark.parametrize("name", ["deepspeed", "ddp"])
 def test_dpo_trains_on_two_ranks_from_dpo_metrics(name, spy_env, tiny_model_dir, data_dir, tmp_path):
     from alignkit.train.dpo import dpo_metrics
-    launch = {f"dpo.{k}": v for k, v in LAUNCHED[name].items()}
+    launch = {f"dpo.{k.removeprefix('rm.')}": v for k, v in LAUNCHED[name].items()}
     cfg = _config(tiny_model_dir, tmp_path, data_dir, **launch, **{"dpo.train.threads": 1, "dpo.train.max_steps": 2})
     metrics, spy = _run(spy_env, cfg, tmp_path, dpo_metrics)
     assert metrics["world_size"] == 2 and metrics["steps"] == 2 and metrics["eval"]["n"] > 0
