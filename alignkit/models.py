@@ -68,6 +68,41 @@ def compute_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 matmuls natively: a CUDA GPU that supports bf16, or a CPU whose
+    flags (Linux /proc/cpuinfo) list avx512_bf16 or amx_bf16. Elsewhere bf16 is emulated: on a 2-core Zen 3
+    (AVX2 only) a bf16 mm ran 7x slower than fp32 forward and 70x slower in the backward's layout."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def weights_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype:
+    """`model.dtype` ('float32', 'bfloat16' or 'auto') -> the torch dtype to load frozen weights in on
+    `device` (default: `compute_device()`); 'auto' is bfloat16 only where `native_bf16`."""
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device or compute_device()) else torch.float32
+    if dtype not in ("float32", "bfloat16"):
+        raise AlignkitError(f"model.dtype must be 'float32', 'bfloat16' or 'auto', got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def trainable_in_fp32(model: nn.Module) -> nn.Module:
+    """Cast every trainable parameter to float32 (in place; returns `model`): a bf16 frozen base with
+    float32 LoRA / score head, so the optimizer keeps float32 master weights and state (the PEFT/TRL recipe).
+    A no-op for a float32 model."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
+
+
 def resolve_model(name: str) -> str:
     """A name as given by the user -> something `from_pretrained` accepts."""
     if not name:
@@ -180,7 +215,7 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask: (B, L) -> (token scores (B, L), end scores (B,))."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        scores = self.score_head(hidden).squeeze(-1).float()
+        scores = self.score_head(hidden.to(self.score_head.weight.dtype)).squeeze(-1).float()
         return scores, gather_last_attended(scores, attention_mask)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -191,9 +226,19 @@ class RewardModel(nn.Module):
         config.num_labels = 1
         with torch.device("meta"):
             seqcls = self._seqcls_class(config)
-        setattr(seqcls, seqcls.base_model_prefix, merged(self.backbone))
-        seqcls.score = self.score_head
+        body = merged(self.backbone)
+        setattr(seqcls, seqcls.base_model_prefix, body)
+        # one dtype in the file: the base's (a bf16 run trains its head in float32; HF loads the head as saved)
+        seqcls.score = copy.deepcopy(self.score_head).to(body.get_input_embeddings().weight.dtype)
         seqcls.save_pretrained(path)
+
+
+def attention_input(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A 2-D mask as is; a 4-D boolean mask (True = attend) in the form the model's attention takes: SDPA
+    reads booleans, eager attention adds the mask to its scores (0 where attended, dtype's min elsewhere)."""
+    if mask.dim() != 4 or getattr(model.config, "_attn_implementation", "sdpa") == "sdpa":
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
 def response_positions(response_mask: torch.Tensor) -> torch.Tensor:
@@ -232,14 +277,17 @@ class Policy(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
                 response_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,)).
+        """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,)). `attention_mask`
+        may also be (B, 1, L, L) boolean (`causal_padding_mask`), as DPO's training batches carry it.
 
         `response_index` (T,): flat positions b·L + t whose hidden state predicts a response token t + 1, in
         row-major order (`response_positions`). Built in collate on the CPU, it spares the device-to-host
         sync that finding them here (`nonzero`) costs; without it they are found from the mask."""
         import torch.nn.functional as F
         decoder, head = self._decoder_and_head()
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        dtype = head.weight.dtype
+        hidden = decoder(input_ids=input_ids,
+                         attention_mask=attention_input(self.lm, attention_mask, dtype)).last_hidden_state
         if response_index is None:
             response_index = response_positions(response_mask)  # syncs: nonzero sizes its output
         length = input_ids.shape[1]

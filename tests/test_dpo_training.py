@@ -56,8 +56,11 @@ def test_batch1_x_accum4_equals_batch4_x_accum1_and_parameters_change(tiny_model
     assert result["last_train"]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     changed = [n for n in before if not torch.equal(before[n], four_by_one[n].detach())]
     assert changed, "no parameter changed after a DPO step"
+    # Adam's first update is lr * g / (|g| + eps): an element whose gradient is near eps (1e-8) moves by a share
+    # of lr (1e-2) on float noise, so the tolerance is lr / 100. A wrong batch (a pad token counted, a pair
+    # mixed up) turns gradients' signs and moves weights by up to 2 * lr.
     for name in before:
-        assert torch.allclose(one_by_four[name], four_by_one[name], atol=1e-5), name
+        assert torch.allclose(one_by_four[name], four_by_one[name], atol=1e-4), name
 
 
 def test_variants_train_and_reference_free_losses_need_no_reference(tiny_model_dir, tokenizer, homework_pairs):

@@ -67,10 +67,36 @@ def test_dpo_micro_step_finds_no_response_positions_on_the_device(tiny_model_dir
     assert not any("nonzero" in s or "index.Tensor" in s for s in syncs), syncs
 
 
-@pytest.mark.xfail(strict=True, reason="transformers' create_causal_mask checks padding_mask.all() on a 2-D mask "
-                   "(_ignore_causal_mask_sdpa): 2 x _local_scalar_dense per DPO step, outside alignkit")
 def test_dpo_micro_step_does_not_sync(tiny_model_dir, tokenizer, homework_pairs):
+    """With collate's 4-D mask, transformers has no 2-D padding mask to check (its padding_mask.all() read)."""
     assert _dpo_syncs(tiny_model_dir, tokenizer, homework_pairs) == []
+
+
+def test_a_2d_mask_in_the_dpo_step_syncs(tiny_model_dir, tokenizer, homework_pairs, monkeypatch):
+    """The recorder sees the read the 4-D mask removes: with collate's 2-D mask the step syncs."""
+    import alignkit.train.dpo as dpo
+    monkeypatch.setattr(dpo, "causal_padding_mask", lambda mask: mask)
+    assert any("_local_scalar_dense" in s for s in _dpo_syncs(tiny_model_dir, tokenizer, homework_pairs))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_4d_mask_gives_the_2d_masks_logps_and_gradients(tiny_model_dir, tokenizer, homework_pairs, attention):
+    from alignkit.data.tokenize import causal_padding_mask, collate_pairs
+    from alignkit.models import Policy
+    pairs, _ = encode_pairs(ChatEncoder(tokenizer, 64, 32), homework_pairs[:4])
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    assert batch["attention_mask"].sum() < batch["attention_mask"].numel()  # the batch has padding
+    out = []
+    for mask in (batch["attention_mask"], causal_padding_mask(batch["attention_mask"])):
+        policy = Policy.from_pretrained(str(tiny_model_dir))
+        policy.lm.config._attn_implementation = attention
+        logps, _ = policy(batch["input_ids"], mask, batch["response_mask"])
+        logps.sum().backward()
+        out.append((logps.detach(), [p.grad for p in policy.parameters()]))
+    (a, ga), (b, gb) = out
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
 
 
 def test_collate_indices_give_the_same_logps_and_gradients_as_the_mask(tiny_model_dir, tokenizer, homework_pairs):

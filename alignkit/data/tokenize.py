@@ -198,6 +198,16 @@ def collate_pairs(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tens
     return batch
 
 
+def causal_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) 0/1 mask of right-padded rows -> (B, 1, L, L) boolean: query t sees key s when s <= t and key s is
+    real. Given to the model as is (transformers passes 4-D masks through), it spares the device-to-host read
+    that checking a 2-D mask for padding costs. Pad queries still see the real keys before them, so no row is
+    empty."""
+    length = attention_mask.shape[-1]
+    causal = torch.ones((length, length), dtype=torch.bool).tril_()
+    return (causal & attention_mask.bool()[:, None, None, :]).contiguous()
+
+
 def length_grouped_order(lengths: list[int], batch_size: int, seed: int, group_batches: int = 32
                          ) -> list[list[int]]:
     """Seeded batches of indices with similar lengths (less padding), in random batch order.

@@ -20,7 +20,7 @@ from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import decoding_settings, generate, score_texts
 from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model
+from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
 from alignkit.stats import correlations, outside_range, paired_comparison
 from alignkit.study.scores import write_table
 from alignkit.train.dpo import dpo_identity, dpo_training_pairs
@@ -65,7 +65,7 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     encoder = ChatEncoder(load_tokenizer(cfg.model.name), cfg.data.max_length, cfg.data.max_prompt_length)
     rows = []
     for name, source in sources.items():
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype)).to(compute_device())
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(cfg.model.dtype)).to(compute_device())
         made = generate(lm, encoder, [p for _, _, p in flat], cfg.generation, seed=cfg.seed, desc=f"generate {name}")
         rows += [{"split": s, "prompt_id": pid, "model": name, "prompt": list(p), **m}
                  for (s, pid, p), m in zip(flat, made)]

@@ -22,11 +22,13 @@ from alignkit import losses
 from alignkit.config import DPOConfig, RunConfig
 from alignkit.data.sources import prepare_data
 from alignkit.data.splits import seeded_sample, train_check_pairs
-from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
+from alignkit.data.tokenize import (ENCODING, ChatEncoder, EncodedPair, causal_padding_mask, collate_pairs,
+                                    encode_pairs)
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order, response_logps
-from alignkit.io import atomic_path, fingerprint, main_process, reuse, stamped
-from alignkit.models import Policy, load_tokenizer, make_trainable, resolve_model, response_positions
+from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
+from alignkit.models import (Policy, load_tokenizer, make_trainable, resolve_model, response_positions,
+                             trainable_in_fp32, weights_dtype)
 from alignkit.stats import accuracy_summary, correctness
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
@@ -57,7 +59,9 @@ class DPOTask:
 
     def collate(self, items: Sequence[DPOItem]) -> dict[str, torch.Tensor]:
         batch = collate_pairs([i.pair for i in items], self.pad_id)
-        batch["response_index"] = response_positions(batch["response_mask"])  # on the CPU: no sync in forward
+        # built on the CPU, so the forward reads nothing back from the device (alignkit.models.Policy)
+        batch["response_index"] = response_positions(batch["response_mask"])
+        batch["attention_mask"] = causal_padding_mask(batch["attention_mask"])
         if all(i.reference is not None for i in items):
             batch["reference_logps"] = torch.tensor([i.reference[0] for i in items] +
                                                     [i.reference[1] for i in items])
@@ -127,15 +131,16 @@ class DPOTask:
 
 # ----------------------------------------------------------------------------- reference log-probs
 
-def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtype: str) -> str:
-    """Content address of a reference cache: the model's files, the tokenizer, the exact token ids."""
+def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtype: torch.dtype) -> str:
+    """Content address of a reference cache: the model's files (their bytes), the weights' dtype, the
+    tokenizer, the exact token ids."""
     h = hashlib.sha256()
     resolved = Path(resolve_model(model_name))
     if resolved.is_dir():
         for f in sorted(resolved.glob("*.safetensors")) + [resolved / "config.json"]:
             if f.exists():
-                h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    h.update(f"{model_name}|{dtype}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
+                h.update(f"{f.name}:{file_fingerprint(f)}".encode())
+    h.update(f"{model_name}|{str(dtype).removeprefix('torch.')}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
     for p in pairs:
         h.update(repr((p.better.input_ids, p.better.prompt_length, p.worse.input_ids, p.worse.prompt_length)).encode())
     return h.hexdigest()[:20]
@@ -169,6 +174,8 @@ def dpo_identity(cfg: RunConfig) -> dict:
     training is launched)."""
     full = cfg.to_dict()
     full["dpo"]["train"] = {k: v for k, v in full["dpo"]["train"].items() if k not in LAUNCH_FIELDS}
+    if cfg.model.dtype == "auto":  # as this machine resolves it
+        full["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
     return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
 
 
@@ -194,7 +201,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
     train_encoded, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_encoded, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
-    policy = Policy.from_pretrained(cfg.model.name, dtype=getattr(torch, cfg.model.dtype))
+    dtype = weights_dtype(cfg.model.dtype)
+    policy = Policy.from_pretrained(cfg.model.name, dtype=dtype)
     pad = tokenizer.pad_token_id
 
     train_refs = eval_refs = None
@@ -204,16 +212,16 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
         t = time.time()
         caches = cfg.out / "cache"
         train_refs = reference_logps(policy, train_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
-                                     f"ref-{reference_key(cfg.model.name, tokenizer, train_encoded, cfg.model.dtype)}.pt")
+                                     f"ref-{reference_key(cfg.model.name, tokenizer, train_encoded, dtype)}.pt")
         eval_refs = reference_logps(policy, eval_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
-                                    f"ref-{reference_key(cfg.model.name, tokenizer, eval_encoded, cfg.model.dtype)}.pt")
+                                    f"ref-{reference_key(cfg.model.name, tokenizer, eval_encoded, dtype)}.pt")
         timings["reference_s"] = round(time.time() - t, 1)
     elif d.loss not in REFERENCE_FREE and d.trainable.mode != "lora":
         reference_model = copy.deepcopy(policy).requires_grad_(False).eval()
     train_items = [DPOItem(p, train_refs[i] if train_refs else None) for i, p in enumerate(train_encoded)]
     eval_items = [DPOItem(p, eval_refs[i] if eval_refs else None) for i, p in enumerate(eval_encoded)]
 
-    policy.lm = make_trainable(policy.lm, d.trainable, cfg.seed)
+    policy.lm = trainable_in_fp32(make_trainable(policy.lm, d.trainable, cfg.seed))
     task = DPOTask(pad, d, reference_model, d.train.eval_batch_size)
     result = train(policy, task, train_items, eval_items, [i.pair.length for i in train_items], d.train,
                    seed=cfg.seed, checkpoint_dir=cfg.out / "checkpoints" / "dpo",
@@ -222,14 +230,17 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     # train-side metrics on a seeded sample of the pairs trained on, as large as the test split
     sample = train_check_pairs(train_items, eval_items, cfg.seed)
     policy.eval()
+    started = time.perf_counter()
     with torch.inference_mode():
         train_eval = task.evaluate(result["engine"] or policy, sample)
+    seconds = {"reference": timings.get("reference_s", 0.0), "train_steps": result["seconds"]["steps"],
+               "evals": result["seconds"]["eval"], "train_check": round(time.perf_counter() - started, 1)}
     metrics = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
                "steps": result["steps"], "train": train_eval, "eval": result["final_eval"],
                "eval_history": result["eval_history"], "last_train_step": result["last_train"],
                "world_size": result["world_size"],
-               **timings, "wall_time_s": round(time.time() - t0, 1)}
+               **timings, "seconds": seconds, "wall_time_s": round(time.time() - t0, 1)}
     out_dir = cfg.out / "dpo"
     if not save_final(out_dir, policy, tokenizer, stamped(metrics, dpo_identity(cfg)), result):
         return {}

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -206,7 +207,8 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
           lengths: list[int], cfg: TrainConfig, *, seed: int, checkpoint_dir: Path,
           tensorboard_dir: Path | None, resume: bool = False, desc: str = "train",
           run_id: str = "") -> dict[str, Any]:
-    """Train `model` in place. Returns {'steps', 'last_train', 'eval_history', 'final_eval'}."""
+    """Train `model` in place. Returns {'steps', 'last_train', 'eval_history', 'final_eval', 'seconds'}:
+    `seconds` = {'steps': optimizer steps (this process's share, after any resume), 'eval': evaluations}."""
     torch.manual_seed(seed)
     random.seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -254,7 +256,10 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(tensorboard_dir), purge_step=start if start else None)
 
+    seconds = {"steps": 0.0, "eval": 0.0}
+
     def run_eval(step: int) -> dict[str, float]:
+        started = time.perf_counter()
         model.eval()
         with torch.inference_mode(), autocast(cfg.bf16, device):
             metrics = task.evaluate(engine or model, eval_items)
@@ -264,6 +269,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
                 if isinstance(value, (int, float)):
                     writer.add_scalar(f"eval/{key}", value, step)
             writer.flush()
+        seconds["eval"] += time.perf_counter() - started
         return metrics
 
     history: list[dict] = []
@@ -272,6 +278,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     bar = tqdm(range(start, plan.total_steps), initial=start, total=plan.total_steps, desc=desc,
                disable=rank != 0, dynamic_ncols=True)
     for step in bar:
+        step_started = time.perf_counter()
         values: dict[str, list[torch.Tensor]] = {}
         micro_batches = plan.micro_batches(step, orders)
         for j, indices in enumerate(micro_batches):
@@ -301,6 +308,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
             optimizer.zero_grad(set_to_none=True)
         last = sums
         done = step + 1
+        seconds["steps"] += time.perf_counter() - step_started
         bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items() if k in ("loss", "accuracy", "reward_accuracy")})
         if writer and (done % cfg.log_every == 0 or done == plan.total_steps):
             for key, value in sums.items():
@@ -315,7 +323,8 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     if writer:
         writer.close()
     return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
-            "rank": rank, "world_size": world, "engine": engine}
+            "rank": rank, "world_size": world, "engine": engine,
+            "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 
 
 def _require_finite(losses: list[float], micro_batches: list[list[int]], step: int, checkpoint_dir: Path) -> None:

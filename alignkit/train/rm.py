@@ -22,7 +22,8 @@ from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores
 from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse, stamped
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy
-from alignkit.models import RewardModel, export_tokenizer, load_tokenizer, make_trainable
+from alignkit.models import (RewardModel, attention_input, export_tokenizer, load_tokenizer, make_trainable,
+                             trainable_in_fp32, weights_dtype)
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
@@ -76,22 +77,15 @@ class RewardTask:
                 "longer_wins_accuracy": diagnostics["longer_wins"]["accuracy"], "length": diagnostics}
 
 
-def _attention_mask(model, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """SDPA takes the boolean mask as is; eager attention adds the mask to the scores, so it gets 0 / -inf-ish."""
-    if getattr(model.config, "_attn_implementation", "sdpa") == "sdpa":
-        return mask
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-
-
 def packed_end_scores(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """RewardModel on a `pack_pairs` batch -> (better (B,), worse (B,)) rewards at each response's last token."""
     model = getattr(model, "module", model)  # under a wrapper (DeepSpeed engine), the RewardModel inside
     dtype = next(model.parameters()).dtype
     hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                            attention_mask=_attention_mask(model, batch["attention_mask"], dtype)).last_hidden_state
+                            attention_mask=attention_input(model, batch["attention_mask"], dtype)).last_hidden_state
     ends = batch["ends"]
     at_ends = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, 2, H)
-    scores = model.score_head(at_ends).squeeze(-1).float()
+    scores = model.score_head(at_ends.to(model.score_head.weight.dtype)).squeeze(-1).float()
     return scores[:, 0], scores[:, 1]
 
 
@@ -127,17 +121,20 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     eval_encoder = ChatEncoder(tokenizer, *cfg.data.eval_lengths())
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
-    model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
+    model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
     task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size)
     rm_dir = cfg.out / "rm"
     metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
     if train_items:
         model.eval()
+        started = time.perf_counter()
         with torch.inference_mode():  # the baseline: same backbone, fresh seeded head, no training
             metrics["eval_untrained"] = task.evaluate(model, eval_items)
+        seconds = {"untrained_eval": round(time.perf_counter() - started, 1)}
         scores = {"untrained-test": task.last_scores}
         model.backbone = make_trainable(model.backbone, cfg.rm.trainable, cfg.seed)
+        trainable_in_fp32(model)
         result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.rm.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
@@ -146,12 +143,15 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         train_check, _ = encode_pairs(eval_encoder, train_check_pairs(train_pairs, eval_pairs, cfg.seed),
                                       cfg.data.truncation)
         model.eval()
+        started = time.perf_counter()
         with torch.inference_mode():  # every rank evaluates: under ZeRO-3 a forward needs them all
             metrics["train"] = task.evaluate(result["engine"] or model, train_check)
+        seconds.update(train_steps=result["seconds"]["steps"], evals=result["seconds"]["eval"],
+                       train_check=round(time.perf_counter() - started, 1))
         scores["trained-train"] = task.last_scores
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"], world_size=result["world_size"])
-        metrics["wall_time_s"] = round(time.time() - t0, 1)
+        metrics.update(seconds=seconds, wall_time_s=round(time.time() - t0, 1))  # seconds: per phase
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
         if not save_final(rm_dir, model, exported, stamped(metrics, rm_identity(cfg)), result, extra={EVAL_SCORES: {
@@ -197,6 +197,8 @@ def rm_identity(cfg: RunConfig) -> dict:
     settings = cfg.to_dict()
     rm = settings["rm"]
     rm["train"] = {k: v for k, v in rm["train"].items() if k not in LAUNCH_FIELDS}
+    if cfg.model.dtype == "auto":  # as this machine resolves it
+        settings["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
     return {"encoding": ENCODING, **{k: settings[k] for k in ("seed", "model", "data")}, "rm": rm}
 
 
