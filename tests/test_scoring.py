@@ -136,3 +136,20 @@ def test_precision_check_compares_float32_and_bfloat16_scores_of_the_trained_rm(
     assert result["accuracy_reference"] == pytest.approx(metrics["eval"]["accuracy"])  # fp32 = the run's eval
     assert 0 < result["max_abs_difference"] < 1  # bf16 really ran: the scores moved, a little
     assert json.loads((cfg.out / "scores" / "precision.json").read_text())["flips"] == result["flips"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_check_samples_pairs_only_where_bf16_is_emulated(tiny_model_dir, tmp_path, data_dir, monkeypatch,
+                                                                   native):
+    from conftest import tiny_config
+    import alignkit.study.scores as scores
+    from alignkit.report.bench import precision_reading
+    from alignkit.train.rm import run_reward_model
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "data.train.max_pairs": 24})
+    metrics = run_reward_model(cfg)
+    monkeypatch.setattr(scores, "native_bf16", lambda device: native)
+    monkeypatch.setattr(scores, "EMULATED_BF16_PAIRS", 3)
+    result = scores.precision_check(cfg)
+    assert result["native_bf16"] is native and result["n"] == (metrics["eval"]["n"] if native else 3)
+    en, zh = precision_reading(result)
+    assert ("emulated" in en) is (not native) and ("模拟" in zh) is (not native)

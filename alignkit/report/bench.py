@@ -194,15 +194,20 @@ def precision_frame(precision: dict) -> pd.DataFrame:
         "accuracy bfloat16": precision["accuracy_other"],
         "difference [95% CI]": interval(precision["accuracy_difference"], precision["accuracy_difference_ci95"],
                                         signed=True),
-        "float32 (s)": precision["float32_s"], "bfloat16 (s)": precision["bfloat16_s"], "speed-up": precision["speedup"]}])
+        "float32 (s)": precision["float32_s"], "bfloat16 (s)": precision["bfloat16_s"], "speed-up": precision["speedup"],
+        "native bf16": precision.get("native_bf16", "not recorded")}])
 
 
 def precision_reading(precision: dict) -> tuple[str, str]:
     """Whether bfloat16 scoring holds by the adoption rule (alignkit.stats.precision_agreement), in English and
     Chinese."""
-    values = {"flips": precision["flips"], "n": precision["n"], "spearman": f"{precision['spearman']:.4f}"}
+    values = {"flips": precision["flips"], "n": precision["n"], "spearman": f"{precision['spearman']:.4f}",
+              "speedup": precision["speedup"]}
     category = readings.adopted(precision["holds"])
-    return words("bfloat16", category, "en", **values), words("bfloat16", category, "zh", **values)
+    en, zh = words("bfloat16", category, "en", **values), words("bfloat16", category, "zh", **values)
+    if precision.get("native_bf16") is False:
+        en, zh = en + " " + words("bfloat16", "emulated", "en", **values), zh + words("bfloat16", "emulated", "zh", **values)
+    return en, zh
 
 
 def deepspeed_frame(results: dict) -> pd.DataFrame | None:

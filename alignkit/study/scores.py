@@ -13,12 +13,12 @@ import pandas as pd
 import torch
 
 from alignkit.data.sources import load_pairs
-from alignkit.data.splits import train_check_pairs
+from alignkit.data.splits import seeded_sample, train_check_pairs
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
 from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, load_tokenizer
+from alignkit.models import RewardModel, compute_device, load_tokenizer, native_bf16
 from alignkit.stats import (accuracy_summary, correctness, correlations, length_diagnostics, precision_agreement,
                             preference_summary)
 from alignkit.train.rm import EVAL_SCORES, rm_identity
@@ -137,9 +137,14 @@ def profile_scores(cfg, *, force: bool = False) -> tuple[dict, dict[str, pd.Data
     return summaries, tables
 
 
+EMULATED_BF16_PAIRS = 40
+"""Pairs the precision check scores where the device has no native bf16 (alignkit.models.native_bf16)."""
+
+
 def precision_check(cfg, *, force: bool = False) -> dict:
     """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
-    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup'}. Writes
+    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup', 'native_bf16'}.
+    Where bf16 is emulated (no AVX512-BF16/AMX), on a seeded sample of `EMULATED_BF16_PAIRS` pairs. Writes
     outputs/<profile>/scores/precision.json; reused while the reward model is the same."""
     path = cfg.out / "scores" / "precision.json"
     saved = None if force else reuse(path, _scoring_identity(cfg))
@@ -147,6 +152,9 @@ def precision_check(cfg, *, force: bool = False) -> dict:
         return saved
     rm_dir = _require_rm(cfg)
     pairs = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
+    native = native_bf16(compute_device())
+    if not native:  # emulated bf16 runs several times slower than float32: a seeded sample, not the split
+        pairs = seeded_sample(pairs, EMULATED_BF16_PAIRS, cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
     scores, seconds = {}, {}
@@ -160,7 +168,8 @@ def precision_check(cfg, *, force: bool = False) -> dict:
         del model
     result = {**precision_agreement(scores[torch.float32], scores[torch.bfloat16], seed=cfg.seed),
               **{f"{k}_s": v for k, v in seconds.items()},
-              "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads()}
+              "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads(),
+              "native_bf16": native, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     result = stamped(result, _scoring_identity(cfg))
     atomic_write_json(path, result)
     return result
