@@ -137,6 +137,17 @@ def paired_comparison(score_a, score_b, length_a, length_b, *, n_resamples: int 
     }
 
 
+def paired_difference(correct_new, correct_base, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Paired accuracy difference new - base over the same pairs (each a per-pair correctness, ties 0.5),
+    with a bootstrap CI over pairs and the number of pairs whose verdict changed."""
+    diff = np.asarray(correct_new, float) - np.asarray(correct_base, float)
+    if not len(diff):
+        return {"n": 0, "difference": None, "ci95": None, "changed_pairs": 0}
+    return {"n": len(diff), "difference": float(diff.mean()),
+            "ci95": list(bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed)),
+            "changed_pairs": int(np.sum(diff != 0))}
+
+
 def outside_range(values, reference, low: float = 1.0, high: float = 99.0) -> dict:
     """Share of `values` outside the [low, high] percentile range of `reference` (how far out of the
     reference distribution they fall)."""

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 LAYERS = [
     ("errors", "io", "config"),
     ("data",),
-    ("stats", "pooling", "losses"),
+    ("stats", "pooling", "losses", "flops"),
     ("models",),
     ("infer",),
     ("train",),

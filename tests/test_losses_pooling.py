@@ -62,3 +62,12 @@ def test_precision_agreement_by_hand():
     assert same["holds"]
     reversed_ = precision_agreement(reference, (reference[1], reference[0]))
     assert not reversed_["holds"]
+
+
+def test_paired_difference_by_hand():
+    from alignkit.stats import paired_difference
+    out = paired_difference([1, 1, 0.5, 0], [0, 1, 1, 0], n_resamples=200, seed=0)
+    # differences +1, 0, -0.5, 0 -> mean 0.125, two pairs changed
+    assert out["n"] == 4 and out["difference"] == 0.125 and out["changed_pairs"] == 2
+    assert out["ci95"][0] <= 0.125 <= out["ci95"][1]
+    assert paired_difference([], [])["difference"] is None

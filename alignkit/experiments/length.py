@@ -21,7 +21,8 @@ import torch
 from scipy import stats as scipy_stats
 
 from alignkit.losses import bradley_terry_loss
-from alignkit.stats import accuracy_summary, bootstrap_ci, correctness, length_diagnostics, length_matched
+from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, length_diagnostics, length_matched,
+                            paired_difference)
 from alignkit.study.scores import paired
 
 
@@ -76,12 +77,7 @@ def _scorer_summary(rows: np.ndarray, tolerance: float, n_resamples: int, seed: 
 
 def _difference(plain: np.ndarray, corrected: np.ndarray, n_resamples: int, seed: int) -> dict:
     """Paired accuracy difference corrected - plain over the same pairs, with a bootstrap CI over pairs."""
-    if not len(plain):
-        return {"n": 0, "difference": None, "ci95": None}
-    diff = _correct(corrected) - _correct(plain)
-    return {"n": len(diff), "difference": float(diff.mean()),
-            "ci95": list(bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed)),
-            "changed_pairs": int(np.sum(diff != 0))}
+    return paired_difference(_correct(corrected), _correct(plain), n_resamples=n_resamples, seed=seed)
 
 
 def length_debiasing(train: pd.DataFrame, test: pd.DataFrame, *, tolerance: float = 0.1,
