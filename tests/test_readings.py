@@ -191,3 +191,10 @@ def test_chapter_6_tables_and_sentences_take_their_categories_from_the_numbers()
     assert "T = ∞, 1.50; the fits disagree in direction" in en and "ECE change within noise" in en
     temps = ex.temperature_table(_calibration_summary([None, 0.5], [-0.09, 0.0]))
     assert temps.loc["held-out half A", "T"] == float("inf") and temps.loc["held-out half B", "reading"].startswith("T < 1")
+
+
+def test_phase_seconds_line():
+    from alignkit.report.chapters import phase_seconds
+    assert phase_seconds({}) == "not recorded"
+    line = phase_seconds({"seconds": {"untrained_eval": 61.4, "train_steps": 812.0, "evals": 130.2}})
+    assert line == "untrained evaluation 61 s, training steps 812 s, evaluations during training (incl. the final one) 130 s"

@@ -246,3 +246,17 @@ def generation_reading(summary: dict) -> tuple[str, str]:
                          len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
                          cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True))).strip())
     return out[0], out[1]
+
+
+PHASES = {"untrained_eval": "untrained evaluation", "reference": "reference log-probs", "train_steps": "training steps",
+          "evals": "evaluations during training (incl. the final one)", "train_check": "train-sample evaluation"}
+
+
+def phase_seconds(metrics: dict) -> str:
+    """A run's `seconds` per phase (alignkit.train.rm / dpo) as one line, e.g. 'training steps 812 s, ...';
+    'not recorded' for a run saved before phases were timed."""
+    seconds = metrics.get("seconds")
+    if not seconds:
+        return "not recorded"
+    return ", ".join(f"{PHASES.get(k, k)} {v:.0f} s" for k, v in seconds.items())
+
