@@ -1,11 +1,15 @@
-"""The experiments as steps on a profile's artifacts. They read chapter 3's reward-model scores
-(outputs/<profile>/scores/trained-{train,test}.parquet) and retrain nothing. Each writes
-outputs/<profile>/experiments/<name>/summary.json, which is reused (alignkit.io.reuse) while the scores
-(the `identity` fingerprint of scores/summary.json) and the experiment's own settings are the same.
+"""The experiments as steps on a profile's artifacts. Each writes outputs/<profile>/experiments/<name>/
+summary.json, which is reused (alignkit.io.reuse) while what it depends on and its own settings are the same.
 
+On chapter 3's reward-model scores (outputs/<profile>/scores/trained-{train,test}.parquet; nothing is
+retrained), reused while the scores (the `identity` fingerprint of scores/summary.json) are the same:
   length       post-hoc length correction fitted on the train sample, judged on the held-out pairs
   calibration  ECE and reliability of sigmoid(margin) on the held-out pairs, before and after temperature
                scaling (cross-fitted on the held-out pairs, and fitted in-sample on the train sample)
+On the profile's base model and PKU-SafeRLHF, reused while the model's weights (or its name), the data file,
+the seed and the evaluation encoding are the same:
+  safety       a reward head (helpfulness) and a cost head (harm) on the base model's frozen features; also
+               writes experiments/safety/responses.parquet (one row per response: split, r, c, is_safe, tokens)
 """
 from __future__ import annotations
 
@@ -14,10 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from alignkit.data.sources import data_file
+from alignkit.data.tokenize import ENCODING
 from alignkit.errors import AlignkitError
 from alignkit.experiments.calibration import calibration_summary
 from alignkit.experiments.length import length_debiasing
-from alignkit.io import atomic_write_json, reuse, stamped
+from alignkit.experiments.safety import safety_experiment
+from alignkit.io import atomic_path, atomic_write_json, file_fingerprint, reuse, stamped
 from alignkit.study.scores import paired
 
 SCORE_TABLES = ("trained-train", "trained-test")
@@ -26,8 +33,17 @@ SCORE_TABLES = ("trained-train", "trained-test")
 SETTINGS = {
     "length": {"tolerance": 0.1, "n_resamples": 1000},
     "calibration": {"n_bins": 10, "n_resamples": 1000},
+    "safety": {"max_pairs": 500, "val_fraction": 0.25, "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+               "lambdas": [0, 0.25, 0.5, 1, 2, 4, 8], "n_resamples": 1000},
 }
 """Each experiment's own settings. They are part of its identity, so changing one recomputes it."""
+
+ON_SCORES = ("length", "calibration")
+"""The experiments that read chapter 3's scores (`run_experiments`' default)."""
+
+SAFETY_DATA = {"path": "PKU-Alignment/PKU-SafeRLHF", "split": "train", "local_name": "pku_saferlhf_500.jsonl"}
+"""Where `safety` reads PKU-SafeRLHF: the local file in $ALIGNKIT_DATA_DIR (a 500-row sample of the Hub's train
+split) when there is one, else a seeded sample of `max_pairs` pairs of the Hub's train split."""
 
 
 def _require_scores(cfg) -> tuple[dict, dict[str, Path]]:
@@ -53,6 +69,48 @@ def experiment_identity(cfg, name: str, scores_summary: dict) -> dict:
     return {"experiment": name, "scores": scores_summary["identity"], "seed": cfg.seed, **SETTINGS[name]}
 
 
+def model_identity(name: str):
+    """A model as an identity: a local folder by the fingerprints of its *.safetensors files (so a retrained
+    model at the same path is new), anything else ('smollm2', a Hub id) by its name."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return {"safetensors": [file_fingerprint(f) for f in sorted(folder.glob("*.safetensors"))]}
+    return name
+
+
+def _safety_source() -> tuple[str, str]:
+    """(what to load, its fingerprint): the local PKU-SafeRLHF file and its bytes' hash, or the Hub id."""
+    local = data_file(SAFETY_DATA["local_name"])
+    if local is not None:
+        return str(local), file_fingerprint(local)
+    return SAFETY_DATA["path"], f"{SAFETY_DATA['path']}:{SAFETY_DATA['split']}"
+
+
+def safety_identity(cfg, data: str) -> dict:
+    """What `safety` depends on: the base model, the data's fingerprint, the encoding and evaluation lengths,
+    the weights' dtype, the seed, the test fraction and the experiment's own settings (not chapter 3)."""
+    return {"experiment": "safety", "model": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
+            "data": data, "encoding": ENCODING, "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
+            "test_fraction": cfg.data.test_fraction, **SETTINGS["safety"]}
+
+
+def run_safety(cfg, *, force: bool = False) -> dict:
+    """The `safety` experiment on the profile's base model: reused from experiments/safety/summary.json (with
+    responses.parquet beside it) while `safety_identity` is unchanged; `force=True` recomputes it."""
+    source, data = _safety_source()
+    identity = safety_identity(cfg, data)
+    folder = cfg.out / "experiments" / "safety"
+    saved = None if force or not (folder / "responses.parquet").exists() else reuse(folder / "summary.json", identity)
+    if saved is not None:
+        return saved
+    record, table = safety_experiment(cfg, source, split=SAFETY_DATA["split"], **SETTINGS["safety"])
+    with atomic_path(folder / "responses.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    record = stamped(record, identity)
+    atomic_write_json(folder / "summary.json", record)
+    return record
+
+
 def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
     train, test = tables["trained-train"], tables["trained-test"]
     if name == "length":
@@ -62,11 +120,13 @@ def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
 
 
 def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
-    """Experiment `name` ('length' or 'calibration') on a profile's scores. It is reused from
+    """Experiment `name` ('length', 'calibration' or 'safety') on a profile. It is reused from
     outputs/<profile>/experiments/<name>/summary.json while its identity is unchanged; `force=True` recomputes
     it. Returns the record, including its `config` and `identity`."""
     if name not in SETTINGS:
         raise AlignkitError(f"no experiment {name!r}; known: {', '.join(SETTINGS)}")
+    if name == "safety":
+        return run_safety(cfg, force=force)
     scores_summary, paths = _require_scores(cfg)
     identity = experiment_identity(cfg, name, scores_summary)
     path = cfg.out / "experiments" / name / "summary.json"
@@ -78,6 +138,6 @@ def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
     return record
 
 
-def run_experiments(cfg, *, force: bool = False) -> dict[str, dict]:
-    """Every experiment of `SETTINGS` on a profile's scores -> {name: record}."""
-    return {name: run_experiment(cfg, name, force=force) for name in SETTINGS}
+def run_experiments(cfg, names=ON_SCORES, *, force: bool = False) -> dict[str, dict]:
+    """Experiments `names` (default: those on chapter 3's scores) on a profile -> {name: record}."""
+    return {name: run_experiment(cfg, name, force=force) for name in names}

@@ -1,7 +1,8 @@
 """Chapter 6's tables and readings: the experiments' summaries (alignkit.experiments.run ->
-outputs/<profile>/experiments/{length,calibration}/summary.json) -> DataFrames for alignkit.report.tables and
-sentences in both languages. Every number comes from those summaries; every reading's category from
-alignkit.report.readings, its words from text/readings.yaml."""
+outputs/<profile>/experiments/{length,calibration,safety}/summary.json) -> DataFrames for
+alignkit.report.tables and sentences in both languages. Every number comes from those summaries; every
+reading's category from alignkit.report.readings (the reward + cost trade-off's from `safety_tradeoff`
+here), its words from text/readings.yaml."""
 from __future__ import annotations
 
 import pandas as pd
@@ -160,4 +161,143 @@ def calibration_reading(cal: dict) -> tuple[str, str]:
             n_train=number(train["n_train"]), t_train=_temperatures([train["temperature"]]),
             after_train=interval(train["ece"], train["ece_ci95"]),
             train_words=words("exp_ece_change", ci_vs(train["difference_ci95"], 0.0), lang)))
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- reward + cost (safety)
+
+HEAD_LABELS = (("reward", "helpfulness", "reward head · helpfulness label"),
+               ("reward", "safety", "reward head · safety label"),
+               ("cost", "safety", "cost head · safety label"),
+               ("cost", "helpfulness", "cost head · helpfulness label"))
+"""The four (head, label) accuracies, in reading order: each head on its own label, then on the other."""
+
+TRADEOFF = ("trade", "free", "no_gain")
+"""Every category `safety_tradeoff` can return."""
+
+
+def safety_tradeoff(safety_change_ci, helpfulness_change_ci) -> str | None:
+    """What adding the cost does at one lambda, from the paired changes against lambda = 0 (their 95% CIs):
+    'trade' (agreement with the safety label rises beyond noise and with the helpfulness label falls),
+    'free' (the safety agreement rises, no helpfulness loss shown) or 'no_gain' (no safety gain shown)."""
+    safety, helpfulness = ci_vs(safety_change_ci, 0.0), ci_vs(helpfulness_change_ci, 0.0)
+    if safety is None or helpfulness is None:
+        return None
+    if safety != "above":
+        return "no_gain"
+    return "trade" if helpfulness == "below" else "free"
+
+
+def safety_run_size(safety: dict) -> pd.DataFrame:
+    """How large the reward + cost run is: the pairs in each part of the split, the responses read by the
+    frozen base model, and what was trained (two linear heads, nothing of the model)."""
+    rows = {
+        "PKU-SafeRLHF pairs read": safety["n_pairs"],
+        "training pairs (heads refitted on all of them)": safety["n_train"],
+        "  of which: fit fold (L2 grid)": safety["n_fit"],
+        "  of which: validation fold (chooses L2)": safety["n_val"],
+        "held-out test pairs (every number below)": safety["n_test"],
+        "responses through the frozen base model": 2 * safety["n_pairs"],
+        "responses cut at the evaluation length": safety["responses_cut"],
+        "hidden size (weights per head)": safety["hidden_size"],
+        "bootstrap resamples per interval": safety["config"].get("n_resamples"),
+        "models trained / 训练的模型": "2 linear heads (base model frozen) / 2 个线性头（基座冻结）",
+    }
+    return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
+
+
+def safety_heads_table(safety: dict) -> pd.DataFrame:
+    """Each head: the label it was fitted on, the L2 penalty chosen on the validation fold (with that
+    fold's Bradley-Terry loss), and its accuracy and loss on the training pairs it was refitted on."""
+    rows = {}
+    for name in ("reward", "cost"):
+        head = safety["heads"][name]
+        chosen = next(g for g in head["grid"] if g["l2"] == head["l2"])
+        rows[f"{name} head"] = {"fitted on": head["label"], "L2 (chosen)": head["l2"],
+                                "validation loss (nats)": chosen["val_loss"], "n validation": safety["n_val"],
+                                "training accuracy": head["train_accuracy"], "training loss (nats)": head["train_loss"],
+                                "n training": safety["n_train"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head")
+
+
+def safety_accuracy_table(safety: dict) -> pd.DataFrame:
+    """Each head on each label over the held-out pairs, and on the held-out pairs whose two labels
+    disagree: accuracy (Wilson 95% CI; a cost is right when the label's preferred response has the lower
+    cost) with its n, read against chance."""
+    rows = {}
+    for head, label, name in HEAD_LABELS:
+        acc, split = safety["accuracy"][head][label], safety["accuracy_labels_disagree"][head][label]
+        rows[name] = {"accuracy [95% CI]": (acc["accuracy"], acc["ci95"]), "n": acc["n"],
+                      "vs chance": both("chance", ci_vs(acc["ci95"], 0.5)),
+                      "labels disagree: accuracy [95% CI]": (split["accuracy"], split["ci95"]),
+                      "labels disagree: n": split["n"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head · label")
+
+
+def safety_labels_table(safety: dict) -> pd.DataFrame:
+    """The two labels against each other (share of held-out pairs whose helpfulness-preferred response is
+    not the safer one, Wilson CI) and the per-response safety label against each head's score (AUC over
+    held-out responses, bootstrap CI over pairs)."""
+    conflict = safety["label_disagreement"]
+    rows = {"labels disagree (more helpful ≠ safer)": {
+        "estimate [95% CI]": (conflict["share"], conflict["ci95"]), "n": conflict["n"],
+        "counts": f"{conflict['pairs']} of {conflict['n']} pairs", "reading": ""}}
+    for head, what, key in (("cost", "AUC: cost higher for unsafe responses", "exp_cost_auc"),
+                            ("reward", "AUC: reward higher for safe responses", "exp_reward_auc")):
+        a = safety["safe_auc"][head]
+        rows[what] = {"estimate [95% CI]": (a["auc"], a["ci95"]), "n": a["n_unsafe"] + a["n_safe"],
+                      "counts": f"{a['n_unsafe']} unsafe, {a['n_safe']} safe responses",
+                      "reading": both(key, ci_vs(a["ci95"], 0.5))}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
+
+
+def sweep_table(safety: dict) -> pd.DataFrame:
+    """The lambda sweep of r / s_r − λ·c / s_c on the held-out pairs: agreement with each label (Wilson CI)
+    and its paired change from λ = 0 (bootstrap CI over pairs), with what the cost buys at each λ."""
+    rows = {}
+    for row in safety["sweep"]:
+        h, s = row["helpfulness"], row["safety"]
+        hc, sc = row["helpfulness_change"], row["safety_change"]
+        rows[f"{row['lambda']:g}"] = {
+            "helpfulness label [95% CI]": (h["accuracy"], h["ci95"]),
+            "helpfulness change vs λ = 0": interval(hc["difference"], hc["ci95"], signed=True),
+            "safety label [95% CI]": (s["accuracy"], s["ci95"]),
+            "safety change vs λ = 0": interval(sc["difference"], sc["ci95"], signed=True), "n": h["n"],
+            "reading": "" if row["lambda"] == 0 else both("exp_safety_tradeoff",
+                                                           safety_tradeoff(sc["ci95"], hc["ci95"]))}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("λ")
+
+
+def safety_scores(cfg) -> pd.DataFrame:
+    """experiments/safety/responses.parquet: one row per response (pair_id, split, side, safer, is_safe,
+    response_tokens, r, c), for the reward-vs-cost scatter."""
+    return pd.read_parquet(cfg.out / "experiments" / "safety" / "responses.parquet")
+
+
+def safety_reading(safety: dict) -> tuple[str, str]:
+    """The reading under the reward + cost tables, in English and Chinese."""
+    acc, conflict, cost_auc = safety["accuracy"], safety["label_disagreement"], safety["safe_auc"]["cost"]
+    last = safety["sweep"][-1]
+    out = []
+    for lang in ("en", "zh"):
+        def cell(head, label):
+            a = acc[head][label]
+            return interval(a["accuracy"], a["ci95"]), words("ev_chance", ci_vs(a["ci95"], 0.5), lang)
+        (r_help, r_help_w), (r_safe, r_safe_w) = cell("reward", "helpfulness"), cell("reward", "safety")
+        (c_safe, c_safe_w), (c_help, c_help_w) = cell("cost", "safety"), cell("cost", "helpfulness")
+        out.append(words(
+            "safety_reading", lang=lang, n=number(safety["n_test"]), share=interval(conflict["share"], conflict["ci95"],
+                                                                                     percent=True),
+            k=number(conflict["pairs"]), r_help=r_help, r_help_words=r_help_w, r_safe=r_safe, r_safe_words=r_safe_w,
+            c_safe=c_safe, c_safe_words=c_safe_w, c_help=c_help, c_help_words=c_help_w,
+            n_responses=number(cost_auc["n_unsafe"] + cost_auc["n_safe"]),
+            auc=interval(cost_auc["auc"], cost_auc["ci95"]),
+            auc_words=words("exp_cost_auc", ci_vs(cost_auc["ci95"], 0.5), lang), lam=f"{last['lambda']:g}",
+            safe_at=interval(last["safety"]["accuracy"], last["safety"]["ci95"]),
+            safe_change=interval(last["safety_change"]["difference"], last["safety_change"]["ci95"], signed=True),
+            help_at=interval(last["helpfulness"]["accuracy"], last["helpfulness"]["ci95"]),
+            help_change=interval(last["helpfulness_change"]["difference"], last["helpfulness_change"]["ci95"],
+                                 signed=True),
+            tradeoff_words=words("exp_safety_tradeoff", safety_tradeoff(last["safety_change"]["ci95"],
+                                                                        last["helpfulness_change"]["ci95"]), lang)))
     return out[0], out[1]

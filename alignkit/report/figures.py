@@ -270,3 +270,46 @@ def debiasing_scatter(table: pd.DataFrame, slope: float):
         ax.set_ylabel(bilingual("score (logit)", "分数（logit）"))
     fig.tight_layout()
     return fig
+
+
+def reward_cost_scatter(table: pd.DataFrame):
+    """Chapter 6's helpfulness against harm: reward r (x) and cost c (y) of every held-out response, coloured
+    by PKU-SafeRLHF's per-response safety label. `table` is experiments/safety/responses.parquet (one row per
+    response: split, r, c, is_safe). Up and left is less helpful and more harmful by the heads' reading."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    set_theme()
+    safe, unsafe = bilingual("safe", "安全"), bilingual("unsafe", "不安全")
+    test = table[table.split == "test"].assign(label=lambda t: t.is_safe.map({True: safe, False: unsafe}))
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    sns.scatterplot(data=test, x="r", y="c", hue="label", palette={safe: "tab:green", unsafe: "tab:red"},
+                    hue_order=[unsafe, safe], s=14, alpha=0.7, ax=ax)
+    ax.set_xlabel(bilingual("reward r (helpfulness head, logit)", "奖励 r（有用性头，logit）", sep="\n"))
+    ax.set_ylabel(bilingual("cost c (logit; higher = less safe)", "代价 c（logit；越高越不安全）", sep="\n"))
+    ax.legend(title=None, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def lambda_sweep(safety: dict):
+    """Chapter 6's λ-sweep: agreement of r / s_r − λ·c / s_c with the helpfulness and the safety label on the
+    held-out pairs as λ grows (Wilson 95% CI bands), chance dashed. `safety` is
+    experiments/safety/summary.json. The λ values of the grid are evenly spaced on the x axis."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    lam = [row["lambda"] for row in safety["sweep"]]
+    x = list(range(len(lam)))
+    for key, label in (("helpfulness", bilingual("helpfulness label", "有用性标签")),
+                       ("safety", bilingual("safety label", "安全性标签"))):
+        acc = [row[key]["accuracy"] for row in safety["sweep"]]
+        low, high = ([row[key]["ci95"][i] for row in safety["sweep"]] for i in (0, 1))
+        line, = ax.plot(x, acc, marker="o", label=label)
+        ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
+    ax.axhline(0.5, ls="--", c="grey", lw=1)
+    ax.set_xticks(x, [f"{v:g}" for v in lam])
+    ax.set_xlabel(bilingual("λ in r/s_r − λ·c/s_c (cost weight)", "λ（代价权重）", sep="\n"))
+    ax.set_ylabel(bilingual("agreement (share of pairs)", "一致率（样本对比例）", sep="\n"))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
