@@ -130,7 +130,8 @@ def run(args) -> None:
                "profile": args.profile, "seed": cfg.seed,
                "val_fraction": args.val_fraction, "n_train": metrics["data"]["n_train"], **judge(cfg, metrics),
                "date": datetime.date.today().isoformat(), "machine": common.machine(),
-               "threads": torch.get_num_threads(), "sweep_s": round(time.time() - started, 1)}
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+               "sweep_s": round(time.time() - started, 1)}
         results.parent.mkdir(parents=True, exist_ok=True)
         with results.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,5 +1,6 @@
 """Readings as categories (alignkit/report/readings.py), on hand-made numbers on both sides of each boundary,
 and their words: every category a reading can return has English and Chinese words in text/readings.yaml."""
+import json
 import re
 
 import pytest
@@ -198,3 +199,23 @@ def test_phase_seconds_line():
     assert phase_seconds({}) == "not recorded"
     line = phase_seconds({"seconds": {"untrained_eval": 61.4, "train_steps": 812.0, "evals": 130.2}})
     assert line == "untrained evaluation 61 s, training steps 812 s, evaluations during training (incl. the final one) 130 s"
+
+
+def test_sweep_frame_reads_the_paired_difference(tmp_path):
+    from alignkit.report.chapters import sweep_frame, sweep_rows
+
+    def row(name, diff, ci):
+        acc = {"accuracy": 0.7, "n": 100, "ci95": [0.6, 0.78]}
+        return {"name": name, "overrides": {"rm.train.lr": 1e-4} if name != "base" else {}, "n_train": 500,
+                "n_val": 100, "accuracy": acc, "length_matched": {"accuracy": 0.5, "n": 12, "ci95": [0.25, 0.75]},
+                "length_rule": {"accuracy": 0.6, "n": 100, "ci95": [0.5, 0.69]},
+                "vs_length_rule": {"n": 100, "difference": diff, "ci95": ci}, "steps": 10, "sweep_s": 12.3,
+                "date": "2026-11-25"}
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [row("base", 0.1, [0.02, 0.18]), row("lr", 0.01, [-0.05, 0.07])]))
+    frame = sweep_frame(sweep_rows(path))
+    assert frame.reading.tolist() == ["shown better than the length rule", "not shown better than the length rule"]
+    assert frame.overrides.tolist() == ["the profile", "rm.train.lr=0.0001"]
+    assert frame["length-matched (n)"][0].endswith("(12)")
+    assert sweep_rows(tmp_path / "absent.jsonl") == []

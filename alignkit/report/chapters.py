@@ -3,6 +3,8 @@ alignkit.report.tables. A `reading` column or sentence says what the numbers sho
 alignkit.report.readings, so a claim that does not hold on a profile is not printed as if it did."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -259,4 +261,34 @@ def phase_seconds(metrics: dict) -> str:
     if not seconds:
         return "not recorded"
     return ", ".join(f"{PHASES.get(k, k)} {v:.0f} s" for k, v in seconds.items())
+
+
+# ----------------------------------------------------------------------------- what it took (sweeps/rm_sweep.py)
+
+def sweep_rows(path) -> list[dict]:
+    """The rows of a sweeps/rm_sweep.py results file (JSONL), in the order they finished; [] when absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sweep_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per RM candidate, judged on the validation fold of the training split: accuracy, length-matched
+    accuracy and the length rule (Wilson CIs), the paired difference RM − rule (bootstrap CI) and its reading."""
+    out = []
+    for r in rows:
+        diff = r["vs_length_rule"]
+        category = ci_vs(diff["ci95"], 0.0)
+        out.append({
+            "candidate": r["name"], "overrides": ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "the profile",
+            "n train / val": f"{r['n_train']} / {r['n_val']}",
+            "accuracy": interval(r["accuracy"]["accuracy"], r["accuracy"]["ci95"]),
+            "length-matched (n)": f"{interval(r['length_matched']['accuracy'], r['length_matched']['ci95'])} "
+                                  f"({r['length_matched']['n']})",
+            "length rule": interval(r["length_rule"]["accuracy"], r["length_rule"]["ci95"]),
+            "RM − rule": interval(diff["difference"], diff["ci95"], signed=True),
+            "reading": words("sweep_vs_rule", category) if category else "",
+            "steps": r["steps"], "time (s)": round(r["sweep_s"]), "date": r["date"]})
+    return pd.DataFrame(out)
 

@@ -193,5 +193,6 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "ev_dpo_gap": ci_vs, "chosen_likelihood": chosen_likelihood, "ev_judge": ci_vs, "aim": meets_aim, "parity": ci_vs,
          "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
          "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
-         "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs}
+         "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs,
+         "sweep_vs_rule": ci_vs}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""
