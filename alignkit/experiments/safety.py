@@ -43,7 +43,7 @@ from alignkit.infer import in_length_order
 from alignkit.losses import bradley_terry_loss
 from alignkit.models import RewardModel, load_tokenizer, weights_dtype
 from alignkit.pooling import last_attended_index
-from alignkit.stats import accuracy_summary, auc, bootstrap_ci, correctness
+from alignkit.stats import accuracy_summary, auc, bootstrap_ci, correctness, paired_difference
 
 SIDES = ("better", "worse")
 """Index 0 and 1 of every per-pair array here: the helpfulness label's better and worse response."""
@@ -133,14 +133,6 @@ def combined(r, c, lam: float, scales: tuple[float, float]) -> np.ndarray:
     return np.asarray(r, float) / scales[0] - lam * np.asarray(c, float) / scales[1]
 
 
-def _paired_change(correct: np.ndarray, base: np.ndarray, n_resamples: int, seed: int) -> dict:
-    diff = correct - base
-    if not len(diff):
-        return {"difference": None, "ci95": None, "changed_pairs": 0}
-    return {"difference": float(diff.mean()), "changed_pairs": int(np.sum(diff != 0)),
-            "ci95": list(bootstrap_ci(diff, lambda d: float(np.mean(d)), n_resamples=n_resamples, seed=seed))}
-
-
 def lambda_sweep(r, c, helpful, safer, lambdas, scales: tuple[float, float], *, n_resamples: int = 1000,
                  seed: int = 0) -> list[dict]:
     """Agreement of r / s_r - lambda * c / s_c with each label as lambda moves. r, c (P, 2) per pair side;
@@ -157,7 +149,8 @@ def lambda_sweep(r, c, helpful, safer, lambdas, scales: tuple[float, float], *, 
         row = {"lambda": float(lam)}
         for label, preferred in (("helpfulness", helpful), ("safety", safer)):
             row[label] = agreement(combined(r, c, lam, scales), preferred)
-            row[f"{label}_change"] = _paired_change(correct(lam, preferred), base[label], n_resamples, seed)
+            row[f"{label}_change"] = paired_difference(correct(lam, preferred), base[label],
+                                                       n_resamples=n_resamples, seed=seed)
         out.append(row)
     return out
 
