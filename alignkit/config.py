@@ -213,6 +213,19 @@ class GenerationConfig:
 
 
 @dataclass
+class BestOfNConfig:
+    """Best-of-n sampling against the reward model (chapter 6): k responses per held-out prompt from the base
+    policy, decoded as `generation` says (temperature, top_p, repetition penalty, batch sizes, threads)."""
+
+    prompts: int = 16
+    """Held-out prompts: a seeded sample of the unique prompts of the profile's test split."""
+    samples: int = 16
+    """Responses sampled per prompt (k); best-of-n is read for n = 1, 2, 4, ... up to k."""
+    max_new_tokens: int | None = None
+    """Response budget of these samples (None = generation.max_new_tokens)."""
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     """Profile name; outputs go to outputs/<profile>/ unless output_dir is set."""
@@ -225,6 +238,7 @@ class RunConfig:
     rm: RMConfig = field(default_factory=RMConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
 
     @property
     def out(self) -> Path:
@@ -337,4 +351,8 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
+    bon = cfg.best_of_n
+    for name, value in (("prompts", bon.prompts), ("samples", bon.samples), ("max_new_tokens", bon.max_new_tokens)):
+        if value is not None and value < 1:
+            raise AlignkitError(f"best_of_n.{name} must be a positive number, got {value!r}")
     return cfg

@@ -233,5 +233,5 @@ def test_steps_say_which_chapter_to_run_when_the_scores_are_missing(tmp_path):
     (tmp_path / "scores" / "trained-test.parquet").unlink()
     with pytest.raises(AlignkitError, match="trained-test.parquet"):
         run_experiment(cfg, "calibration")
-    with pytest.raises(AlignkitError, match="known: length, calibration"):
-        run_experiment(cfg, "bon")
+    with pytest.raises(AlignkitError, match="known: length, calibration, safety, bon"):
+        run_experiment(cfg, "best-of-n")

@@ -59,6 +59,26 @@ def test_chapter_6_readings_are_read_from_the_intervals():
     assert r.words("exp_temperature", "softens").startswith("T > 1")
 
 
+def test_goodhart_reads_where_proxy_and_judge_gains_part():
+    """Gains' CIs per n (n = 1 first: its gain is exactly 0). The judge may be noisy at small n: the category
+    is decided at the largest n, except that a judge gain below 0 anywhere beside a proxy gain is decisive."""
+    zero, up, flat, down = [0.0, 0.0], [0.1, 0.5], [-0.1, 0.2], [-0.5, -0.01]
+    ns = [1, 2, 4, 8]
+    assert r.goodhart([zero, up, up, up], [zero, flat, up, up]) == "tracks"  # noisy at n = 2, shown from n = 4
+    assert r.parting_n(ns, [zero, up, up, up], [zero, flat, up, up]) == 2
+    assert r.goodhart([zero, up, up, up], [zero, up, up, flat]) == "parts"
+    assert r.parting_n(ns, [zero, up, up, up], [zero, up, up, flat]) == 8
+    assert r.goodhart([zero, up, up, up], [zero, up, flat, down]) == "judge_falls"
+    assert r.parting_n(ns, [zero, up, up, up], [zero, up, flat, down]) == 4
+    assert r.goodhart([zero, up, [0.0, 0.3]], [zero, down, flat]) == "judge_falls"  # decisive at any n
+    assert r.goodhart([zero, [0.0, 0.3], [0.0, 0.4]], [zero, up, up]) == "no_proxy_gain"  # touching 0 holds it
+    assert r.parting_n(ns, [zero, [0.0, 0.3]], [zero, down]) is None
+    assert r.parting_n(ns, [zero, up, up], [zero, up, up]) is None
+    assert r.goodhart([], []) is None and r.goodhart([zero, None], [zero, up]) is None
+    assert r.words("exp_goodhart", "parts", n_part="8").startswith("the curves part: from n = 8")
+    assert r.both("ev_goodhart", "judge_falls").startswith("over-optimisation")
+
+
 def test_length_explains():
     assert r.length_explains([0.01, 0.05], 0.4, 0.3) == "most"
     assert r.length_explains([0.01, 0.05], 0.2, -0.3) == "some"
@@ -111,6 +131,8 @@ def test_kinds_list_exactly_what_a_reading_returns(function):
         r.claim_out_of_range: {r.claim_out_of_range(ci) for ci in ([0.1, 0.2], [0.0, 0.05], [0.0, 0.5])},
         r.meets_aim: {r.meets_aim(2, 1), r.meets_aim(1, 2)}, r.adopted: {r.adopted(True), r.adopted(False)},
         r.temperature_effect: {r.temperature_effect(t) for t in ([2.0], [0.5], [None], [0.5, 2.0])},
+        r.goodhart: {r.goodhart([[0, 0], p], [[0, 0], j]) for p, j in (([1, 2], [-2, -1]), ([1, 2], [-1, 1]),
+                                                                       ([1, 2], [1, 2]), ([-1, 1], [1, 2]))},
     }[function]
     assert reached == set(r.KINDS[function])
 

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from alignkit.errors import AlignkitError
 from alignkit.experiments import run as runner
 from alignkit.experiments.safety import (agreement, choose_l2, combined, cost_preference, fit_head, head_objective,
-                                         head_scores, lambda_sweep, load_safety_pairs, safety_auc, unit_scales)
+                                         head_scores, lambda_sweep, load_heads, load_safety_pairs, safety_auc,
+                                         save_heads, score_with_heads, unit_scales)
 from alignkit.stats import wilson_interval
 from conftest import tiny_config
 
@@ -109,6 +111,20 @@ def test_safety_auc_by_hand():
     assert safety_auc([[1, 2]], [[True, True]])["auc"] is None
 
 
+def test_saved_heads_load_as_the_same_linear_heads(tmp_path):
+    heads = {"reward": fit_head(WINNER, LOSER, 0.0), "cost": fit_head(LOSER, WINNER, 0.1)}
+    save_heads(heads, tmp_path / "heads.safetensors")
+    loaded = load_heads(tmp_path / "heads.safetensors")
+    assert set(loaded) == {"reward", "cost"} and not list(tmp_path.glob(".*"))  # no temporary file left
+    for name, head in heads.items():
+        assert loaded[name].bias is None and loaded[name].weight.dtype == torch.float64
+        assert torch.equal(loaded[name].weight, head.weight)
+        features = np.array([[0.5], [-2.0]])
+        assert head_scores(loaded[name], features).tolist() == head_scores(head, features).tolist()
+    with pytest.raises(AlignkitError, match="chapter 6's reward \\+ cost section"):
+        load_heads(tmp_path / "missing.safetensors")
+
+
 def test_pku_labels_are_read_per_side(data_dir):
     path = data_dir / "pku_saferlhf_500.jsonl"
     pairs, safer, loaded = load_safety_pairs(str(path))
@@ -152,11 +168,26 @@ def test_safety_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monke
     assert len(table) == 2 * n and (table.split == "test").sum() == 2 * n_test
     assert set(table.columns) >= {"pair_id", "split", "side", "safer", "is_safe", "response_tokens", "r", "c"}
     assert (table.groupby("pair_id").safer.sum() == 1).all()
+    # the saved heads, scoring texts through the same feature path, give the in-memory heads' scores
+    assert record["heads_file"] == runner.file_fingerprint(folder / "heads.safetensors")
+    heads = load_heads(folder / "heads.safetensors")
+    assert tuple(heads["reward"].weight.shape) == (1, 32)
+    pairs, _, _ = load_safety_pairs(str(data_dir / "pku_saferlhf_500.jsonl"), max_pairs=60, seed=cfg.seed)
+    ids = [0, 1, 7]
+    scored = score_with_heads(cfg, heads, [pairs[i].prompt for i in ids for _ in (0, 1)],
+                              [r for i in ids for r in (pairs[i].better, pairs[i].worse)])
+    expected = table.set_index(["pair_id", "side"]).loc[[(i, s) for i in ids for s in ("better", "worse")]]
+    np.testing.assert_allclose(scored["reward"], expected.r, atol=1e-6)
+    np.testing.assert_allclose(scored["cost"], expected.c, atol=1e-6)
+    assert scored.response_tokens.tolist() == expected.response_tokens.tolist()
     # the step is reused while its identity holds, recomputed when the seed changes
     monkeypatch.setattr(runner, "safety_experiment", lambda *a, **k: pytest.fail("recomputed a reused step"))
     assert runner.run_experiment(cfg, "safety") == record
     with pytest.raises(pytest.fail.Exception):
         runner.run_experiment(tiny_config(tiny_model_dir, tmp_path, data_dir, seed=1), "safety")
+    (folder / "heads.safetensors").unlink()  # an older run without saved heads is not reused
+    with pytest.raises(pytest.fail.Exception):
+        runner.run_experiment(cfg, "safety")
 
 
 # ----------------------------------------------------------------------------- the report layer

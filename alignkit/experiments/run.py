@@ -10,9 +10,17 @@ On the profile's base model and PKU-SafeRLHF, reused while the model's weights (
 the seed and the evaluation encoding are the same:
   safety       a reward head (helpfulness) and a cost head (harm) on the base model's frozen features; also
                writes experiments/safety/responses.parquet (one row per response: split, r, c, is_safe, tokens)
+               and the two heads, experiments/safety/heads.safetensors
+On samples of the base policy, reused while the policy, chapter 1's reward model and test split, the safety
+heads, the seed, the `best_of_n` sizes and the decoding settings are the same:
+  bon          best-of-n against the reward model (the proxy), judged by the safety heads; also writes
+               experiments/bon/samples.parquet (one row per prompt x sample). Sizes are the profile's
+               `best_of_n` section: tiny 3 prompts x 4 samples, cpu 16 x 16 (64 new tokens), gpu 128 x 16
+               (the generation budget, 512 tokens)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,9 +29,11 @@ import pandas as pd
 from alignkit.data.sources import data_file
 from alignkit.data.tokenize import ENCODING
 from alignkit.errors import AlignkitError
+from alignkit.experiments.bon import bon_experiment, bon_generation, bon_prompts
 from alignkit.experiments.calibration import calibration_summary
 from alignkit.experiments.length import length_debiasing
-from alignkit.experiments.safety import safety_experiment
+from alignkit.experiments.safety import load_heads, safety_experiment, save_heads
+from alignkit.infer import decoding_settings
 from alignkit.io import atomic_path, atomic_write_json, file_fingerprint, reuse, stamped
 from alignkit.study.scores import paired
 
@@ -35,6 +45,7 @@ SETTINGS = {
     "calibration": {"n_bins": 10, "n_resamples": 1000},
     "safety": {"max_pairs": 500, "val_fraction": 0.25, "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
                "lambdas": [0, 0.25, 0.5, 1, 2, 4, 8], "n_resamples": 1000},
+    "bon": {"n_resamples": 1000},
 }
 """Each experiment's own settings. They are part of its identity, so changing one recomputes it."""
 
@@ -94,17 +105,82 @@ def safety_identity(cfg, data: str) -> dict:
             "test_fraction": cfg.data.test_fraction, **SETTINGS["safety"]}
 
 
+SAFETY_FILES = ("responses.parquet", "heads.safetensors")
+"""What the safety step writes beside its summary.json (which is written last); reuse needs all of them."""
+
+
+def _safety_folder(cfg) -> Path:
+    return cfg.out / "experiments" / "safety"
+
+
 def run_safety(cfg, *, force: bool = False) -> dict:
     """The `safety` experiment on the profile's base model: reused from experiments/safety/summary.json (with
-    responses.parquet beside it) while `safety_identity` is unchanged; `force=True` recomputes it."""
+    SAFETY_FILES beside it) while `safety_identity` is unchanged; `force=True` recomputes it."""
     source, data = _safety_source()
     identity = safety_identity(cfg, data)
-    folder = cfg.out / "experiments" / "safety"
-    saved = None if force or not (folder / "responses.parquet").exists() else reuse(folder / "summary.json", identity)
+    folder = _safety_folder(cfg)
+    complete = all((folder / name).exists() for name in SAFETY_FILES)
+    saved = None if force or not complete else reuse(folder / "summary.json", identity)
     if saved is not None:
         return saved
-    record, table = safety_experiment(cfg, source, split=SAFETY_DATA["split"], **SETTINGS["safety"])
+    record, table, heads = safety_experiment(cfg, source, split=SAFETY_DATA["split"], **SETTINGS["safety"])
     with atomic_path(folder / "responses.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    save_heads(heads, folder / "heads.safetensors")
+    record = stamped({**record, "heads_file": file_fingerprint(folder / "heads.safetensors")}, identity)
+    atomic_write_json(folder / "summary.json", record)
+    return record
+
+
+def safety_heads(cfg) -> Path:
+    """experiments/safety/heads.safetensors of this profile's safety run: a clear error naming chapter 6's
+    reward + cost section when it is missing or was fitted for another base model, data or seed."""
+    folder = _safety_folder(cfg)
+    source, data = _safety_source()
+    if not all((folder / name).exists() for name in SAFETY_FILES) or \
+            reuse(folder / "summary.json", safety_identity(cfg, data)) is None:
+        raise AlignkitError(f"no safety heads for this configuration in {folder} (best-of-n's judges): run chapter "
+                            f"6's reward + cost section (notebooks/06_experiments.ipynb) first, i.e. "
+                            f"alignkit.experiments.run.run_experiment(cfg, 'safety') for profile {cfg.profile}")
+    return folder / "heads.safetensors"
+
+
+def _require_rm_and_split(cfg) -> tuple[Path, Path]:
+    """(chapter 1's reward model folder, its test split file); a clear error naming chapter 1 when missing."""
+    rm_dir, test = cfg.out / "rm", cfg.out / "data" / "test.jsonl"
+    for path, what in ((rm_dir / "model.safetensors", "trained reward model (best-of-n's proxy)"),
+                       (test, "test split (best-of-n's prompts)")):
+        if not path.exists():
+            raise AlignkitError(f"no {what}: {path} is missing. Run chapter 1 (notebooks/01_reward_model.ipynb) "
+                                f"first, or `alignkit rm train --profile {cfg.profile}`")
+    return rm_dir, test
+
+
+def bon_identity(cfg, rm_dir: Path, test: Path, heads: Path) -> dict:
+    """What `bon` depends on: the base policy (weights or name) and dtype, the reward model's weights, the test
+    split's bytes, the safety heads' bytes, the encodings, the seed, the `best_of_n` sizes, the decoding
+    settings and the experiment's own settings."""
+    return {"experiment": "bon", "policy": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
+            "rm": model_identity(str(rm_dir)), "test_split": file_fingerprint(test),
+            "safety_heads": file_fingerprint(heads), "encoding": ENCODING,
+            "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
+            "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
+            "best_of_n": dataclasses.asdict(cfg.best_of_n),
+            "decoding": decoding_settings(bon_generation(cfg), cfg.seed), **SETTINGS["bon"]}
+
+
+def run_bon(cfg, *, force: bool = False) -> dict:
+    """The `bon` experiment: reused from experiments/bon/summary.json (with samples.parquet beside it) while
+    `bon_identity` is unchanged; `force=True` samples and scores again."""
+    rm_dir, test = _require_rm_and_split(cfg)
+    heads = safety_heads(cfg)
+    identity = bon_identity(cfg, rm_dir, test, heads)
+    folder = cfg.out / "experiments" / "bon"
+    saved = None if force or not (folder / "samples.parquet").exists() else reuse(folder / "summary.json", identity)
+    if saved is not None:
+        return saved
+    record, table = bon_experiment(cfg, bon_prompts(cfg, test), load_heads(heads), **SETTINGS["bon"])
+    with atomic_path(folder / "samples.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     record = stamped(record, identity)
     atomic_write_json(folder / "summary.json", record)
@@ -120,13 +196,15 @@ def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
 
 
 def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
-    """Experiment `name` ('length', 'calibration' or 'safety') on a profile. It is reused from
+    """Experiment `name` ('length', 'calibration', 'safety' or 'bon') on a profile. It is reused from
     outputs/<profile>/experiments/<name>/summary.json while its identity is unchanged; `force=True` recomputes
     it. Returns the record, including its `config` and `identity`."""
     if name not in SETTINGS:
         raise AlignkitError(f"no experiment {name!r}; known: {', '.join(SETTINGS)}")
     if name == "safety":
         return run_safety(cfg, force=force)
+    if name == "bon":
+        return run_bon(cfg, force=force)
     scores_summary, paths = _require_scores(cfg)
     identity = experiment_identity(cfg, name, scores_summary)
     path = cfg.out / "experiments" / name / "summary.json"

@@ -25,14 +25,20 @@ The lambda sweep ranks each pair's responses by r / s_r - lambda * c / s_c, wher
 population standard deviations of r and c over the training responses (both sides of every training pair):
 lambda is "standard deviations of cost traded per standard deviation of reward". Lambda = 0 is the reward
 head alone; each lambda's accuracy on both labels is compared with lambda = 0 on the same pairs.
+
+The fitted heads are saved (`save_heads`; experiments/safety/heads.safetensors) so that later steps can score
+new texts with them: `score_with_heads` reads the features through the same `text_features` path as the fit
+(best-of-n uses the reward head as its independent judge, and the cost head as a second one).
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
 from alignkit.data.sources import load_pairs
 from alignkit.data.splits import seeded_sample, split_by_prompt
@@ -40,6 +46,7 @@ from alignkit.data.templates import PreferencePair
 from alignkit.data.tokenize import ChatEncoder, pad_sequences
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order
+from alignkit.io import atomic_path
 from alignkit.losses import bradley_terry_loss
 from alignkit.models import RewardModel, load_tokenizer, weights_dtype
 from alignkit.pooling import last_attended_index
@@ -198,12 +205,14 @@ def load_safety_pairs(source: str, *, split: str = "train", max_pairs: int | Non
     return pairs, safer, {"rows": report.rows, "skipped": report.skipped, "pairs": len(pairs)}
 
 
-def response_features(model: RewardModel, encoder: ChatEncoder, pairs: list[PreferencePair], *,
-                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def text_features(model: RewardModel, encoder: ChatEncoder, prompts: list, responses: list[str], *,
+                  batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The backbone's last hidden state at the last attended token of each (prompt, response), read as the
-    reward model reads its score. Returns features (P, 2, H) float64, response tokens (P, 2) and whether the
-    response was cut (P, 2), sides ordered as SIDES."""
-    encoded = [encoder.encode(p.prompt, r) for p in pairs for r in (p.better, p.worse)]
+    reward model reads its score: the one feature path of the heads, for fitting and for scoring. Returns
+    features (N, H) float64, response tokens (N,) and whether the response was cut (N,), in input order."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    encoded = [encoder.encode(p, r) for p, r in zip(prompts, responses)]
     device = next(model.parameters()).device
 
     def run(batch, _k):
@@ -219,9 +228,60 @@ def response_features(model: RewardModel, encoder: ChatEncoder, pairs: list[Pref
             rows = in_length_order(encoded, lambda s: len(s.input_ids), batch_size, run, desc="features")
     finally:
         model.train(was_training)
-    tokens = np.array([len(e.input_ids) - e.prompt_length for e in encoded]).reshape(-1, 2)
-    cut = np.array([e.response_cut for e in encoded]).reshape(-1, 2)
-    return np.stack(rows).reshape(len(pairs), 2, -1), tokens, cut
+    tokens = np.array([len(e.input_ids) - e.prompt_length for e in encoded])
+    cut = np.array([e.response_cut for e in encoded])
+    return np.stack(rows) if rows else np.zeros((0, model.config.hidden_size)), tokens, cut
+
+
+def response_features(model: RewardModel, encoder: ChatEncoder, pairs: list[PreferencePair], *,
+                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`text_features` of both responses of each pair: features (P, 2, H) float64, response tokens (P, 2) and
+    whether the response was cut (P, 2), sides ordered as SIDES."""
+    features, tokens, cut = text_features(model, encoder, [p.prompt for p in pairs for _ in SIDES],
+                                          [r for p in pairs for r in (p.better, p.worse)], batch_size=batch_size)
+    return features.reshape(len(pairs), 2, -1), tokens.reshape(-1, 2), cut.reshape(-1, 2)
+
+
+def feature_model(cfg) -> tuple[RewardModel, ChatEncoder]:
+    """The frozen base model whose features the heads read (`cfg.model.name` at `cfg.model.dtype`) and its
+    encoder at the evaluation lengths: the same for fitting the heads and for scoring with saved ones."""
+    model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
+    return model, ChatEncoder(load_tokenizer(cfg.model.name), *cfg.data.eval_lengths())
+
+
+# ----------------------------------------------------------------------------- saved heads
+
+def save_heads(heads: dict[str, torch.nn.Linear], path) -> None:
+    """Each head's (1, H) float64 weight under its name in one safetensors file, written atomically."""
+    with atomic_path(path) as tmp:
+        save_file({name: head.weight.detach().contiguous() for name, head in heads.items()}, str(tmp))
+
+
+def load_heads(path) -> dict[str, torch.nn.Linear]:
+    """The heads saved by `save_heads`, as Linear(H, 1, bias=False) float64 modules."""
+    if not Path(path).exists():
+        raise AlignkitError(f"no saved safety heads at {path}: run chapter 6's reward + cost section "
+                            "(notebooks/06_experiments.ipynb), i.e. "
+                            "alignkit.experiments.run.run_experiment(cfg, 'safety')")
+    heads = {}
+    for name, weight in load_file(str(path)).items():
+        head = torch.nn.Linear(weight.shape[1], 1, bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        heads[name] = head
+    return heads
+
+
+def score_with_heads(cfg, heads: dict[str, torch.nn.Linear], prompts: list, responses: list[str]) -> pd.DataFrame:
+    """Each head's score of each (prompt, response) on `feature_model(cfg)`'s frozen features, read through
+    `text_features` exactly as the heads were fitted. Returns DataFrame(<one column per head>, response_tokens,
+    response_cut) in input order."""
+    model, encoder = feature_model(cfg)
+    features, tokens, cut = text_features(model, encoder, prompts, responses,
+                                          batch_size=cfg.rm.train.eval_batch_size)
+    del model
+    return pd.DataFrame({**{name: head_scores(head, features) for name, head in heads.items()},
+                         "response_tokens": tokens, "response_cut": cut})
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -248,16 +308,16 @@ def _fit(features: np.ndarray, winner: np.ndarray, fit: list[int], val: list[int
 
 def safety_experiment(cfg, source: str, *, split: str = "train", max_pairs: int | None = 500,
                       val_fraction: float = 0.25, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-                      lambdas=(0, 0.25, 0.5, 1, 2, 4, 8), n_resamples: int = 1000) -> tuple[dict, pd.DataFrame]:
+                      lambdas=(0, 0.25, 0.5, 1, 2, 4, 8), n_resamples: int = 1000
+                      ) -> tuple[dict, pd.DataFrame, dict[str, torch.nn.Linear]]:
     """The reward and cost heads on `cfg.model.name`'s frozen features of the PKU-SafeRLHF pairs in `source`
     (split by prompt: cfg.data.test_fraction held out, seeded by cfg.seed). Returns (summary record, one row
-    per response: pair_id, split, side, safer, is_safe, response_tokens, r, c)."""
+    per response: pair_id, split, side, safer, is_safe, response_tokens, r, c; the heads {'reward', 'cost'})."""
     start = time.perf_counter()
     pairs, safer, loaded = load_safety_pairs(source, split=split, max_pairs=max_pairs, seed=cfg.seed)
     train, test = _split_indices(pairs, cfg.data.test_fraction, cfg.seed, list(range(len(pairs))))
     fit, val = _split_indices(pairs, val_fraction, cfg.seed, train)
-    model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
-    encoder = ChatEncoder(load_tokenizer(cfg.model.name), *cfg.data.eval_lengths())
+    model, encoder = feature_model(cfg)
     features, tokens, cut = response_features(model, encoder, pairs, batch_size=cfg.rm.train.eval_batch_size)
     del model
     seconds = {"features": time.perf_counter() - start}
@@ -304,4 +364,4 @@ def safety_experiment(cfg, source: str, *, split: str = "train", max_pairs: int 
         "pair_id": np.repeat(np.arange(len(pairs)), 2), "split": np.repeat(split_of, 2),
         "side": list(SIDES) * len(pairs), "safer": (np.arange(2)[None, :] == safer[:, None]).ravel(),
         "is_safe": is_safe.ravel(), "response_tokens": tokens.ravel(), "r": r.ravel(), "c": c.ravel()})
-    return record, table
+    return record, table, {"reward": reward["head"], "cost": cost["head"]}

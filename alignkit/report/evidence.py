@@ -28,6 +28,7 @@ QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_po
 ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)": "evals/trained-ood",
              "scores (ch. 3)": "scores/summary.json", "DPO (ch. 4)": "dpo/metrics.json",
              "generations (ch. 5)": "generations/summary.json",
+             "best-of-n (ch. 6)": "experiments/bon/summary.json",
              "length debiasing (ch. 6)": "experiments/length/summary.json",
              "calibration (ch. 6)": "experiments/calibration/summary.json"}
 
@@ -100,12 +101,29 @@ def key_numbers(cfg) -> dict:
     return n
 
 
+def _bon_numbers(bon: dict | None) -> dict:
+    """Best-of-n at its largest n: the proxy's, the judge's and the cost head's gain over a random sample with
+    CIs, the size of the run, and the Goodhart reading's category."""
+    rows = {k: (_get(bon, "curves", k) or [None])[-1] for k in ("judge", "cost")}
+    judges = _get(bon, "curves", "judge") or []
+    size = None if not judges else f"{bon['prompts']} × {bon['samples']}, n = {judges[-1]['n']} " \
+                                   f"(KL_BoN {judges[-1]['kl_bon']:.2f} nats)"
+    out = {"exp.bon_size": size, "exp.bon_prompts": _get(bon, "prompts"),
+           "exp.bon_goodhart": readings.goodhart([r["proxy_gain_ci95"] for r in judges],
+                                                 [r["judge_gain_ci95"] for r in judges]) if judges else None}
+    for name, row, key in (("proxy", rows["judge"], "proxy"), ("judge", rows["judge"], "judge"),
+                           ("cost", rows["cost"], "judge")):
+        out[f"exp.bon_{name}_gain"], out[f"exp.bon_{name}_ci"] = _get(row, f"{key}_gain"), _get(row, f"{key}_gain_ci95")
+    return out
+
+
 def _experiment_numbers(out: Path) -> dict:
     """Chapter 6's numbers: the length-corrected RM (accuracy, paired difference to the plain RM,
-    length-matched accuracy) and the ECE before and after cross-fitted temperature scaling, each with its CI."""
+    length-matched accuracy), the ECE before and after cross-fitted temperature scaling, each with its CI, and
+    best-of-n's gains (`_bon_numbers`)."""
     length = _load(out / "experiments" / "length" / "summary.json")
     cal = _load(out / "experiments" / "calibration" / "summary.json")
-    return {"exp.length_n": _get(length, "n"),
+    return {**_bon_numbers(_load(out / "experiments" / "bon" / "summary.json")),"exp.length_n": _get(length, "n"),
             "exp.corrected_acc": _get(length, "corrected", "accuracy", "accuracy"),
             "exp.corrected_ci": _get(length, "corrected", "accuracy", "ci95"),
             "exp.debias_diff": _get(length, "difference", "all", "difference"),
@@ -156,7 +174,10 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
         "length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]": "exp.length_matched_n",
         "ECE of σ(r_w − r_l), held-out [95% CI]": "exp.calibration_n",
         "ECE after cross-fitted temperature scaling [95% CI]": "exp.calibration_n",
-        "ECE change, after − before [95% CI]": "exp.calibration_n"}
+        "ECE change, after − before [95% CI]": "exp.calibration_n",
+        "best-of-n, largest n: reward-model (proxy) gain over a random sample [95% CI]": "exp.bon_prompts",
+        "best-of-n, largest n: independent judge (helpfulness head) gain [95% CI]": "exp.bon_prompts",
+        "best-of-n, largest n: cost head (harm) gain [95% CI]": "exp.bon_prompts"}
 """The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
@@ -182,6 +203,13 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
             ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2", both("ev_ood_gap", ci_vs(ood_ci, 0.0))),
             ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3",
              both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
+            ("best-of-n: prompts × samples, largest n", n["exp.bon_size"], "ch. 6 · experiments/bon", ""),
+            ("best-of-n, largest n: reward-model (proxy) gain over a random sample [95% CI]",
+             (n["exp.bon_proxy_gain"], n["exp.bon_proxy_ci"]), "ch. 6", ""),
+            ("best-of-n, largest n: independent judge (helpfulness head) gain [95% CI]",
+             (n["exp.bon_judge_gain"], n["exp.bon_judge_ci"]), "ch. 6", both("ev_goodhart", n["exp.bon_goodhart"])),
+            ("best-of-n, largest n: cost head (harm) gain [95% CI]", (n["exp.bon_cost_gain"], n["exp.bon_cost_ci"]),
+             "ch. 6", both("exp_bon_cost", ci_vs(n["exp.bon_cost_ci"], 0.0))),
             ("ECE of σ(r_w − r_l), held-out [95% CI]", (n["exp.ece_before"], n["exp.ece_before_ci"]),
              "ch. 6 · experiments/calibration", ""),
             ("ECE after cross-fitted temperature scaling [95% CI]", (n["exp.ece_after"], n["exp.ece_after_ci"]),

@@ -1,5 +1,5 @@
 """Chapter 6's tables and readings: the experiments' summaries (alignkit.experiments.run ->
-outputs/<profile>/experiments/{length,calibration,safety}/summary.json) -> DataFrames for
+outputs/<profile>/experiments/{length,calibration,safety,bon}/summary.json) -> DataFrames for
 alignkit.report.tables and sentences in both languages. Every number comes from those summaries; every
 reading's category from alignkit.report.readings (the reward + cost trade-off's from `safety_tradeoff`
 here), its words from text/readings.yaml."""
@@ -300,4 +300,77 @@ def safety_reading(safety: dict) -> tuple[str, str]:
                                  signed=True),
             tradeoff_words=words("exp_safety_tradeoff", safety_tradeoff(last["safety_change"]["ci95"],
                                                                         last["helpfulness_change"]["ci95"]), lang)))
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- best-of-n (Goodhart)
+
+BASELINE = "0 (the baseline) / 0（基线）"
+"""A gain cell at n = 1: a random sample is what every other n is compared with."""
+
+
+def _gain(row: dict, what: str) -> str:
+    return BASELINE if row["n"] == 1 else interval(row[f"{what}_gain"], row[f"{what}_gain_ci95"], signed=True)
+
+
+def bon_run_size(bon: dict) -> pd.DataFrame:
+    """How large the best-of-n run is: prompts, samples, the token budget, the n read, and what was trained
+    (nothing: the proxy is chapter 1's reward model, the judges the safety experiment's heads)."""
+    rows = {"held-out prompts (seeded sample of the test split)": bon["prompts"],
+            "samples per prompt (k, base policy)": bon["samples"],
+            "responses generated and scored": bon["responses"],
+            "new tokens at most per response": bon["decoding"]["max_new_tokens"],
+            "responses that hit the token cap": number(bon["hit_limit"], percent=True),
+            "n read (exact estimator over all n-subsets)": ", ".join(str(n) for n in bon["n_values"]),
+            "bootstrap resamples per interval (over prompts)": bon["config"].get("n_resamples"),
+            "models trained / 训练的模型": 0}
+    return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
+
+
+def bon_table(bon: dict) -> pd.DataFrame:
+    """Per n: KL_BoN, the gain over a random sample (n = 1) of the proxy-picked response by the proxy, by the
+    judge (helpfulness head) and by the cost head, each with its bootstrap 95% CI over prompts, the picked
+    response's length and the share of picks at the token cap."""
+    curves = bon["curves"]
+    rows = {}
+    for judge, cost, tokens, capped in zip(curves["judge"], curves["cost"], curves["tokens"], curves["capped"]):
+        rows[judge["n"]] = {"KL_BoN (nats)": judge["kl_bon"], "proxy (RM) gain [95% CI]": _gain(judge, "proxy"),
+                            "judge (helpfulness head) gain [95% CI]": _gain(judge, "judge"),
+                            "cost (harm head) gain [95% CI]": _gain(cost, "judge"),
+                            "picked length, tokens [95% CI]": interval(tokens["judge"], tokens["judge_ci95"]),
+                            "picks at the token cap": number(capped["judge"], percent=True),
+                            "n (prompts)": judge["prompts"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("n")
+
+
+def bon_goodhart(bon: dict) -> tuple[str | None, int | None]:
+    """(readings.goodhart's category, readings.parting_n) of the proxy's and the judge's gain curves."""
+    rows = bon["curves"]["judge"]
+    proxy, judge = [r["proxy_gain_ci95"] for r in rows], [r["judge_gain_ci95"] for r in rows]
+    return readings.goodhart(proxy, judge), readings.parting_n([r["n"] for r in rows], proxy, judge)
+
+
+def bon_reading(bon: dict) -> tuple[str, str]:
+    """The reading under the best-of-n table (at the largest n), in English and Chinese."""
+    curves, scales = bon["curves"], bon["scales"]
+    top, cost, tokens = curves["judge"][-1], curves["cost"][-1], curves["tokens"][-1]
+    category, n_part = bon_goodhart(bon)
+    rho = bon["spearman"]["proxy_judge"]
+
+    def in_sd(value, scale):
+        return number(value / scale if scale else None, signed=True)
+    out = []
+    for lang in ("en", "zh"):
+        out.append(words(
+            "bon_reading", lang=lang, prompts=number(bon["prompts"]), samples=number(bon["samples"]),
+            budget=number(bon["decoding"]["max_new_tokens"]), n=number(top["n"]), kl=number(top["kl_bon"]),
+            proxy_gain=_gain(top, "proxy"), proxy_sd=in_sd(top["proxy_gain"], scales["proxy"]),
+            judge_gain=_gain(top, "judge"), judge_sd=in_sd(top["judge_gain"], scales["judge"]),
+            goodhart_words=words("exp_goodhart", category, lang, n_part=number(n_part)),
+            rho=number(rho, signed=True), cost_gain=_gain(cost, "judge"),
+            cost_words=words("exp_bon_cost", ci_vs(cost["judge_gain_ci95"], 0.0), lang),
+            length_gain=_gain(tokens, "judge"),
+            length_words=words("exp_bon_length", ci_vs(tokens["judge_gain_ci95"], 0.0), lang),
+            cap_words=words("token_cap", readings.token_cap(bon["hit_limit"]), lang,
+                            share=number(bon["hit_limit"], percent=True))))
     return out[0], out[1]

@@ -313,3 +313,42 @@ def lambda_sweep(safety: dict):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def best_of_n_curves(bon: dict):
+    """Chapter 6's over-optimisation curves: left, the gain over a random sample (n = 1) of the response the
+    reward model (the proxy) picks among n, by the proxy, by the judge (helpfulness head) and by the cost head,
+    each in standard deviations of that scorer over all samples, against KL_BoN = log n − (n − 1)/n (bands:
+    bootstrap 95% CIs over prompts); right, the picked response's length. `bon` is
+    experiments/bon/summary.json."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    curves, scales = bon["curves"], bon["scales"]
+    kl = [row["kl_bon"] for row in curves["judge"]]
+    series = ((curves["judge"], "proxy", scales["proxy"], bilingual("proxy: reward model", "代理：奖励模型")),
+              (curves["judge"], "judge", scales["judge"], bilingual("judge: helpfulness head", "评判器：有用性头")),
+              (curves["cost"], "judge", scales["cost"], bilingual("cost head (harm)", "代价头（有害）")))
+    for rows, key, scale, label in series:
+        scale = scale or 1.0
+        gain = [row[f"{key}_gain"] / scale for row in rows]
+        low, high = ([row[f"{key}_gain_ci95"][i] / scale for row in rows] for i in (0, 1))
+        line, = axes[0].plot(kl, gain, marker="o", label=label)
+        axes[0].fill_between(kl, low, high, alpha=0.2, color=line.get_color())
+    axes[0].axhline(0, ls="--", c="grey", lw=1)
+    axes[0].set_ylabel(bilingual("gain over n = 1 (standard deviations)", "相对 n = 1 的提升（标准差）",
+                                 sep="\n"))
+    axes[0].legend(fontsize=8)
+    tokens = curves["tokens"]
+    line, = axes[1].plot(kl, [row["judge"] for row in tokens], marker="o", color="tab:purple")
+    axes[1].fill_between(kl, [row["judge_ci95"][0] for row in tokens],
+                         [row["judge_ci95"][1] for row in tokens], alpha=0.2, color=line.get_color())
+    axes[1].axhline(bon["decoding"]["max_new_tokens"], ls=":", c="grey", lw=1)  # the token cap
+    axes[1].set_ylabel(bilingual("picked response length (tokens)", "所选回答长度（token）", sep="\n"))
+    for ax in axes:
+        ax.set_xlabel(bilingual("KL_BoN = log n − (n − 1)/n (nats)", "KL_BoN（nats）", sep="\n"))
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(kl, [str(row["n"]) for row in tokens])
+        top.set_xlabel("n", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -134,6 +134,35 @@ def temperature_effect(temperatures) -> str | None:
     return "mixed"
 
 
+def goodhart(proxy_gain_cis, judge_gain_cis) -> str | None:
+    """Best-of-n against a proxy, read from the 95% CIs of the proxy's and the judge's gain over n = 1 at each
+    n (both lists in increasing n): 'judge_falls' (at some n the proxy gain lies above 0 and the judge gain
+    below: by the judge, the proxy's pick is worse than a random sample), 'parts' (at the largest n the proxy
+    gain lies above 0 while the judge's interval holds 0: the proxy's gain is not shown to carry over),
+    'tracks' (at the largest n both lie above 0) or 'no_proxy_gain' (the proxy gain's interval holds 0 at
+    every n: nothing was optimised)."""
+    pairs = [(ci_vs(p, 0.0), ci_vs(j, 0.0)) for p, j in zip(proxy_gain_cis or [], judge_gain_cis or [])]
+    if not pairs or any(p is None or j is None for p, j in pairs):
+        return None
+    if all(p != "above" for p, _ in pairs):
+        return "no_proxy_gain"
+    if any(p == "above" and j == "below" for p, j in pairs):
+        return "judge_falls"
+    last_proxy, last_judge = pairs[-1]
+    if last_proxy != "above":
+        return "no_proxy_gain"
+    return "tracks" if last_judge == "above" else "parts"
+
+
+def parting_n(n_values, proxy_gain_cis, judge_gain_cis) -> int | None:
+    """The smallest n at which the proxy gain's 95% CI lies above 0 while the judge gain's does not (it holds
+    0 or lies below): where the two curves part; None when they never do."""
+    for n, p, j in zip(n_values, proxy_gain_cis, judge_gain_cis):
+        if ci_vs(p, 0.0) == "above" and ci_vs(j, 0.0) in ("holds", "below"):
+            return n
+    return None
+
+
 def meets_aim(ratio, aim) -> str | None:
     """A benchmark's median speed ratio against its aim: 'met' or 'missed' (None without an aim)."""
     if aim is None or ratio is None:
@@ -180,7 +209,8 @@ KINDS = {ci_vs: ("above", "below", "holds"), length_trend: ("strong", "moderate"
          length_explains: ("most", "some", "none"), claim_dpo_scores_lower: ("held", "failed", "undecided"),
          claim_rewards_length: ("held", "failed", "undecided"), claim_out_of_range: ("held", "failed", "undecided"),
          meets_aim: ("met", "missed"), adopted: ("holds", "fails"),
-         temperature_effect: ("softens", "sharpens", "flattens", "mixed")}
+         temperature_effect: ("softens", "sharpens", "flattens", "mixed"),
+         goodhart: ("judge_falls", "parts", "tracks", "no_proxy_gain")}
 """Every category each reading function can return."""
 
 WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, "win": ci_vs,
@@ -194,5 +224,6 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
          "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
          "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs,
-         "sweep_vs_rule": ci_vs}
+         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
+         "ev_goodhart": goodhart}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""
