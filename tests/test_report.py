@@ -34,12 +34,16 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     assert _images(out / "notebooks" / "01_reward_model.ipynb") >= 1
     assert _images(out / "notebooks" / "02_evaluation_pitfalls.ipynb") >= 1
     assert _images(out / "notebooks" / "03_preference_visualization.ipynb") == 2
-    # chapter 6 ran both experiments on chapter 3's scores, drew its two figures; chapter 7 cites them
+    # chapter 6 ran both experiments on chapter 3's scores, reward + cost and best-of-n, drew its five figures;
+    # chapter 7 cites them
     for name in ("length", "calibration"):
         assert json.loads((out / "experiments" / name / "summary.json").read_text())["n"] > 0, name
-    assert _images(out / "notebooks" / "06_experiments.ipynb") == 2
+    bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
+    assert bon["responses"] == bon["prompts"] * bon["samples"] > 0
+    assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
     assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa
+    assert "best-of-n, largest n: independent judge (helpfulness head) gain" in qa
     # the standalone HTML has no MyST tab syntax left in it, and embeds its figures
     html = (out / "notebooks" / "02_evaluation_pitfalls.html").read_text()
     assert "{tab-set}" not in html and "data:image/png;base64" in html
