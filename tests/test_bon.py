@@ -46,6 +46,8 @@ def test_summarize_samples_by_hand():
     assert summarize_samples(constant, n_resamples=10)["spearman"]["proxy_tokens"] is None  # undefined, not NaN
     with pytest.raises(ValueError, match="same number of samples"):
         summarize_samples(table.iloc[:3])
+    with pytest.raises(ValueError, match="consecutive"):
+        summarize_samples(table.iloc[[0, 2, 1, 3]])
 
 
 def _bon_settings(monkeypatch):

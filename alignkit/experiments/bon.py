@@ -129,6 +129,8 @@ def summarize_samples(table: pd.DataFrame, *, seed: int = 0, n_resamples: int = 
     if counts.nunique() != 1:
         raise ValueError(f"every prompt needs the same number of samples; got {sorted(set(counts))}")
     prompts, k = len(counts), int(counts.iloc[0])
+    if (table.prompt_id != table.prompt_id.shift()).sum() != prompts:
+        raise ValueError("each prompt's samples must be consecutive rows (prompt_id, then sample order)")
     grid = n_grid(k)
 
     def wide(column):
