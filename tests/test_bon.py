@@ -74,6 +74,8 @@ def test_bon_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monkeypa
     table = pd.read_parquet(folder / "samples.parquet")
     assert len(table) == prompts * k == record["responses"] and table.groupby("prompt_id").size().eq(k).all()
     assert (table.response_tokens <= cfg.generation.max_new_tokens).all()
+    # one prompt's k copies sit in one batch but sample independently: best-of-n has something to choose from
+    assert (table.groupby("prompt_id").response.nunique() > 1).all()
     assert record["decoding"]["max_new_tokens"] == cfg.generation.max_new_tokens  # best_of_n.max_new_tokens unset
     # the curves are the table's: n = 1 is a random sample's mean, n = k the proxy's best of each prompt
     one, top = record["curves"]["judge"][0], record["curves"]["judge"][-1]
@@ -135,7 +137,15 @@ def test_bon_tables_reading_and_figure_take_their_categories_from_the_numbers():
     assert "from n = 2" in en and "raises the cost head's harm score" in en and "stop at the token limit" in en
     assert "过度优化" in zh
     en, _ = ex.bon_reading(tracks)
-    assert "the judge confirms the proxy's gain" in en
+    assert "the judge confirms the proxy's gain" in en and "The judge itself" not in en
+    # with the safety record, the reading also says whether the judge itself is shown better than chance
+    def safety(accuracy, ci):
+        return {"n_test": 98, "accuracy": {"reward": {"helpfulness": {"accuracy": accuracy, "ci95": ci}}}}
+    en, zh = ex.bon_reading(tracks, safety(0.551, [0.452, 0.646]))
+    assert "ranks 98 held-out PKU-SafeRLHF pairs by helpfulness at 0.551 [0.452, 0.646], not shown better" in en
+    assert "cannot tell over-optimisation" in en and "未显示优于随机" in zh
+    en, _ = ex.bon_reading(tracks, safety(0.70, [0.61, 0.78]))
+    assert "above chance, so its verdict carries information" in en
     size = ex.bon_run_size(falls)
     assert size.loc["responses generated and scored", "value"] == 120 and size.loc["n read (exact estimator over "
                                                                                    "all n-subsets)", "value"] == "1, 2, 4"

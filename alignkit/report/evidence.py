@@ -123,7 +123,8 @@ def _experiment_numbers(out: Path) -> dict:
     best-of-n's gains (`_bon_numbers`)."""
     length = _load(out / "experiments" / "length" / "summary.json")
     cal = _load(out / "experiments" / "calibration" / "summary.json")
-    return {**_bon_numbers(_load(out / "experiments" / "bon" / "summary.json")),"exp.length_n": _get(length, "n"),
+    return {**_bon_numbers(_load(out / "experiments" / "bon" / "summary.json")),
+            "exp.length_n": _get(length, "n"),
             "exp.corrected_acc": _get(length, "corrected", "accuracy", "accuracy"),
             "exp.corrected_ci": _get(length, "corrected", "accuracy", "ci95"),
             "exp.debias_diff": _get(length, "difference", "all", "difference"),

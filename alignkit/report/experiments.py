@@ -350,8 +350,10 @@ def bon_goodhart(bon: dict) -> tuple[str | None, int | None]:
     return readings.goodhart(proxy, judge), readings.parting_n([r["n"] for r in rows], proxy, judge)
 
 
-def bon_reading(bon: dict) -> tuple[str, str]:
-    """The reading under the best-of-n table (at the largest n), in English and Chinese."""
+def bon_reading(bon: dict, safety: dict | None = None) -> tuple[str, str]:
+    """The reading under the best-of-n table (at the largest n), in English and Chinese. With the safety
+    experiment's record, it also says how well the judge itself ranks held-out PKU-SafeRLHF pairs by
+    helpfulness: a judge not shown better than chance cannot confirm or refute the proxy's gain."""
     curves, scales = bon["curves"], bon["scales"]
     top, cost, tokens = curves["judge"][-1], curves["cost"][-1], curves["tokens"][-1]
     category, n_part = bon_goodhart(bon)
@@ -373,4 +375,10 @@ def bon_reading(bon: dict) -> tuple[str, str]:
             length_words=words("exp_bon_length", ci_vs(tokens["judge_gain_ci95"], 0.0), lang),
             cap_words=words("token_cap", readings.token_cap(bon["hit_limit"]), lang,
                             share=number(bon["hit_limit"], percent=True))))
+    if safety is not None:
+        judge = safety["accuracy"]["reward"]["helpfulness"]
+        validity = ci_vs(judge["ci95"], 0.5)
+        out = [f"{text} " + words("bon_judge", validity, lang, n=number(safety["n_test"]),
+                                  acc=interval(judge["accuracy"], judge["ci95"]))
+               for text, lang in zip(out, ("en", "zh"))]
     return out[0], out[1]

@@ -224,6 +224,6 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
          "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
          "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs,
-         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
+         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "bon_judge": ci_vs, "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
          "ev_goodhart": goodhart}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""
