@@ -344,3 +344,14 @@ def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
     change = robust.loc["ECE change, after − before [95% CI]"]
     assert change["n"] == 169 and change["reading"].startswith("temperature scaling lowers the ECE")
     assert list(evidence.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]
+
+
+def test_every_notebook_is_valid_with_unique_cell_ids():
+    """nbformat repairs a missing or repeated cell id with a warning on every read and papermill then writes a
+    notebook whose ids differ from the source's; the sources carry valid, unique ids instead."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        ids = [cell.get("id") for cell in raw["cells"]]
+        assert None not in ids, f"{path.name}: a cell has no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+        nbformat.validate(nbformat.from_dict(raw))
