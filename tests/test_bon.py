@@ -143,7 +143,7 @@ def test_bon_tables_reading_and_figure_take_their_categories_from_the_numbers():
         return {"n_test": 98, "accuracy": {"reward": {"helpfulness": {"accuracy": accuracy, "ci95": ci}}}}
     en, zh = ex.bon_reading(tracks, safety(0.551, [0.452, 0.646]))
     assert "ranks 98 held-out PKU-SafeRLHF pairs by helpfulness at 0.551 [0.452, 0.646], not shown better" in en
-    assert "cannot tell over-optimisation" in en and "未显示优于随机" in zh
+    assert "its verdict, a gain or none, is weak evidence" in en and "未显示优于随机" in zh
     en, _ = ex.bon_reading(tracks, safety(0.70, [0.61, 0.78]))
     assert "above chance, so its verdict carries information" in en
     size = ex.bon_run_size(falls)
