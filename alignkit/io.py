@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 def main_process() -> bool:
@@ -73,11 +73,12 @@ def stamped(record: dict, identity) -> dict:
     return {**record, "config": json.loads(json.dumps(identity, default=str)), "identity": fingerprint(identity)}
 
 
-def reuse(path: str | Path, identity) -> dict | None:
-    """The JSON record at `path` when it was written (by `stamped`) for this exact `identity`; else None.
-    Every step that can be reused (a trained model, scores, generations, an eval-only run) goes through here."""
+def reuse(path: str | Path, identity, *, beside: Sequence[str] = ()) -> dict | None:
+    """The JSON record at `path` when it was written (by `stamped`) for this exact `identity` and the files
+    named in `beside` (written before it, in its folder) all exist; else None. Every step that can be reused
+    (a trained model, scores, generations, an eval-only run, an experiment) goes through here."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() or not all((path.parent / name).exists() for name in beside):
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
     return saved if saved.get("identity") == fingerprint(identity) else None

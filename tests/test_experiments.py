@@ -235,3 +235,14 @@ def test_steps_say_which_chapter_to_run_when_the_scores_are_missing(tmp_path):
         run_experiment(cfg, "calibration")
     with pytest.raises(AlignkitError, match="known: length, calibration, safety, bon"):
         run_experiment(cfg, "best-of-n")
+
+
+def test_reuse_needs_the_files_written_beside_the_record(tmp_path):
+    """io.reuse returns the record only for its identity and only while every file named in `beside` exists."""
+    from alignkit.io import atomic_write_json, reuse, stamped
+    atomic_write_json(tmp_path / "summary.json", stamped({"n": 3}, {"step": "a"}))
+    assert reuse(tmp_path / "summary.json", {"step": "a"})["n"] == 3
+    assert reuse(tmp_path / "summary.json", {"step": "b"}) is None
+    assert reuse(tmp_path / "summary.json", {"step": "a"}, beside=("samples.parquet",)) is None
+    (tmp_path / "samples.parquet").write_bytes(b"")
+    assert reuse(tmp_path / "summary.json", {"step": "a"}, beside=("samples.parquet",))["n"] == 3

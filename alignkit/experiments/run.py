@@ -119,8 +119,7 @@ def run_safety(cfg, *, force: bool = False) -> dict:
     source, data = _safety_source()
     identity = safety_identity(cfg, data)
     folder = _safety_folder(cfg)
-    complete = all((folder / name).exists() for name in SAFETY_FILES)
-    saved = None if force or not complete else reuse(folder / "summary.json", identity)
+    saved = None if force else reuse(folder / "summary.json", identity, beside=SAFETY_FILES)
     if saved is not None:
         return saved
     record, table, heads = safety_experiment(cfg, source, split=SAFETY_DATA["split"], **SETTINGS["safety"])
@@ -136,9 +135,8 @@ def safety_heads(cfg) -> Path:
     """experiments/safety/heads.safetensors of this profile's safety run: a clear error naming chapter 6's
     reward + cost section when it is missing or was fitted for another base model, data or seed."""
     folder = _safety_folder(cfg)
-    source, data = _safety_source()
-    if not all((folder / name).exists() for name in SAFETY_FILES) or \
-            reuse(folder / "summary.json", safety_identity(cfg, data)) is None:
+    _, data = _safety_source()
+    if reuse(folder / "summary.json", safety_identity(cfg, data), beside=SAFETY_FILES) is None:
         raise AlignkitError(f"no safety heads for this configuration in {folder} (best-of-n's judges): run chapter "
                             f"6's reward + cost section (notebooks/06_experiments.ipynb) first, i.e. "
                             f"alignkit.experiments.run.run_experiment(cfg, 'safety') for profile {cfg.profile}")
@@ -176,7 +174,7 @@ def run_bon(cfg, *, force: bool = False) -> dict:
     heads = safety_heads(cfg)
     identity = bon_identity(cfg, rm_dir, test, heads)
     folder = cfg.out / "experiments" / "bon"
-    saved = None if force or not (folder / "samples.parquet").exists() else reuse(folder / "summary.json", identity)
+    saved = None if force else reuse(folder / "summary.json", identity, beside=("samples.parquet",))
     if saved is not None:
         return saved
     record, table = bon_experiment(cfg, bon_prompts(cfg, test), load_heads(heads), **SETTINGS["bon"])
