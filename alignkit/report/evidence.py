@@ -16,6 +16,7 @@ from alignkit import losses
 from alignkit.data.sources import data_file
 from alignkit.report import readings
 from alignkit.report.chapters import generation_verdict
+from alignkit.report.experiments import bon_goodhart
 from alignkit.report.readings import NOT_RUN, both, ci_vs
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
@@ -109,8 +110,7 @@ def _bon_numbers(bon: dict | None) -> dict:
     size = None if not judges else f"{bon['prompts']} × {bon['samples']}, n = {judges[-1]['n']} " \
                                    f"(KL_BoN {judges[-1]['kl_bon']:.2f} nats)"
     out = {"exp.bon_size": size, "exp.bon_prompts": _get(bon, "prompts"),
-           "exp.bon_goodhart": readings.goodhart([r["proxy_gain_ci95"] for r in judges],
-                                                 [r["judge_gain_ci95"] for r in judges]) if judges else None}
+           "exp.bon_goodhart": bon_goodhart(bon)[0] if judges else None}
     for name, row, key in (("proxy", rows["judge"], "proxy"), ("judge", rows["judge"], "judge"),
                            ("cost", rows["cost"], "judge")):
         out[f"exp.bon_{name}_gain"], out[f"exp.bon_{name}_ci"] = _get(row, f"{key}_gain"), _get(row, f"{key}_gain_ci95")
