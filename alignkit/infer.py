@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from alignkit.config import GenerationConfig
 from alignkit.data.templates import Message, PreferencePair
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, EncodedSequence, collate_pairs, pad_sequences
+from alignkit.models import decoder_and_head, response_positions
 
 
 def in_length_order(items: Sequence[Any], length: Callable[[Any], int], batch_size: int,
@@ -81,6 +82,46 @@ def response_logps(policy, pairs: Sequence[EncodedPair], pad_id: int, *, batch_s
 
     with _EvalMode(policy):
         return in_length_order(pairs, lambda p: p.length, batch_size, run, desc=desc, progress=progress)
+
+
+def sequence_kl(policy_lm, reference_lm, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]],
+                responses: Sequence[str], *, batch_size: int = 8, chunk: int = 2048, desc: str = "KL",
+                progress: bool = True) -> list[float]:
+    """KL(policy || reference) along each (prompt, response), in nats, in input order: the sum over the
+    response's tokens (as `encoder.encode` gives them, turn ending included) of the full-vocabulary KL
+    between the two models' next-token distributions, sum_v p(v) (log p(v) - log q(v)), at temperature 1.
+
+    Each term is >= 0. For responses sampled from the policy itself, the mean over responses estimates the
+    sequence-level KL(policy || reference) with less variance than the mean log-ratio log p(y) - log q(y)
+    (both have that expectation). Both models must share the tokenizer and sit on one device. Logits are
+    made only at the positions that predict a response token, `chunk` of them at a time."""
+    import torch.nn.functional as F
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    encoded = [encoder.encode(p, r) for p, r in zip(prompts, responses)]
+    device = next(policy_lm.parameters()).device
+    models = [decoder_and_head(policy_lm), decoder_and_head(reference_lm)]
+
+    def run(batch: list[EncodedSequence], _k: int) -> list[float]:
+        padded = pad_sequences(batch, encoder.tokenizer.pad_token_id)
+        ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+        where = response_positions(padded["response_mask"]).to(device)
+        rows = torch.div(where, ids.shape[1], rounding_mode="floor")
+        states = []
+        for decoder, _ in models:
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            states.append(hidden.reshape(-1, hidden.shape[-1]).index_select(0, where))
+        terms = []
+        for i in range(0, where.shape[0], chunk):
+            logp, logq = (F.log_softmax(head(h[i:i + chunk]).float(), -1) for h, (_, head) in zip(states, models))
+            terms.append((logp.exp() * (logp - logq)).sum(-1))
+        total = torch.zeros(len(batch), device=device, dtype=torch.float32)
+        if terms:
+            total.index_add_(0, rows, torch.cat(terms))
+        return total.cpu().tolist()
+
+    with _EvalMode(policy_lm), _EvalMode(reference_lm):
+        return in_length_order(encoded, lambda s: len(s.input_ids), batch_size, run, desc=desc, progress=progress)
 
 
 def score_texts(model, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], responses: Sequence[str],

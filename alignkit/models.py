@@ -248,6 +248,13 @@ def response_positions(response_mask: torch.Tensor) -> torch.Tensor:
     return predicts.reshape(-1).nonzero().squeeze(-1)
 
 
+def decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A causal LM's (decoder, output embedding), through a PEFT wrapper: hidden states and the vocabulary
+    projection apart, so logits can be made only where they are needed."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base.get_decoder(), base.get_output_embeddings()
+
+
 class Policy(nn.Module):
     """A causal LM whose forward returns each sequence's response log-probability. Vocabulary logits are
     computed only at positions that predict a response token (the prompt's logits are never needed), which
@@ -271,10 +278,6 @@ class Policy(nn.Module):
                 raise AlignkitError(f"{name}: config sets {option}; alignkit's response-only logits skip it")
         return cls(lm).to(compute_device())
 
-    def _decoder_and_head(self):
-        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        return base.get_decoder(), base.get_output_embeddings()
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
                 response_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) each -> (sum of response-token log-probs (B,), response tokens counted (B,)). `attention_mask`
@@ -284,7 +287,7 @@ class Policy(nn.Module):
         row-major order (`response_positions`). Built in collate on the CPU, it spares the device-to-host
         sync that finding them here (`nonzero`) costs; without it they are found from the mask."""
         import torch.nn.functional as F
-        decoder, head = self._decoder_and_head()
+        decoder, head = decoder_and_head(self.lm)
         dtype = head.weight.dtype
         hidden = decoder(input_ids=input_ids,
                          attention_mask=attention_input(self.lm, attention_mask, dtype)).last_hidden_state

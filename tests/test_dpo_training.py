@@ -37,6 +37,54 @@ def test_first_step_loss_is_ln2_with_zero_margins(mode, reference, tiny_model_di
     assert metrics["rewards_chosen"].item() == pytest.approx(0.0, abs=1e-5)
 
 
+def test_log_ratios_are_policy_minus_reference_per_sequence(tiny_model_dir, tokenizer, homework_pairs):
+    policy, task, items = _setup(tiny_model_dir, tokenizer, homework_pairs, n=3, beta=0.5)
+    with torch.no_grad():  # move the policy off its reference
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    batch = task.collate(items)
+    with torch.no_grad():
+        _, values = task._forward(policy, batch)
+        logps, _ = policy(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+    reference = batch["reference_logps"]
+    by_hand = logps - reference
+    assert torch.allclose(values["logratio_chosen"], by_hand[:3], atol=1e-5)
+    assert torch.allclose(values["logratio_rejected"], by_hand[3:], atol=1e-5)
+    assert torch.allclose(values["logratio"], (by_hand[:3] + by_hand[3:]) / 2, atol=1e-5)
+    assert not torch.allclose(values["logratio"], torch.zeros(3), atol=1e-4)
+    assert torch.allclose(values["rewards_chosen"], 0.5 * by_hand[:3], atol=1e-5)
+    evaluated = task.evaluate(policy, items)
+    assert evaluated["logratio"] == pytest.approx(float(values["logratio"].mean()), abs=1e-5)
+
+
+def test_sequence_kl_matches_the_full_logits_by_hand_and_is_zero_against_itself(tiny_model_dir, tokenizer,
+                                                                               homework_pairs):
+    from transformers import AutoModelForCausalLM
+    from alignkit.data.tokenize import ChatEncoder
+    from alignkit.infer import sequence_kl
+    torch.manual_seed(0)
+    p_lm = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    q_lm = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with torch.no_grad():
+        for p in q_lm.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    encoder = ChatEncoder(tokenizer, 96, 48)
+    prompts = [p.prompt for p in homework_pairs[:5]]
+    responses = [p.better[:40 + 30 * i] for i, p in enumerate(homework_pairs[:5])]
+    got = sequence_kl(p_lm, q_lm, encoder, prompts, responses, batch_size=2, chunk=7, progress=False)
+    for prompt, response, kl in zip(prompts, responses, got):
+        seq = encoder.encode(prompt, response)
+        ids = torch.tensor([seq.input_ids])
+        with torch.no_grad():  # one sequence, no padding, the whole vocabulary at every position
+            logp = torch.log_softmax(p_lm(ids).logits[0].double(), -1)
+            logq = torch.log_softmax(q_lm(ids).logits[0].double(), -1)
+        positions = range(seq.prompt_length - 1, len(seq.input_ids) - 1)
+        by_hand = sum(float((logp[t].exp() * (logp[t] - logq[t])).sum()) for t in positions)
+        assert kl == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
+        assert kl > 0
+    assert sequence_kl(p_lm, p_lm, encoder, prompts, responses, progress=False) == pytest.approx([0.0] * 5, abs=1e-5)
+
+
 def _one_step(tiny_model_dir, tokenizer, homework_pairs, tmp_path, batch_size, grad_accum):
     from alignkit.config import TrainConfig
     from alignkit.train.loop import train

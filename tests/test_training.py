@@ -53,7 +53,7 @@ def test_resume_continues_to_the_same_result(tiny_model_dir, tokenizer, homework
     over = {"rm.train.max_steps": 6, "rm.train.save_every": 3, "rm.train.grad_accum": 2, "rm.train.batch_size": 2}
     cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **over)
     rm, items, task = _setup(tiny_model_dir, tokenizer, homework_pairs[:10], cfg)
-    _train(rm, task, items, cfg, tmp_path, "straight")
+    straight_result = _train(rm, task, items, cfg, tmp_path, "straight")
     straight = {n: p.detach().clone() for n, p in rm.named_parameters()}
 
     interrupted = tiny_config(tiny_model_dir, tmp_path, data_dir, **{**over, "rm.train.max_steps": 6})
@@ -76,9 +76,13 @@ def test_resume_continues_to_the_same_result(tiny_model_dir, tokenizer, homework
         _train(rm2, task, items, interrupted, tmp_path, "resumed")
     task.step = original
     rm3, _, _ = _setup(tiny_model_dir, tokenizer, homework_pairs[:10], cfg)  # a fresh process, in effect
-    _train(rm3, task, items, interrupted, tmp_path, "resumed", resume=True)
+    resumed = _train(rm3, task, items, interrupted, tmp_path, "resumed", resume=True)
     for name, value in rm3.named_parameters():
         assert torch.allclose(value, straight[name], atol=1e-6), name
+    # the per-step history survives the interruption: steps 1-3 come from the checkpoint, 4-6 from the resumed run
+    assert [row["step"] for row in resumed["train_history"]] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(resumed["train_history"], straight_result["train_history"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
 
 
 def test_nan_loss_stops_with_a_clear_error(tiny_model_dir, tokenizer, homework_pairs, tmp_path, data_dir):

@@ -46,7 +46,13 @@ class DPOItem:
 
 class DPOTask:
     """Plugs a DPO-family objective into the shared loop. Metrics follow TRL's names: rewards are the
-    implicit rewards beta * (log pi - log pi_ref) (reference-free losses: beta * average log-prob)."""
+    implicit rewards beta * (log pi - log pi_ref) (reference-free losses: beta * average log-prob).
+
+    With a reference, `logratio_chosen`/`logratio_rejected` are the sequence log-ratios log pi(y|x) -
+    log pi_ref(y|x) of the pair's responses, and `logratio` their mean: the sequence-level KL estimator
+    evaluated on the dataset's responses. It equals KL(pi || pi_ref) in expectation only for responses drawn
+    from pi; on fixed (off-policy) pairs it is how far the policy moved on them, and it can be negative
+    (DPO often lowers both sides). `alignkit.infer.sequence_kl` measures the KL on the policy's samples."""
 
     def __init__(self, pad_id: int, cfg: DPOConfig, reference_model: Policy | None = None,
                  eval_batch_size: int = 8):
@@ -105,9 +111,14 @@ class DPOTask:
         reference = None if self.cfg.loss in REFERENCE_FREE else self._reference(model, batch).to(logps)
         per_pair, chosen, rejected = self.objective(logps, n_tokens, reference)
         half = logps.shape[0] // 2
-        return per_pair, {"loss": per_pair.detach(), "reward_accuracy": losses.pairwise_accuracy(chosen, rejected),
-                          "rewards_chosen": chosen, "rewards_rejected": rejected, "reward_margin": chosen - rejected,
-                          "logps_chosen": logps[:half].detach(), "logps_rejected": logps[half:].detach()}
+        values = {"loss": per_pair.detach(), "reward_accuracy": losses.pairwise_accuracy(chosen, rejected),
+                  "rewards_chosen": chosen, "rewards_rejected": rejected, "reward_margin": chosen - rejected,
+                  "logps_chosen": logps[:half].detach(), "logps_rejected": logps[half:].detach()}
+        if reference is not None:  # sequence log-ratios log pi(y|x) - log pi_ref(y|x)
+            ratio = (logps - reference).detach()
+            values.update(logratio_chosen=ratio[:half], logratio_rejected=ratio[half:],
+                          logratio=(ratio[:half] + ratio[half:]) / 2)
+        return per_pair, values
 
     def step(self, model, batch):
         per_pair, values = self._forward(model, batch)
@@ -239,6 +250,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
                "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()},
                "steps": result["steps"], "train": train_eval, "eval": result["final_eval"],
                "eval_history": result["eval_history"], "last_train_step": result["last_train"],
+               "train_history": result["train_history"],
                "world_size": result["world_size"],
                **timings, "seconds": seconds, "wall_time_s": round(time.time() - t0, 1)}
     out_dir = cfg.out / "dpo"

@@ -99,11 +99,12 @@ def _rank_world() -> tuple[int, int]:
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model, optimizer, scheduler, engine=None, keep: int = 2,
-                    run_id: str = "") -> Path:
+                    run_id: str = "", history: dict | None = None) -> Path:
     """Call on every rank. DeepSpeed: each rank saves its shard; plain torch: rank 0 saves (DDP keeps the
-    replicas equal)."""
+    replicas equal). `history` (the run's metrics so far) is kept with it, so a resumed run reports all steps."""
     target = ckpt_root / f"step-{step:06d}"
-    state = {"step": step, "run_id": run_id}  # written last: a checkpoint without it is incomplete
+    # written last: a checkpoint without it is incomplete
+    state = {"step": step, "run_id": run_id, "history": history or {}}
     rank, world = _rank_world()
     if engine is not None:  # DeepSpeed owns its (possibly sharded) states
         engine.save_checkpoint(str(ckpt_root), tag=target.name)
@@ -134,6 +135,11 @@ def _rng_state():
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     done = [p for p in sorted(ckpt_root.glob("step-*")) if (p / "alignkit_state.json").exists()]
     return done[-1] if done else None
+
+
+def checkpoint_history(path: Path) -> dict:
+    """The metrics history saved with a checkpoint: {'train': [...], 'eval': [...]} (empty when none)."""
+    return json.loads((path / "alignkit_state.json").read_text()).get("history", {})
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, engine=None, run_id: str = "") -> int:
@@ -207,8 +213,11 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
           lengths: list[int], cfg: TrainConfig, *, seed: int, checkpoint_dir: Path,
           tensorboard_dir: Path | None, resume: bool = False, desc: str = "train",
           run_id: str = "") -> dict[str, Any]:
-    """Train `model` in place. Returns {'steps', 'last_train', 'eval_history', 'final_eval', 'seconds'}:
-    `seconds` = {'steps': optimizer steps (this process's share, after any resume), 'eval': evaluations}."""
+    """Train `model` in place. Returns {'steps', 'last_train', 'train_history', 'eval_history', 'final_eval',
+    'seconds'}: `train_history` has each optimizer step's training metrics ({'step', ...}, measured before that
+    step's update, so in a run's first epoch on pairs not yet trained on); `eval_history` the evaluations every
+    `eval_every` steps; `seconds` = {'steps': optimizer steps (this process's share, after any resume),
+    'eval': evaluations}."""
     torch.manual_seed(seed)
     random.seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -244,12 +253,14 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         return orders_cache[epoch]
 
     start = 0
+    saved_history: dict = {}
     if rank == 0:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
             start = load_checkpoint(found, model, optimizer, scheduler, engine, run_id)
+            saved_history = checkpoint_history(found)
             print(f"{desc}: resumed from {found} (step {start}/{plan.total_steps})", flush=True)
     writer = None
     if tensorboard_dir is not None and rank == 0:
@@ -272,7 +283,8 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         seconds["eval"] += time.perf_counter() - started
         return metrics
 
-    history: list[dict] = []
+    history: list[dict] = list(saved_history.get("eval", []))
+    train_history: list[dict] = list(saved_history.get("train", []))
     last: dict[str, float] = {}
     model.train()
     bar = tqdm(range(start, plan.total_steps), initial=start, total=plan.total_steps, desc=desc,
@@ -308,6 +320,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
             optimizer.zero_grad(set_to_none=True)
         last = sums
         done = step + 1
+        train_history.append({"step": done, **sums})
         seconds["steps"] += time.perf_counter() - step_started
         bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items() if k in ("loss", "accuracy", "reward_accuracy")})
         if writer and (done % cfg.log_every == 0 or done == plan.total_steps):
@@ -317,12 +330,14 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
         if cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total_steps and eval_items:
             history.append({"step": done, **run_eval(done)})
         if cfg.save_every and done % cfg.save_every == 0 and done < plan.total_steps:
-            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, engine, run_id=run_id)
+            save_checkpoint(checkpoint_dir, done, model, optimizer, scheduler, engine, run_id=run_id,
+                            history={"train": train_history, "eval": history})
     bar.close()
     final = run_eval(plan.total_steps) if eval_items else {}
     if writer:
         writer.close()
-    return {"steps": plan.total_steps, "last_train": last, "eval_history": history, "final_eval": final,
+    return {"steps": plan.total_steps, "last_train": last, "train_history": train_history,
+            "eval_history": history, "final_eval": final,
             "rank": rank, "world_size": world, "engine": engine,
             "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 

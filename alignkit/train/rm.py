@@ -150,7 +150,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
                        train_check=round(time.perf_counter() - started, 1))
         scores["trained-train"] = task.last_scores
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
-                       last_train_step=result["last_train"], world_size=result["world_size"])
+                       last_train_step=result["last_train"], train_history=result["train_history"],
+                       world_size=result["world_size"])
         metrics.update(seconds=seconds, wall_time_s=round(time.time() - t0, 1))  # seconds: per phase
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
