@@ -210,6 +210,9 @@ class GenerationConfig:
     """Responses per reward-model forward when the generations are scored."""
     threads: int | None = None
     """torch CPU threads for generation and scoring (None = torch's default)."""
+    kl_prompts: int | None = None
+    """On how many of the held-out test prompts (a seeded sample; None = all) to measure KL(DPO || base) along
+    the DPO model's responses (`alignkit.infer.sequence_kl`); 0 = not measured."""
 
 
 @dataclass
