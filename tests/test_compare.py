@@ -71,6 +71,16 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     saved = json.loads((tmp_path / "out" / "generations" / "summary.json").read_text())
     assert saved["test"]["win_rate"] == summary["test"]["win_rate"]
     assert not (tmp_path / "out" / "figures").exists()  # the core draws no figures
+    # KL(DPO || base) on exactly kl_prompts held-out DPO rows, nowhere else; non-negative, and its summary by hand
+    has_kl = table.kl_to_base.notna()
+    assert has_kl.sum() == cfg.generation.kl_prompts
+    assert set(table[has_kl].model) == {"dpo"} and set(table[has_kl].split) == {"test"}
+    assert (table[has_kl].kl_to_base >= 0).all()
+    kl = summary["test"]["kl_dpo_base"]
+    assert kl["n"] == cfg.generation.kl_prompts
+    assert kl["mean"] == pytest.approx(table[has_kl].kl_to_base.mean())
+    assert kl["ci95"][0] <= kl["mean"] <= kl["ci95"][1]
+    assert "kl_dpo_base" not in summary["train"]
     assert compare_profile(cfg)["reused"]
     changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "dpo.train.max_steps": 1,
                                                                  "dpo.max_pairs": 12, "generation.temperature": 0.9})

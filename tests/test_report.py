@@ -34,6 +34,13 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     assert _images(out / "notebooks" / "01_reward_model.ipynb") >= 1
     assert _images(out / "notebooks" / "02_evaluation_pitfalls.ipynb") >= 1
     assert _images(out / "notebooks" / "03_preference_visualization.ipynb") == 2
+    # chapter 4 kept every step's metrics and the held-out log-ratios, and drew the drift figure beside its two
+    # curve figures; chapter 5 measured KL(DPO || base) on its own answers
+    dpo = json.loads((out / "dpo" / "metrics.json").read_text())
+    assert [row["step"] for row in dpo["train_history"]] == list(range(1, dpo["steps"] + 1))
+    assert "logratio" in dpo["train_history"][0] and len(dpo["eval"]["logratio_ci95"]) == 2
+    assert _images(out / "notebooks" / "04_dpo.ipynb") == 3
+    assert "KL(DPO ‖ base) per response" in (out / "notebooks" / "05_dpo_inference.ipynb").read_text()
     # chapter 6 ran both experiments on chapter 3's scores, reward + cost and best-of-n, drew its five figures;
     # chapter 7 cites them
     for name in ("length", "calibration"):

@@ -152,19 +152,19 @@ def score_summary(summaries: dict) -> pd.DataFrame:
 
 DPO_ROWS = {"loss": "loss", "reward_accuracy": "reward accuracy", "rewards_chosen": "implicit reward, chosen",
             "rewards_rejected": "implicit reward, rejected", "reward_margin": "reward margin",
-            "logps_chosen": "log-prob, chosen", "logps_rejected": "log-prob, rejected", "n": "pairs"}
+            "logps_chosen": "log-prob, chosen", "logps_rejected": "log-prob, rejected",
+            "logratio_chosen": "log-ratio log π/π_ref, chosen", "logratio_rejected": "log-ratio log π/π_ref, rejected",
+            "logratio": "log-ratio, mean of both (KL estimator off-policy)", "n": "pairs"}
 
 
 def dpo_table(metrics: dict) -> pd.DataFrame:
-    """Chapter 4's final metrics on the train sample and the held-out pairs; reward accuracy with its 95%
-    Wilson CI."""
+    """Chapter 4's final metrics on the train sample and the held-out pairs, each with the 95% CI the
+    evaluation computed when it has one (reward accuracy: Wilson; mean log-ratios: bootstrap)."""
     columns = {}
     for label, key in (("train (sample)", "train"), ("test", "eval")):
         m = metrics.get(key) or {}
-        col = {DPO_ROWS[k]: m.get(k) for k in DPO_ROWS}
-        if m.get("reward_accuracy") is not None and m.get("n"):
-            col["reward accuracy"] = (m["reward_accuracy"], list(wilson_interval(m["reward_accuracy"] * m["n"], m["n"])))
-        columns[label] = col
+        columns[label] = {name: (m[k], m[f"{k}_ci95"]) if m.get(f"{k}_ci95") else m.get(k)
+                          for k, name in DPO_ROWS.items()}
     return pd.DataFrame(columns)
 
 
@@ -186,6 +186,10 @@ def generation_table(summary: dict) -> pd.DataFrame:
             "Spearman (score, length)": s["score_length_spearman"],
             "length-controlled DPO effect [95% CI]": interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
             "score per token": interval(lc["per_token"], lc.get("per_token_ci95"), signed=True)}
+        if s.get("kl_dpo_base"):
+            kl = s["kl_dpo_base"]
+            columns[split][f"KL(DPO ‖ base) per response, nats (n={kl['n']})"] = (kl["mean"], kl["ci95"])
+            columns[split]["KL(DPO ‖ base) per token, nats"] = kl["per_token"]
         for model, label in (("base", "outside the RM's range, base"), ("dpo", "outside the RM's range, DPO")):
             oor = (s.get("out_of_range") or {}).get(model)
             if oor:

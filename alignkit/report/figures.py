@@ -27,6 +27,7 @@ AXIS = {"loss": ("loss (nats)", "损失（nats）"), "accuracy": ("accuracy (sha
         "rewards_rejected": ("implicit reward, rejected (nats × β)", "rejected 隐式奖励（nats × β）"),
         "logps_chosen": ("log-prob, chosen (nats)", "chosen 对数概率（nats）"),
         "logps_rejected": ("log-prob, rejected (nats)", "rejected 对数概率（nats）"),
+        "logratio": ("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）"),
         "lr": ("learning rate", "学习率")}
 """Axis labels (with units) of the TensorBoard scalars the chapters plot, by the tag's last part."""
 
@@ -60,6 +61,42 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
         ax.set_title(_tag_label(tag), fontsize=9)
         ax.set_ylabel("")
         ax.set_xlabel(bilingual("optimiser step", "优化步"))
+    fig.tight_layout()
+    return fig
+
+
+def drift_and_accuracy(metrics: dict, window: int = 5):
+    """DPO's distance from its reference against its reward accuracy (issue 14, experiment 6). Left: the mean
+    sequence log-ratio log π/π_ref per optimiser step; right: reward accuracy against that log-ratio. Training
+    batches (measured before their update, so on pairs not yet trained on in the first epoch) as rolling means
+    over `window` steps, coloured by step; held-out evaluations as points with their 95% CIs."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    train = pd.DataFrame(metrics.get("train_history") or [])
+    evals = [*(metrics.get("eval_history") or []), {"step": metrics.get("steps"), **(metrics.get("eval") or {})}]
+    evals = pd.DataFrame([e for e in evals if "logratio" in e])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    if "logratio" in train:
+        smooth = train[["logratio", "reward_accuracy"]].rolling(window, min_periods=1).mean()
+        left.plot(train.step, train.logratio, alpha=0.3, label=bilingual("train batch", "训练批次"))
+        left.plot(train.step, smooth.logratio, label=bilingual(f"rolling mean of {window}", f"{window} 步滑动平均"))
+        dots = right.scatter(smooth.logratio, smooth.reward_accuracy, c=train.step, cmap="viridis", s=14)
+        fig.colorbar(dots, ax=right, label=bilingual("optimiser step", "优化步"))
+    for _, e in evals.iterrows():
+        xerr = [[e.logratio - e.logratio_ci95[0]], [e.logratio_ci95[1] - e.logratio]]
+        yerr = [[e.reward_accuracy - e.reward_accuracy_ci95[0]], [e.reward_accuracy_ci95[1] - e.reward_accuracy]]
+        left.errorbar([e.step], [e.logratio], yerr=xerr, fmt="o", c="C3", capsize=3)
+        right.errorbar([e.logratio], [e.reward_accuracy], xerr=xerr, yerr=yerr, fmt="o", c="C3", capsize=3,
+                       label=bilingual(f"held-out, step {int(e.step)}", f"留出集，第 {int(e.step)} 步"))
+    left.axhline(0, ls="--", c="grey", lw=1)
+    right.axhline(0.5, ls="--", c="grey", lw=1)
+    left.set_xlabel(bilingual("optimiser step", "优化步"))
+    left.set_ylabel(bilingual("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）"))
+    right.set_xlabel(bilingual("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）"))
+    right.set_ylabel(bilingual("reward accuracy", "奖励准确率"))
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
@@ -18,10 +19,10 @@ from alignkit.config import RunConfig
 from alignkit.data.sources import load_pairs
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
-from alignkit.infer import decoding_settings, generate, score_texts
+from alignkit.infer import decoding_settings, generate, score_texts, sequence_kl
 from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
 from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
-from alignkit.stats import correlations, outside_range, paired_comparison
+from alignkit.stats import bootstrap_ci, correlations, outside_range, paired_comparison
 from alignkit.study.scores import write_table
 from alignkit.train.dpo import dpo_identity, dpo_training_pairs
 from alignkit.train.rm import rm_identity
@@ -63,13 +64,15 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     flat = [(split, pid, prompt) for split, items in prompts.items() for pid, prompt in items]
     sources = {"base": resolve_model(cfg.model.name), "dpo": str(cfg.out / "dpo")}
     encoder = ChatEncoder(load_tokenizer(cfg.model.name), cfg.data.max_length, cfg.data.max_prompt_length)
-    rows = []
+    rows, lms = [], {}
     for name, source in sources.items():
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(cfg.model.dtype)).to(compute_device())
-        made = generate(lm, encoder, [p for _, _, p in flat], cfg.generation, seed=cfg.seed, desc=f"generate {name}")
+        lms[name] = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(cfg.model.dtype)).to(compute_device())
+        made = generate(lms[name], encoder, [p for _, _, p in flat], cfg.generation, seed=cfg.seed,
+                        desc=f"generate {name}")
         rows += [{"split": s, "prompt_id": pid, "model": name, "prompt": list(p), **m}
                  for (s, pid, p), m in zip(flat, made)]
-        del lm
+    kl = kl_to_base(cfg, lms, rows)
+    del lms
     rm_dir = cfg.out / "rm"
     rm = RewardModel.from_pretrained(str(rm_dir))
     rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
@@ -79,7 +82,28 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     table["prompt"] = scored["prompt"]
     table["score"] = scored["score"]
     table["scored_tokens"] = scored["response_tokens"]
+    table["kl_to_base"] = kl
     return table
+
+
+def kl_to_base(cfg: RunConfig, lms: dict, rows: list[dict]) -> list[float]:
+    """Per row: KL(DPO || base) in nats along the DPO model's response (`alignkit.infer.sequence_kl`), for the
+    DPO rows of a seeded sample of `generation.kl_prompts` held-out test prompts; NaN elsewhere. The prompt is
+    cut as generation cut it; the response is read whole."""
+    picked = [i for i, r in enumerate(rows) if r["model"] == "dpo" and r["split"] == "test"]
+    limit = cfg.generation.kl_prompts
+    random.Random(f"{cfg.seed}-kl").shuffle(picked)
+    picked = sorted(picked[:limit] if limit is not None else picked)
+    out = [float("nan")] * len(rows)
+    if not picked:
+        return out
+    encoder = ChatEncoder(load_tokenizer(cfg.model.name), cfg.data.eval_lengths()[0], cfg.data.max_prompt_length)
+    values = sequence_kl(lms["dpo"], lms["base"], encoder, [rows[i]["prompt"] for i in picked],
+                         [rows[i]["response"] for i in picked], batch_size=cfg.generation.score_batch_size,
+                         desc="KL(dpo || base)")
+    for i, v in zip(picked, values):
+        out[i] = v
+    return out
 
 
 def wide(table: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +135,12 @@ def summarize_generations(table: pd.DataFrame, *, seed: int = 0, dataset_scores:
                  "score_length_spearman": correlations(sub.response_tokens, sub.score)["spearman"],
                  "length_controlled": {**c["length_controlled"], "dpo_effect": c["length_controlled"]["effect"],
                                        "dpo_effect_ci95": c["length_controlled"]["effect_ci95"]}}
+        kl = sub[sub.model == "dpo"]["kl_to_base"].dropna() if "kl_to_base" in sub else []
+        if len(kl):
+            tokens = sub.loc[kl.index, "response_tokens"].clip(lower=1)
+            entry["kl_dpo_base"] = {"n": len(kl), "mean": float(kl.mean()),
+                                    "ci95": list(bootstrap_ci(kl.to_numpy(), np.mean, seed=seed)),
+                                    "per_token": float(kl.sum() / tokens.sum())}
         if dataset_scores is not None and len(dataset_scores):
             entry["out_of_range"] = {m: outside_range(sub[sub.model == m].score, dataset_scores) for m in MODELS}
             entry["dataset_mean_score"] = float(dataset_scores.mean())
