@@ -81,7 +81,7 @@ def drift_and_accuracy(metrics: dict, window: int = 5):
         left.plot(train.step, train.logratio, alpha=0.3, label=bilingual("train batch", "训练批次"))
         left.plot(train.step, smooth.logratio, label=bilingual(f"rolling mean of {window}", f"{window} 步滑动平均"))
         dots = right.scatter(smooth.logratio, smooth.reward_accuracy, c=train.step, cmap="viridis", s=14)
-        fig.colorbar(dots, ax=right, label=bilingual("optimiser step", "优化步"))
+        fig.colorbar(dots, ax=right, label=bilingual("optimiser step", "优化步", sep="\n"))
     for _, e in evals.iterrows():
         xerr = [[e.logratio - e.logratio_ci95[0]], [e.logratio_ci95[1] - e.logratio]]
         yerr = [[e.reward_accuracy - e.reward_accuracy_ci95[0]], [e.reward_accuracy_ci95[1] - e.reward_accuracy]]
@@ -91,9 +91,9 @@ def drift_and_accuracy(metrics: dict, window: int = 5):
     left.axhline(0, ls="--", c="grey", lw=1)
     right.axhline(0.5, ls="--", c="grey", lw=1)
     left.set_xlabel(bilingual("optimiser step", "优化步"))
-    left.set_ylabel(bilingual("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）"))
+    left.set_ylabel(bilingual("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）", sep="\n"))
     right.set_xlabel(bilingual("mean log π/π_ref (nats)", "平均 log π/π_ref（nats）"))
-    right.set_ylabel(bilingual("reward accuracy", "奖励准确率"))
+    right.set_ylabel(bilingual("reward accuracy", "奖励准确率", sep="\n"))
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
