@@ -79,3 +79,26 @@ def orpo_odds_ratio_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor) -> torch.Te
 def orpo_loss(avg_pw: torch.Tensor, avg_pl: torch.Tensor, *, lam: float) -> torch.Tensor:
     """ORPO: SFT on the chosen response (`-avg_pw`, its per-token NLL) + lam * odds-ratio term."""
     return -avg_pw + lam * orpo_odds_ratio_loss(avg_pw, avg_pl)
+
+
+# ----------------------------------------------------------------------------- KTO (unpaired)
+# Inputs are per-response log-probs (N,) of responses labelled one at a time: desirable or undesirable.
+
+def kto_reference_point(policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z0 (Ethayarajh et al., 2024): the batch estimate of KL(pi || pi_ref),
+    `mean(log pi - log pi_ref)` over MISMATCHED (prompt, response) pairs (a prompt with another example's
+    response), clamped at 0 and detached, so no gradient flows through it (as in the paper and TRL). (N,) -> scalar."""
+    return (policy_logps - reference_logps).mean().clamp(min=0).detach()
+
+
+def kto_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, desirable: torch.Tensor,
+             reference_point: torch.Tensor | float, *, beta: float, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al., 2024, "KTO: Model Alignment as Prospect Theoretic Optimization"): per response,
+    with implicit reward r = log pi - log pi_ref and reference point z0 (`kto_reference_point`),
+    `lambda_D * (1 - sigmoid(beta * (r - z0)))` for a desirable response and
+    `lambda_U * (1 - sigmoid(beta * (z0 - r)))` for an undesirable one. `desirable` is a (N,) bool mask.
+    Returns (N,) losses; at r = z0 each is lambda / 2."""
+    r = policy_logps - reference_logps
+    return torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - reference_point))),
+                       undesirable_weight * (1 - torch.sigmoid(beta * (reference_point - r))))

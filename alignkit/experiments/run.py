@@ -17,6 +17,13 @@ heads, the seed, the `best_of_n` sizes and the decoding settings are the same:
                experiments/bon/samples.parquet (one row per prompt x sample). Sizes are the profile's
                `best_of_n` section: tiny 3 prompts x 4 samples, cpu 16 x 16 (64 new tokens), gpu 128 x 16
                (the generation budget, 512 tokens)
+On DPO-family fine-tunes of the base policy, reused while the policy, chapter 1's reward model and splits, the
+`dpo` section (but how it is launched), the `dpo_variants` sizes, the seed and the decoding settings are the same:
+  dpo_variants DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO and KTO trained head to head (the profile's
+               `dpo_variants.methods`), each read on held-out pairs and answering held-out prompts; also writes
+               experiments/dpo_variants/pairs.parquet (one row per split x method x strength x pair) and
+               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 4 methods x 5
+               steps of 8 pairs, gpu every method at chapter 4's length with a grid of 3 strengths
 """
 from __future__ import annotations
 
@@ -33,9 +40,11 @@ from alignkit.experiments.bon import bon_experiment, bon_generation, bon_prompts
 from alignkit.experiments.calibration import calibration_summary
 from alignkit.experiments.length import length_debiasing
 from alignkit.experiments.safety import load_heads, safety_experiment, save_heads
+from alignkit.experiments.variants import variants_experiment, variants_generation
 from alignkit.infer import decoding_settings
 from alignkit.io import atomic_path, atomic_write_json, file_fingerprint, reuse, stamped
 from alignkit.study.scores import paired
+from alignkit.train.launch import LAUNCH_FIELDS
 
 SCORE_TABLES = ("trained-train", "trained-test")
 """The score tables the experiments read: the trained RM on the train sample and on the held-out split."""
@@ -46,6 +55,7 @@ SETTINGS = {
     "safety": {"max_pairs": 500, "val_fraction": 0.25, "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
                "lambdas": [0, 0.25, 0.5, 1, 2, 4, 8], "n_resamples": 1000},
     "bon": {"n_resamples": 1000},
+    "dpo_variants": {"val_fraction": 0.2, "label_smoothing": 0.1, "n_resamples": 1000},
 }
 """Each experiment's own settings. They are part of its identity, so changing one recomputes it."""
 
@@ -143,11 +153,11 @@ def safety_heads(cfg) -> Path:
     return folder / "heads.safetensors"
 
 
-def _require_rm_and_split(cfg) -> tuple[Path, Path]:
+def _require_rm_and_split(cfg, roles=("best-of-n's proxy", "best-of-n's prompts")) -> tuple[Path, Path]:
     """(chapter 1's reward model folder, its test split file); a clear error naming chapter 1 when missing."""
     rm_dir, test = cfg.out / "rm", cfg.out / "data" / "test.jsonl"
-    for path, what in ((rm_dir / "model.safetensors", "trained reward model (best-of-n's proxy)"),
-                       (test, "test split (best-of-n's prompts)")):
+    for path, what in ((rm_dir / "model.safetensors", f"trained reward model ({roles[0]})"),
+                       (test, f"test split ({roles[1]})"), (test.with_name("train.jsonl"), "training split")):
         if not path.exists():
             raise AlignkitError(f"no {what}: {path} is missing. Run chapter 1 (notebooks/01_reward_model.ipynb) "
                                 f"first, or `alignkit rm train --profile {cfg.profile}`")
@@ -185,6 +195,44 @@ def run_bon(cfg, *, force: bool = False) -> dict:
     return record
 
 
+VARIANTS_FILES = ("pairs.parquet", "answers.parquet")
+"""What the dpo_variants step writes beside its summary.json (which is written last)."""
+
+
+def variants_identity(cfg, rm_dir: Path, test: Path) -> dict:
+    """What `dpo_variants` depends on: the base policy and dtype, the reward model's weights, both split files'
+    bytes, the encodings and truncation, the seed, the `dpo` section (not how it would be launched), the
+    `dpo_variants` sizes, the decoding settings and the experiment's own settings."""
+    dpo = dataclasses.asdict(cfg.dpo)
+    dpo["train"] = {k: v for k, v in dpo["train"].items() if k not in LAUNCH_FIELDS}
+    return {"experiment": "dpo_variants", "policy": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
+            "rm": model_identity(str(rm_dir)), "train_split": file_fingerprint(test.with_name("train.jsonl")),
+            "test_split": file_fingerprint(test), "encoding": ENCODING, "truncation": cfg.data.truncation,
+            "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
+            "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed, "dpo": dpo,
+            "dpo_variants": dataclasses.asdict(cfg.dpo_variants),
+            "decoding": decoding_settings(variants_generation(cfg), cfg.seed), **SETTINGS["dpo_variants"]}
+
+
+def run_variants(cfg, *, force: bool = False) -> dict:
+    """The `dpo_variants` experiment: reused from experiments/dpo_variants/summary.json (with VARIANTS_FILES
+    beside it) while `variants_identity` is unchanged; `force=True` trains every method again."""
+    rm_dir, test = _require_rm_and_split(cfg, ("the DPO variants' judge", "the DPO variants' held-out pairs"))
+    identity = variants_identity(cfg, rm_dir, test)
+    folder = cfg.out / "experiments" / "dpo_variants"
+    saved = None if force else reuse(folder / "summary.json", identity, beside=VARIANTS_FILES)
+    if saved is not None:
+        return saved
+    record, pairs, answers = variants_experiment(cfg, test.with_name("train.jsonl"), test, rm_dir,
+                                                 **SETTINGS["dpo_variants"])
+    for name, table in zip(VARIANTS_FILES, (pairs, answers)):
+        with atomic_path(folder / name) as tmp:
+            table.to_parquet(tmp, index=False)
+    record = stamped(record, identity)
+    atomic_write_json(folder / "summary.json", record)
+    return record
+
+
 def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
     train, test = tables["trained-train"], tables["trained-test"]
     if name == "length":
@@ -194,7 +242,7 @@ def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
 
 
 def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
-    """Experiment `name` ('length', 'calibration', 'safety' or 'bon') on a profile. It is reused from
+    """Experiment `name` ('length', 'calibration', 'safety', 'bon' or 'dpo_variants') on a profile. It is reused from
     outputs/<profile>/experiments/<name>/summary.json while its identity is unchanged; `force=True` recomputes
     it. Returns the record, including its `config` and `identity`."""
     if name not in SETTINGS:
@@ -203,6 +251,8 @@ def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
         return run_safety(cfg, force=force)
     if name == "bon":
         return run_bon(cfg, force=force)
+    if name == "dpo_variants":
+        return run_variants(cfg, force=force)
     scores_summary, paths = _require_scores(cfg)
     identity = experiment_identity(cfg, name, scores_summary)
     path = cfg.out / "experiments" / name / "summary.json"
