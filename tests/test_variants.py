@@ -32,7 +32,8 @@ def test_kto_loss_by_hand():
     desirable = torch.tensor([True, False])
     got = losses.kto_loss(pi, ref, desirable, torch.tensor(0.2), beta=0.1)
     assert got.tolist() == pytest.approx([0.492501, 0.470036], abs=1e-6)
-    assert 1 - sigmoid(0.03) == pytest.approx(0.492501, abs=1e-6) and 1 - sigmoid(0.12) == pytest.approx(0.470036, abs=1e-6)
+    assert 1 - sigmoid(0.03) == pytest.approx(0.492501, abs=1e-6)
+    assert 1 - sigmoid(0.12) == pytest.approx(0.470036, abs=1e-6)
     weighted = losses.kto_loss(pi, ref, desirable, 0.2, beta=0.1, desirable_weight=3.0, undesirable_weight=2.0)
     assert weighted.tolist() == pytest.approx([3 * 0.492501, 2 * 0.470036], abs=1e-5)
     # a policy equal to its reference at z0 = 0: every example's loss is lambda / 2
@@ -223,7 +224,8 @@ def test_variants_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, mon
     # one reference cache for all methods: every reference column is the same numbers for every method
     ref = pairs[pairs.split == "test"].groupby("pair").chosen_reference.nunique()
     assert (ref == 1).all()
-    assert record["methods"]["ipo"]["strength"]["name"] == "tau" and record["methods"]["orpo"]["strength"]["name"] == "lambda"
+    strengths = {k: m["strength"]["name"] for k, m in record["methods"].items()}
+    assert strengths["ipo"] == "tau" and strengths["orpo"] == "lambda" and strengths["kto"] == "beta"
     config = record["config"]
     assert config["dpo_variants"]["steps"] == 1 and "launcher" not in config["dpo"]["train"]
     # reused while the identity holds; recomputed on force and when a setting changes
@@ -240,3 +242,77 @@ def test_variants_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, mon
     launched = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1,
                                                                   "dpo.train.launcher": "deepspeed"})
     assert reuse(folder / "summary.json", runner.variants_identity(launched, rm_dir, test_split)) is not None
+
+
+# ----------------------------------------------------------------------------- the report layer
+
+def _record() -> dict:
+    """A summary of two methods on 40 pairs and 30 prompts: 'sigmoid' ranks every pair right, raises the
+    chosen log-prob and the reward model prefers its answers; 'kto' ranks half the pairs right, its chosen
+    log-prob falls by 2 nats on every pair, and its answers score as the base's."""
+    from alignkit.experiments.variants import summarize_variants
+    rng = np.random.default_rng(0)
+    n, k = 40, 30
+    pairs = []
+    for method, chosen, rejected in (("sigmoid", np.full(n, 1.0), np.full(n, -1.0)),
+                                     ("kto", np.full(n, -2.0), np.where(np.arange(n) % 2, -1.0, -3.0))):
+        pairs.append(pd.DataFrame({"split": "test", "method": method, "scale": 1.0, "pair": range(n),
+                                   "chosen_policy": -50 + chosen + rng.normal(0, 0.01, n), "chosen_reference": -50.0,
+                                   "rejected_policy": -60 + rejected, "rejected_reference": -60.0}))
+    base_scores = rng.normal(size=k)
+    answers = pd.concat([pd.DataFrame({"model": model, "prompt_id": [str(i) for i in range(k)], "score": score,
+                                       "response_tokens": rng.integers(20, 65, k), "hit_limit": rng.random(k) < 0.3,
+                                       "kl": 0.0 if model == "base" else rng.random(k)})
+                         for model, score in (("base", base_scores), ("sigmoid", base_scores + 1),
+                                              ("kto", base_scores + rng.normal(0, 0.01, k)))], ignore_index=True)
+    grids = {m: [{"scale": 1.0, "name": "beta", "value": 0.1}] for m in ("sigmoid", "kto")}
+    base = answers[answers.model == "base"]
+    return {"methods": summarize_variants(pd.concat(pairs), answers, grids, n_resamples=200),
+            "base": {"length": {"mean": float(base.response_tokens.mean()), "ci95": [30.0, 50.0], "n": k,
+                                "hit_limit": 0.3}, "mean_score": 0.0},
+            "sizes": {"train_pairs": 40, "pairs_per_step": 8, "steps": 5, "beta_scales": [1.0], "validation_run": False,
+                      "validation_pairs": 0, "test_pairs": n, "prompts": k, "trainable": "lora"},
+            "decoding": {"max_new_tokens": 64}, "seconds": {"total": 330.0}, "config": {"n_resamples": 200}}
+
+
+def test_variant_outcome_reads_both_intervals_and_every_category_has_words():
+    from alignkit.report import readings
+    from alignkit.report.variants import OUTCOMES, variant_outcome
+    above, holds, below = [0.55, 0.7], [0.4, 0.6], [0.3, 0.45]
+    assert variant_outcome(above, below) == "better" and variant_outcome(below, above) == "worse"
+    assert variant_outcome(holds, above) == "ranks_only" and variant_outcome(holds, below) == "misranks"
+    assert variant_outcome(holds, holds) == "nothing" and variant_outcome([0.5, 0.7], [0.5, 0.6]) == "nothing"
+    assert variant_outcome(None, above) is None
+    texts = readings.texts()
+    for key, categories in (("exp_variant_outcome", OUTCOMES), ("exp_chosen_change", ("above", "below", "holds")),
+                            ("exp_variant_kept", ("kept", "not_kept", "fixed")),
+                            ("exp_variant_strength", ("fixed", "validation"))):
+        for category in categories:
+            assert {"en", "zh"} <= set(texts[key][category]), (key, category)
+
+
+def test_variants_table_and_reading_take_their_categories_from_the_numbers():
+    from alignkit.report import variants as rv
+    rec = _record()
+    table = rv.variants_table(rec)
+    assert list(table.index) == ["DPO", "KTO", "base model"]
+    assert table.loc["DPO", "implicit-reward accuracy [95% CI]"] == "1.00 [0.91, 1.00]"  # 40 of 40: Wilson
+    assert table.loc["DPO", "n pairs"] == 40 and table.loc["KTO", "n prompts"] == 30
+    assert table.loc["DPO", "RM win rate vs base [95% CI]"] == "1.00 [1.00, 1.00]"
+    assert table.loc["DPO", "reading"].startswith("the RM prefers its answers")
+    assert table.loc["KTO", "reading"].startswith("a null result at this size")
+    assert table.loc["KTO", "chosen likelihood"].startswith("falls")
+    assert table.loc["DPO", "chosen likelihood"].startswith("rises")
+    assert table.loc["KTO", "Δ log p chosen, nats [95% CI]"].startswith("-2.00 [")
+    assert table.loc["DPO", "strength"] == "β = 0.100"
+    en, zh = rv.variants_reading(rec)
+    assert "2 methods each trained 5 optimiser steps" in en and "fixed at the dpo section's value" in en
+    assert "answers shown better than the base model's: DPO; shown worse: none" in en
+    assert "not shown different (the win rate's CI holds 0.5): KTO" in en
+    assert "ranks above chance for: DPO." in en and "log-prob falls beyond noise for: KTO;" in en
+    assert "DPO" in zh and "无" in zh
+    size = rv.variants_run_size(rec)
+    assert size.loc["optimiser steps per method", "value"] == 5 and size.loc["wall time, all methods (minutes)",
+                                                                             "value"] == "5.50"
+    strengths = rv.strength_table(rec)
+    assert strengths.loc["DPO", "kept"].startswith("fixed") and strengths["n validation pairs"].isna().all()
