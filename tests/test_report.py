@@ -47,6 +47,8 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
         assert json.loads((out / "experiments" / name / "summary.json").read_text())["n"] > 0, name
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
     assert bon["responses"] == bon["prompts"] * bon["samples"] > 0
+    variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
+    assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto"  # the tiny profile's: all
     assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
     assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa

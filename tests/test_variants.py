@@ -168,7 +168,7 @@ def test_each_method_trains_the_dpo_section_with_its_own_strength():
     cfg = load_config("cpu", {"dpo.label_smoothing": 0.2})
     dpo = method_config(cfg, "sigmoid", 2.0, 0.1)
     assert dpo.loss == "sigmoid" and dpo.beta == pytest.approx(0.2) and dpo.label_smoothing == 0.0
-    assert dpo.train.max_steps == 5 and dpo.train.save_every == 0 and dpo.train.launcher == "none"
+    assert dpo.train.max_steps == 4 and dpo.train.save_every == 0 and dpo.train.launcher == "none"
     assert dpo.train.lr == cfg.dpo.train.lr and dpo.trainable == cfg.dpo.trainable
     cdpo = method_config(cfg, "cdpo", 1.0, 0.1)
     assert cdpo.loss == "sigmoid" and cdpo.label_smoothing == 0.1
@@ -239,9 +239,9 @@ def test_variants_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, mon
                    {"dpo_variants.max_new_tokens": 4}, {"generation.temperature": 0.9}):
         changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, **change})
         assert reuse(folder / "summary.json", runner.variants_identity(changed, rm_dir, test_split)) is None, change
-    launched = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1,
-                                                                  "dpo.train.launcher": "deepspeed"})
-    assert reuse(folder / "summary.json", runner.variants_identity(launched, rm_dir, test_split)) is not None
+    for same in ({"dpo.train.launcher": "deepspeed"}, {"dpo.loss": "ipo"}, {"dpo.train.save_every": 7}):
+        unchanged = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, **same})
+        assert reuse(folder / "summary.json", runner.variants_identity(unchanged, rm_dir, test_split)) is not None
 
 
 # ----------------------------------------------------------------------------- the report layer

@@ -22,7 +22,7 @@ On DPO-family fine-tunes of the base policy, reused while the policy, chapter 1'
   dpo_variants DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO and KTO trained head to head (the profile's
                `dpo_variants.methods`), each read on held-out pairs and answering held-out prompts; also writes
                experiments/dpo_variants/pairs.parquet (one row per split x method x strength x pair) and
-               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 4 methods x 5
+               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 4 methods x 4
                steps of 8 pairs, gpu every method at chapter 4's length with a grid of 3 strengths
 """
 from __future__ import annotations
@@ -202,9 +202,11 @@ VARIANTS_FILES = ("pairs.parquet", "answers.parquet")
 def variants_identity(cfg, rm_dir: Path, test: Path) -> dict:
     """What `dpo_variants` depends on: the base policy and dtype, the reward model's weights, both split files'
     bytes, the encodings and truncation, the seed, the `dpo` section (not how it would be launched), the
-    `dpo_variants` sizes, the decoding settings and the experiment's own settings."""
-    dpo = dataclasses.asdict(cfg.dpo)
-    dpo["train"] = {k: v for k, v in dpo["train"].items() if k not in LAUNCH_FIELDS}
+    `dpo_variants` sizes, the decoding settings and the experiment's own settings. Left out: what the step sets
+    itself (each method's loss and flip rate, the cached reference, no DeepSpeed, no mid-run eval or checkpoint)."""
+    dpo = {k: v for k, v in dataclasses.asdict(cfg.dpo).items() if k not in ("loss", "label_smoothing", "reference")}
+    unused = (*LAUNCH_FIELDS, "deepspeed", "eval_every", "save_every", "log_every")
+    dpo["train"] = {k: v for k, v in dpo["train"].items() if k not in unused}
     return {"experiment": "dpo_variants", "policy": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
             "rm": model_identity(str(rm_dir)), "train_split": file_fingerprint(test.with_name("train.jsonl")),
             "test_split": file_fingerprint(test), "encoding": ENCODING, "truncation": cfg.data.truncation,

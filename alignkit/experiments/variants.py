@@ -152,8 +152,7 @@ def train_method(cfg, method: str, mcfg: DPOConfig, base: Policy, items: list, p
 
 def logps_rows(policy: Policy, encoded: list, references: list, pad: int, batch_size: int, **labels) -> pd.DataFrame:
     """One row per pair: the policy's and the reference's summed log-probs of the chosen and rejected answer."""
-    with torch.inference_mode():
-        got = response_logps(policy, encoded, pad, batch_size=batch_size, desc=f"{labels.get('method')} log-probs")
+    got = response_logps(policy, encoded, pad, batch_size=batch_size, progress=False)
     return pd.DataFrame({**labels, "pair": range(len(encoded)), "chosen_policy": [g[0] for g in got],
                          "rejected_policy": [g[1] for g in got], "chosen_reference": [r[0] for r in references],
                          "rejected_reference": [r[1] for r in references]})
@@ -245,7 +244,7 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
         lm = merged(best.lm)
         made = generate(lm, encoder, texts, gen, seed=cfg.seed, desc=f"generate {method}")
         kl = sequence_kl(lm, base.lm, kl_encoder, texts, [m["response"] for m in made], batch_size=batch,
-                         desc=f"KL {method}")
+                         progress=False)
         answers.append(_answers(method, prompts, made, kl))
         del best, lm
         grids[method] = grid
