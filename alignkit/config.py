@@ -3,8 +3,9 @@ gives the values, then dotted overrides (`rm.train.lr=1e-4`) from the CLI (`--se
 papermill parameters are applied on top, each checked against the field's type.
 
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
-`data.eval` are two `Source`s; `generation` has its own settings. Keys of the old layout (`train.lr`,
-`data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
+`data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
+(`best_of_n`, `dpo_variants`) live in `alignkit.experiment_config` and are re-exported here. Keys of the old
+layout (`train.lr`, `data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,8 @@ from typing import Any, Mapping
 import yaml
 
 from alignkit.errors import AlignkitError
+from alignkit.experiment_config import (  # noqa: F401  (re-exported: `from alignkit.config import ...` keeps working)
+    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, check_experiment_configs)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BLANK = {"", "none", "null"}
@@ -216,42 +219,6 @@ class GenerationConfig:
 
 
 @dataclass
-class BestOfNConfig:
-    """Best-of-n sampling against the reward model (chapter 6): k responses per held-out prompt from the base
-    policy, decoded as `generation` says (temperature, top_p, repetition penalty, batch sizes, threads)."""
-
-    prompts: int = 16
-    """Held-out prompts: a seeded sample of the unique prompts of the profile's test split."""
-    samples: int = 16
-    """Responses sampled per prompt (k); best-of-n is read for n = 1, 2, 4, ... up to k."""
-    max_new_tokens: int | None = None
-    """Response budget of these samples (None = generation.max_new_tokens)."""
-
-
-VARIANT_METHODS = ("sigmoid", "cdpo", "robust", "ipo", "rdpo", "simpo", "orpo", "kto")
-"""What `dpo_variants.methods` may name: DPO ('sigmoid'), cDPO and the other `dpo.loss` objectives, and KTO."""
-
-
-@dataclass
-class DPOVariantsConfig:
-    """DPO and its variants head to head (chapter 6): the `dpo` section's training per method, same pairs and steps."""
-
-    methods: str = "sigmoid,ipo,simpo,kto"
-    """Comma-separated methods of VARIANT_METHODS, in the table's order."""
-    steps: int | None = 6
-    """Optimiser steps of dpo.train's batch x grad_accum pairs (None = dpo.train.epochs over dpo.max_pairs pairs)."""
-    beta_scales: str = "1"
-    """Grid of each method's strength (dpo.beta, IPO's tau; ORPO's dpo.orpo_lambda), comma-separated multiples: each
-    method keeps the one that ranks the validation fold best (one value: nothing to choose, no validation run)."""
-    eval_pairs: int | None = 64
-    """Pairs read per evaluation: a seeded sample of the test split, and of the validation fold (None = all)."""
-    prompts: int = 12
-    """Held-out test prompts (a seeded sample) that every policy and the base model answer."""
-    max_new_tokens: int | None = None
-    """Their response budget (None = generation.max_new_tokens)."""
-
-
-@dataclass
 class RunConfig:
     profile: str = "cpu"
     """Profile name; outputs go to outputs/<profile>/ unless output_dir is set."""
@@ -378,22 +345,5 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
-    bon = cfg.best_of_n
-    for name, value in (("prompts", bon.prompts), ("samples", bon.samples), ("max_new_tokens", bon.max_new_tokens)):
-        if value is not None and value < 1:
-            raise AlignkitError(f"best_of_n.{name} must be a positive number, got {value!r}")
-    v = cfg.dpo_variants
-    methods = [m.strip() for m in v.methods.split(",")]
-    if set(methods) - set(VARIANT_METHODS) or len(set(methods)) < len(methods):
-        raise AlignkitError(f"dpo_variants.methods must name distinct methods of {', '.join(VARIANT_METHODS)}, "
-                            f"comma-separated; got {v.methods!r}")
-    try:
-        bad = {"beta_scales": min(float(x) for x in v.beta_scales.split(",")) <= 0}
-    except ValueError:
-        bad = {"beta_scales": True}
-    for k in ("steps", "eval_pairs", "prompts", "max_new_tokens"):
-        bad[k] = getattr(v, k) is not None and getattr(v, k) < 1
-    for name in (k for k, b in bad.items() if b):
-        raise AlignkitError(f"dpo_variants.{name} must be positive (beta_scales: comma-separated numbers), "
-                            f"got {getattr(v, name)!r}")
+    check_experiment_configs(cfg.best_of_n, cfg.dpo_variants)
     return cfg

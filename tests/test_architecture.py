@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 LAYERS = [
-    ("errors", "io", "config"),
+    ("errors", "io", "config", "experiment_config"),
     ("data",),
     ("stats", "pooling", "losses", "flops"),
     ("models",),
