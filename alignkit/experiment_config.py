@@ -21,8 +21,9 @@ class BestOfNConfig:
     """Response budget of these samples (None = generation.max_new_tokens)."""
 
 
-VARIANT_METHODS = ("sigmoid", "cdpo", "robust", "ipo", "rdpo", "simpo", "orpo", "kto")
-"""What `dpo_variants.methods` may name: DPO ('sigmoid'), cDPO and the other `dpo.loss` objectives, and KTO."""
+VARIANT_METHODS = ("sigmoid", "cdpo", "robust", "ipo", "rdpo", "simpo", "orpo", "kto", "online")
+"""What `dpo_variants.methods` may name: DPO ('sigmoid'), cDPO and the other `dpo.loss` objectives, KTO, and
+'online' (DPO's loss on on-policy pairs: the base policy's own samples labelled by chapter 1's reward model)."""
 
 
 @dataclass

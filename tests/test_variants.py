@@ -14,7 +14,8 @@ from alignkit import losses
 from alignkit.config import load_config
 from alignkit.errors import AlignkitError
 from alignkit.experiments import run as runner
-from alignkit.experiments.variants import choose, generation_summary, method_config, pair_summary
+from alignkit.experiments.online import label_samples, online_vs_offline
+from alignkit.experiments.variants import choose, generation_summary, method_config, onpolicy_summary, pair_summary
 from alignkit.io import reuse
 from alignkit.train.kto import KTOItem, KTOTask, mismatched_pairs, mismatched_partners
 from conftest import tiny_config
@@ -148,7 +149,7 @@ def test_generation_summary_by_hand():
 
 def test_the_config_section_refuses_what_cannot_run():
     cfg = load_config("cpu")
-    assert cfg.dpo_variants.methods == "sigmoid,ipo,simpo,kto" and cfg.dpo_variants.beta_scales == "1"
+    assert cfg.dpo_variants.methods == "sigmoid,ipo,simpo,kto,online" and cfg.dpo_variants.beta_scales == "1"
     assert load_config("gpu").dpo_variants.beta_scales == "0.5,1,2"
     with pytest.raises(AlignkitError, match=r"dpo_variants.methods.*sigmoid, cdpo.*got 'dpo,kto'"):
         load_config("cpu", {"dpo_variants.methods": "dpo,kto"})
@@ -175,6 +176,44 @@ def test_each_method_trains_the_dpo_section_with_its_own_strength():
     orpo = method_config(cfg, "orpo", 0.5, 0.1)
     assert orpo.orpo_lambda == pytest.approx(cfg.dpo.orpo_lambda / 2) and orpo.beta == cfg.dpo.beta
     assert method_config(cfg, "kto", 1.0, 0.1).loss == "kto"
+    online = method_config(cfg, "online", 1.0, 0.1, steps=7)  # DPO's loss, offline DPO's number of steps
+    assert online.loss == "sigmoid" and online.label_smoothing == 0.0 and online.train.max_steps == 7
+
+
+# ----------------------------------------------------------------------------- the online round by hand
+
+def test_on_policy_pairs_by_hand():
+    """Four prompts, two samples each. Scores (1, 2): the second is better, margin 1, lengths 30 vs 10;
+    (3, 1): the first, margin 2, 20 vs 4; (0.5, 0.5): a tie, dropped; (2, -1): the first, margin 3, 7 vs 3.
+    Three pairs, one tie in four (25%), mean margin 2, mean length difference (20 + 16 + 4) / 3, and the
+    better answer is the longer one in all three pairs."""
+    prompts = [({"role": "user", "content": q},) for q in "abcd"]
+    first = [{"response": f"{q}1", "response_tokens": n} for q, n in zip("abcd", (10, 20, 5, 7))]
+    second = [{"response": f"{q}2", "response_tokens": n} for q, n in zip("abcd", (30, 4, 5, 3))]
+    pairs, labels = label_samples(prompts, first, second, [1.0, 3.0, 0.5, 2.0], [2.0, 1.0, 0.5, -1.0])
+    assert [(p.prompt[0]["content"], p.better, p.worse) for p in pairs] == [("a", "a2", "a1"), ("b", "b1", "b2"),
+                                                                            ("d", "d1", "d2")]
+    assert labels.tie.tolist() == [False, False, True, False] and labels.margin.tolist() == [1.0, 2.0, 0.0, 3.0]
+    s = onpolicy_summary(labels, trained_pairs=3, n_resamples=200)
+    assert (s["prompts"], s["ties"], s["tie_share"], s["pairs"], s["trained_pairs"]) == (4, 1, 0.25, 3, 3)
+    assert s["samples_per_prompt"] == 2 and s["margin"]["mean"] == 2.0 and s["margin"]["n"] == 3
+    assert s["length_difference"]["mean"] == pytest.approx(40 / 3)
+    assert s["longer_preferred"]["accuracy"] == 1.0 and s["longer_preferred"]["n"] == 3
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        label_samples(prompts, first, second[:3], [0.0] * 4, [1.0] * 4)
+
+
+def test_online_vs_offline_is_paired_by_prompt():
+    """Base scores (1, 2, 3, 4). Offline DPO (2, 1, 3, 5): win, loss, tie, win -> 0.625; online (2, 3, 4, 3):
+    win, win, win, loss -> 0.75. Per prompt online - offline = (0, 1, 0.5, -1): mean 0.125, 3 prompts differ."""
+    answers = pd.DataFrame({"model": ["base"] * 4 + ["sigmoid"] * 4 + ["online"] * 4, "prompt_id": list("abcd") * 3,
+                            "score": [1.0, 2, 3, 4, 2, 1, 3, 5, 2, 3, 4, 3]})
+    c = online_vs_offline(answers, n_resamples=200)
+    assert c["offline_win_rate"] == 0.625 and c["online_win_rate"] == 0.75
+    assert c["difference"] == pytest.approx(0.125) and c["n"] == 4 and c["changed_pairs"] == 3
+    assert c["ci95"][0] <= 0.125 <= c["ci95"][1]
+    with pytest.raises(ValueError, match="same order"):
+        online_vs_offline(answers.iloc[[0, 1, 2, 3, 5, 4, 6, 7, 8, 9, 10, 11]])
 
 
 # ----------------------------------------------------------------------------- the step on the tiny model
@@ -198,7 +237,7 @@ def test_variants_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, mon
     folder = cfg.out / "experiments" / "dpo_variants"
     assert json.loads((folder / "summary.json").read_text())["identity"] == record["identity"]
     methods = cfg.dpo_variants.methods.split(",")
-    assert list(record["methods"]) == methods and len(methods) == 8
+    assert list(record["methods"]) == methods and len(methods) == 9 and "online" in methods
     sizes = record["sizes"]
     assert sizes["steps"] == 1 and sizes["train_pairs"] == cfg.dpo.train.batch_size * cfg.dpo.train.grad_accum
     assert sizes["validation_run"] and sizes["validation_pairs"] > 0 and sizes["beta_scales"] == [1.0, 2.0]
@@ -226,6 +265,14 @@ def test_variants_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, mon
     assert (ref == 1).all()
     strengths = {k: m["strength"]["name"] for k, m in record["methods"].items()}
     assert strengths["ipo"] == "tau" and strengths["orpo"] == "lambda" and strengths["kto"] == "beta"
+    # the online round: one pair per kept training pair's prompt unless tied, trained for offline DPO's steps
+    online = record["online"]
+    assert online["prompts"] == sizes["train_pairs"] and online["pairs"] + online["ties"] == online["prompts"]
+    assert 0 < online["trained_pairs"] <= online["pairs"] and online["tie_share"] == online["ties"] / online["prompts"]
+    assert online["margin"]["mean"] > 0 and online["longer_preferred"]["n"] == online["pairs"]
+    vs = online["vs_offline"]
+    assert vs["n"] == sizes["prompts"] and vs["online_win_rate"] == record["methods"]["online"]["win"]["win_rate"]
+    assert vs["difference"] == pytest.approx(vs["online_win_rate"] - vs["offline_win_rate"])
     config = record["config"]
     assert config["dpo_variants"]["steps"] == 1 and "launcher" not in config["dpo"]["train"]
     # reused while the identity holds; recomputed on force and when a setting changes

@@ -19,11 +19,13 @@ heads, the seed, the `best_of_n` sizes and the decoding settings are the same:
                (the generation budget, 512 tokens)
 On DPO-family fine-tunes of the base policy, reused while the policy, chapter 1's reward model and splits, the
 `dpo` section (but how it is launched), the `dpo_variants` sizes, the seed and the decoding settings are the same:
-  dpo_variants DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO and KTO trained head to head (the profile's
+  dpo_variants DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO, KTO and online DPO (one round on the base
+               policy's own samples labelled by the reward model) trained head to head (the profile's
                `dpo_variants.methods`), each read on held-out pairs and answering held-out prompts; also writes
                experiments/dpo_variants/pairs.parquet (one row per split x method x strength x pair) and
-               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 4 methods x 4
-               steps of 8 pairs, gpu every method at chapter 4's length with a grid of 3 strengths
+               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 5 methods x 4
+               steps of 8 pairs (online: 32 training prompts x 2 samples), gpu every method at chapter 4's length
+               with a grid of 3 strengths
 """
 from __future__ import annotations
 

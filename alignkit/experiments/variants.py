@@ -4,7 +4,9 @@ Every method of `dpo_variants.methods` (DPO, cDPO, robust DPO, IPO, R-DPO, SimPO
 alignkit.train.dpo.DPOTask; KTO on the pairs taken apart into unpaired examples: alignkit.train.kto.KTOTask)
 trains a fresh copy of the base policy with the `dpo` section's trainable parameters (LoRA initialised from
 the seed), optimiser and schedule, on the same pairs in the same batch order for the same number of optimiser
-steps, in this process (no launcher, nothing saved). The pairs are a seeded sample of the fit fold: the
+steps, in this process (no launcher, nothing saved); `online` trains DPO's loss on on-policy pairs of the same
+prompts instead (the base policy's own samples labelled by chapter 1's reward model: alignkit.experiments.online),
+for the same number of steps. The pairs are a seeded sample of the fit fold: the
 training split without its validation fold, a prompt-disjoint part of it that only chooses each method's
 strength (beta; IPO's tau; ORPO's lambda) from `dpo_variants.beta_scales`. The test split is never used for
 a choice.
@@ -15,7 +17,8 @@ answer exceeds that of the worse (the same reward for every method; SimPO and OR
 while training), and the mean change of the chosen and of the rejected log-prob from the reference. It also
 answers held-out test prompts, as the base model does with the same seeds: mean answer length and the share
 at the token cap; the reward model's (chapter 1's) win rate against the base model's answer to the same
-prompt; and KL(policy || base) along its own answers (alignkit.infer.sequence_kl), in nats.
+prompt; and KL(policy || base) along its own answers (alignkit.infer.sequence_kl), in nats. With `online` and
+`sigmoid` both run, the record also compares online with offline DPO on the win rate, paired by prompt.
 """
 from __future__ import annotations
 
@@ -33,13 +36,15 @@ from alignkit.config import DPOConfig, GenerationConfig
 from alignkit.data.sources import load_pairs
 from alignkit.data.splits import seeded_sample, split_by_prompt
 from alignkit.data.tokenize import ChatEncoder, encode_pairs
+from alignkit.errors import AlignkitError
+from alignkit.experiments.online import SAMPLES, online_vs_offline, sample_onpolicy
 from alignkit.infer import decoding_settings, generate, response_logps, score_texts, sequence_kl
 from alignkit.models import (Policy, RewardModel, load_tokenizer, make_trainable, merged, trainable_in_fp32,
                              weights_dtype)
 from alignkit.stats import accuracy_summary, bootstrap_ci, correctness, paired_comparison
 from alignkit.train.dpo import DPOItem, DPOTask, reference_key, reference_logps
 from alignkit.train.kto import KTOItem, KTOTask, mismatched_pairs
-from alignkit.train.loop import train
+from alignkit.train.loop import make_plan, train
 
 STRENGTH = {"ipo": "tau", "orpo": "lambda"}
 """The strength each method's grid scales (every other method: beta)."""
@@ -113,20 +118,34 @@ def summarize_variants(pairs: pd.DataFrame, answers: pd.DataFrame, grids: dict[s
     return out
 
 
+def onpolicy_summary(labels: pd.DataFrame, trained_pairs: int, *, seed: int = 0, n_resamples: int = 1000) -> dict:
+    """The online round's pairs, from alignkit.experiments.online.label_samples' table (one row per prompt):
+    prompts sampled, ties dropped (count and share), pairs kept and `trained_pairs` (those the encoding's
+    truncation rule kept), the reward model's score margin better minus worse and the length difference better
+    minus worse in tokens (means with bootstrap CIs over pairs), and `longer_preferred`: the share of pairs whose
+    better answer is the longer one (equal lengths half; Wilson CI), i.e. whether the labels prefer length."""
+    kept = labels[~labels.tie.astype(bool)]
+    return {"prompts": len(labels), "samples_per_prompt": SAMPLES, "ties": int(labels.tie.sum()),
+            "tie_share": float(labels.tie.mean()), "pairs": len(kept), "trained_pairs": trained_pairs,
+            "margin": mean_ci(kept.margin, seed=seed, n_resamples=n_resamples),
+            "length_difference": mean_ci(kept.better_tokens - kept.worse_tokens, seed=seed, n_resamples=n_resamples),
+            "longer_preferred": accuracy_summary(correctness(kept.better_tokens.tolist(), kept.worse_tokens.tolist()))}
+
+
 # ----------------------------------------------------------------------------- one method
 
-def method_config(cfg, method: str, scale: float, label_smoothing: float) -> DPOConfig:
-    """The `dpo` section as `method` trains it: its loss, its strength times `scale`, the flip rate of cDPO
-    and robust DPO (plain DPO: none), `dpo_variants.steps` optimiser steps, no mid-run evaluation, checkpoint
-    or launcher (KTO's loss name is 'kto', which only alignkit.train.kto reads)."""
+def method_config(cfg, method: str, scale: float, label_smoothing: float, steps: int | None = None) -> DPOConfig:
+    """The `dpo` section as `method` trains it: its loss (online: DPO's sigmoid), its strength times `scale`,
+    the flip rate of cDPO and robust DPO (plain DPO: none), `steps` optimiser steps (None: `dpo_variants.steps`),
+    no mid-run evaluation, checkpoint or launcher (KTO's loss name is 'kto', which only alignkit.train.kto reads)."""
     d = cfg.dpo
-    steps = cfg.dpo_variants.steps
+    steps = steps or cfg.dpo_variants.steps
     loop = dataclasses.replace(d.train, max_steps=steps or d.train.max_steps, eval_every=0, save_every=0,
                                deepspeed=None, launcher="none")
     strength = {"orpo_lambda": d.orpo_lambda * scale} if method == "orpo" else {"beta": d.beta * scale}
     flips = label_smoothing if method in ("cdpo", "robust") else 0.0
-    return dataclasses.replace(d, loss={"cdpo": "sigmoid"}.get(method, method), label_smoothing=flips,
-                               train=loop, **strength)
+    return dataclasses.replace(d, loss={"cdpo": "sigmoid", "online": "sigmoid"}.get(method, method),
+                               label_smoothing=flips, train=loop, **strength)
 
 
 def strength(method: str, d: DPOConfig, scale: float) -> dict:
@@ -197,40 +216,55 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
     choosing = len(scales) > 1
     if cfg.dpo.train.threads:
         torch.set_num_threads(cfg.dpo.train.threads)
-    started = time.perf_counter()
+    started, seconds = time.perf_counter(), {}
     data = variants_data(cfg, train_split, test_split, val_fraction)
     tokenizer = load_tokenizer(cfg.model.name)
     pad, dtype, batch = tokenizer.pad_token_id, weights_dtype(cfg.model.dtype), cfg.dpo.train.eval_batch_size
     encoder = ChatEncoder(tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
     encoded = {part: encode_pairs(encoder, data[part], cfg.data.truncation)[0]
                for part in ("train", "test", *(("validation",) if choosing else ()))}
-    if "kto" in methods:  # the kept training pairs' prompts with other prompts' answers, never dropped
-        kept = [data["train"][e.index] for e in encoded["train"]]
+    gen, prompts = variants_generation(cfg), data["prompts"]
+    kept = [data["train"][e.index] for e in encoded["train"]]  # the training pairs the truncation rule kept
+    if "kto" in methods:  # their prompts with other prompts' answers, never dropped
         encoded["mismatched"] = encode_pairs(encoder, mismatched_pairs(kept), "cut")[0]
     base = Policy.from_pretrained(cfg.model.name, dtype=dtype)
+    rm = RewardModel.from_pretrained(str(rm_dir))
+    rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
+    if "online" in methods:  # the base policy's own answers to the training prompts, labelled by the RM
+        t0 = time.perf_counter()
+        onpolicy, labels = sample_onpolicy(base.lm, encoder, rm, rm_encoder, [p.prompt for p in kept],
+                                           gen, seed=cfg.seed, batch_size=gen.score_batch_size)
+        encoded["online"] = encode_pairs(encoder, onpolicy, cfg.data.truncation)[0]
+        if not encoded["online"]:
+            raise AlignkitError(f"the online round kept no on-policy pair ({int(labels.tie.sum())} of {len(labels)} "
+                                f"prompts tied): raise dpo_variants.max_new_tokens or generation.temperature")
+        seconds["online_samples"] = time.perf_counter() - t0
     caches = cfg.out / "cache"  # alignkit.train.dpo's reference cache: the same pairs are never read twice
     refs = {part: reference_logps(base, pairs, pad, batch_size=batch, desc=f"reference log-probs ({part})",
                                   cache=caches / f"ref-{reference_key(cfg.model.name, tokenizer, pairs, dtype)}.pt")
             for part, pairs in encoded.items()}
     items = {"dpo": [DPOItem(p, r) for p, r in zip(encoded["train"], refs["train"])]}
+    if "online" in methods:
+        items["online"] = [DPOItem(p, r) for p, r in zip(encoded["online"], refs["online"])]
+    # every method takes offline DPO's number of optimiser steps, however many items it has
+    steps = make_plan(len(items["dpo"]), method_config(cfg, "sigmoid", 1.0, 0.0).train).total_steps
     if "kto" in methods:
         items["kto"] = [KTOItem(p, m, r, mr) for p, m, r, mr in
                         zip(encoded["train"], encoded["mismatched"], refs["train"], refs["mismatched"])]
-    gen, prompts = variants_generation(cfg), data["prompts"]
     texts = [p for _, p in prompts]
     # the KL reads each answer whole after the prompt, cut as generation cut it
     kl_encoder = ChatEncoder(tokenizer, cfg.data.max_prompt_length + gen.max_new_tokens + 16,
                              cfg.data.max_prompt_length)
     made = generate(base.lm, encoder, texts, gen, seed=cfg.seed, desc="generate base")
     answers = [_answers("base", prompts, made, 0.0)]
-    seconds = {"shared": time.perf_counter() - started}
+    seconds["shared"] = time.perf_counter() - started
     pair_tables, grids, runs = [], {}, {}
     for method in methods:
         t0, grid, validation, best = time.perf_counter(), [], [], None
         for k, scale in enumerate(scales):
-            mcfg = method_config(cfg, method, scale, label_smoothing)
+            mcfg = method_config(cfg, method, scale, label_smoothing, steps)
             grid.append(strength(method, mcfg, scale))
-            policy, run = train_method(cfg, method, mcfg, base, items["kto" if method == "kto" else "dpo"], pad)
+            policy, run = train_method(cfg, method, mcfg, base, items.get(method, items["dpo"]), pad)
             if choosing:
                 pair_tables.append(logps_rows(policy, encoded["validation"], refs["validation"], pad, batch,
                                               split="validation", method=method, scale=scale))
@@ -250,10 +284,9 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
         grids[method] = grid
         runs[method]["seconds_total"] = time.perf_counter() - t0
     table = pd.concat(answers, ignore_index=True)
-    rm = RewardModel.from_pretrained(str(rm_dir))
     prompt_of = dict(prompts)
-    scored = score_texts(rm, ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths()),
-                         [prompt_of[i] for i in table.prompt_id], list(table.response), batch_size=gen.score_batch_size)
+    scored = score_texts(rm, rm_encoder, [prompt_of[i] for i in table.prompt_id], list(table.response),
+                         batch_size=gen.score_batch_size)
     table["prompt"], table["score"] = scored.prompt, scored.score
     pairs = pd.concat(pair_tables, ignore_index=True)
     per_method = summarize_variants(pairs, table, grids, seed=cfg.seed, n_resamples=n_resamples)
@@ -271,5 +304,9 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
                   "prompts": len(prompts), "trainable": cfg.dpo.trainable.mode, "label_smoothing": label_smoothing,
                   "val_fraction": val_fraction},
         "decoding": decoding_settings(gen, cfg.seed),
+        "online": None if "online" not in methods else {
+            **onpolicy_summary(labels, len(encoded["online"]), seed=cfg.seed, n_resamples=n_resamples),
+            "vs_offline": online_vs_offline(table, seed=cfg.seed, n_resamples=n_resamples) if "sigmoid" in methods
+            else None},
         "seconds": {**seconds, "total": time.perf_counter() - started}}
     return json.loads(json.dumps(record, default=float)), pairs, table

@@ -1,16 +1,17 @@
 """Chapter 6's DPO-variants section: outputs/<profile>/experiments/dpo_variants/summary.json (alignkit.experiments
-.run's `dpo_variants` step) -> the run-size table, the per-method table, the strength table and the reading,
-in both languages. Every number comes from that summary; each method's category from `variant_outcome` here
-and readings.ci_vs, its words from text/readings.yaml."""
+.run's `dpo_variants` step) -> the run-size table, the per-method table, the strength table, the reading, the
+online round's table and reading, in both languages, and the numbers chapter 7 cites (`variants_numbers`).
+Every number comes from that summary; each method's category from `variant_outcome` here and readings.ci_vs,
+its words from text/readings.yaml."""
 from __future__ import annotations
 
 import pandas as pd
 
-from alignkit.report.readings import both, ci_vs, words
+from alignkit.report.readings import SPLIT, both, ci_vs, words
 from alignkit.report.tables import interval, number
 
 LABELS = {"sigmoid": "DPO", "cdpo": "cDPO", "robust": "robust DPO", "ipo": "IPO", "rdpo": "R-DPO", "simpo": "SimPO",
-          "orpo": "ORPO", "kto": "KTO"}
+          "orpo": "ORPO", "kto": "KTO", "online": "online DPO"}
 """How each method of alignkit.config.VARIANT_METHODS is named in the book."""
 
 SYMBOLS = {"beta": "β", "tau": "τ", "lambda": "λ"}
@@ -140,3 +141,93 @@ def variants_reading(rec: dict) -> tuple[str, str]:
             n_prompts=number(s["prompts"]), n_pairs=number(s["test_pairs"]),
             kl_low=number(min(kl)), kl_high=number(max(kl)), **lists))
     return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- the online round
+
+def online_outcome(vs_offline: dict | None) -> str | None:
+    """Online minus offline DPO's win rate against the base model, paired by prompt: 'above' (online wins more
+    often), 'below' (offline does) or 'holds' (the CI holds 0: a null result); None when either did not run."""
+    return ci_vs((vs_offline or {}).get("ci95"), 0.0)
+
+
+def online_table(rec: dict) -> pd.DataFrame:
+    """The online round: the prompts sampled, the ties dropped, the on-policy pairs kept and trained on, the
+    reward model's margin and the length difference between their two answers, how often the longer sample was
+    labelled better, both DPOs' win rates against the base model and their paired difference (95% CIs, n)."""
+    o = rec.get("online")
+    if not o:
+        return pd.DataFrame({"value": [both("exp_online_absent")]}, index=pd.Index(["online round"], name="quantity"))
+    vs, methods = o.get("vs_offline") or {}, rec["methods"]
+    win = {m: interval(methods[m]["win"]["win_rate"], methods[m]["win"]["win_rate_ci95"]) if m in methods else None
+           for m in ("online", "sigmoid")}
+    rows = {"training prompts answered twice by the base policy (the offline pairs' prompts)": o["prompts"],
+            "ties dropped (equal RM scores)": f"{o['ties']} ({number(o['tie_share'], percent=True)})",
+            "on-policy pairs kept / trained on (after truncation)": f"{o['pairs']} / {o['trained_pairs']}",
+            "RM score margin, chosen − rejected [95% CI]": interval(o["margin"]["mean"], o["margin"]["ci95"]),
+            "length, chosen − rejected, tokens [95% CI]": interval(o["length_difference"]["mean"],
+                                                                    o["length_difference"]["ci95"], signed=True),
+            "pairs whose chosen sample is the longer [95% CI]": interval(o["longer_preferred"]["accuracy"],
+                                                                         o["longer_preferred"]["ci95"]),
+            "RM win rate vs base: online DPO [95% CI]": win["online"],
+            "RM win rate vs base: offline DPO [95% CI]": win["sigmoid"],
+            "online − offline win rate, paired by prompt [95% CI]": interval(vs.get("difference"), vs.get("ci95"),
+                                                                             signed=True),
+            "n held-out prompts (paired)": vs.get("n"),
+            "reading": both("exp_online_vs_offline", online_outcome(vs)) if vs else both("exp_online_no_offline")}
+    return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
+
+
+def online_reading(rec: dict) -> tuple[str, str]:
+    """The reading under the online table, in English and Chinese: what the round sampled and kept, whether the
+    labels prefer length, online vs offline DPO on the win rate (paired by prompt), and the Goodhart caveat."""
+    o = rec.get("online")
+    if not o:
+        return words("exp_online_absent", lang="en"), words("exp_online_absent", lang="zh")
+    vs, win = o.get("vs_offline") or {}, {m: rec["methods"].get(m, {}).get("win", {}) for m in ("online", "sigmoid")}
+    out = []
+    for lang in ("en", "zh"):
+        outcome = (words("exp_online_vs_offline", online_outcome(vs), lang) if vs
+                   else words("exp_online_no_offline", lang=lang))
+        out.append(words(
+            "online_reading", lang=lang, prompts=number(o["prompts"]), ties=number(o["ties"]),
+            tie_share=number(o["tie_share"], percent=True), pairs=number(o["pairs"]),
+            trained=number(o["trained_pairs"]),
+            margin=interval(o["margin"]["mean"], o["margin"]["ci95"]),
+            length=interval(o["length_difference"]["mean"], o["length_difference"]["ci95"], signed=True),
+            longer=interval(o["longer_preferred"]["accuracy"], o["longer_preferred"]["ci95"]),
+            longer_words=words("exp_online_longer", ci_vs(o["longer_preferred"]["ci95"], 0.5), lang),
+            online_win=interval(win["online"].get("win_rate"), win["online"].get("win_rate_ci95")),
+            offline_win=interval(win["sigmoid"].get("win_rate"), win["sigmoid"].get("win_rate_ci95")),
+            n_prompts=number(vs.get("n", rec["sizes"]["prompts"])),
+            difference=interval(vs.get("difference"), vs.get("ci95"), signed=True), outcome=outcome))
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- chapter 7's numbers
+
+def variants_numbers(rec: dict | None) -> dict:
+    """What chapter 7 cites from the dpo_variants summary (None values when it has not run): the methods and
+    held-out prompts; per method `exp.variant.<method>.{win, win_ci, chosen_ci}` (win rate against the base model,
+    its CI, the CI of the chosen log-prob change); the online round's paired difference to offline DPO
+    (`exp.online_diff`, `_ci`, `_n`) and its labels' length preference (`exp.online_longer`, `_ci`, pairs)."""
+    rec = rec or {}
+    methods, online = rec.get("methods") or {}, rec.get("online") or {}
+    vs, longer = online.get("vs_offline") or {}, online.get("longer_preferred") or {}
+    out = {"exp.variants_methods": list(methods) or None,
+           "exp.variants_prompts": (rec.get("sizes") or {}).get("prompts"),
+           "exp.online_diff": vs.get("difference"), "exp.online_diff_ci": vs.get("ci95"), "exp.online_n": vs.get("n"),
+           "exp.online_longer": longer.get("accuracy"), "exp.online_longer_ci": longer.get("ci95"),
+           "exp.online_pairs": online.get("pairs")}
+    for name, m in methods.items():
+        out.update({f"exp.variant.{name}.win": m["win"]["win_rate"],
+                    f"exp.variant.{name}.win_ci": m["win"]["win_rate_ci95"],
+                    f"exp.variant.{name}.chosen_ci": m["chosen_change"]["ci95"]})
+    return out
+
+
+def variant_evidence_reading(win_ci, chosen_ci) -> str:
+    """A chapter 7 cell: the RM's verdict on a method's answers (win rate CI against 0.5) and whether its
+    chosen likelihood falls (the chosen log-prob change's CI against 0), 'English / 中文'."""
+    parts = (("ev_judge", ci_vs(win_ci, 0.5)), ("ev_variant_chosen", ci_vs(chosen_ci, 0.0)))
+    return "; ".join(words(k, c, "en") for k, c in parts) + SPLIT + "；".join(words(k, c, "zh") for k, c in parts)
