@@ -241,3 +241,100 @@ def test_sweep_frame_reads_the_paired_difference(tmp_path):
     assert frame.overrides.tolist() == ["the profile", "rm.train.lr=0.0001"]
     assert frame["length-matched (n)"][0].endswith("(12)")
     assert sweep_rows(tmp_path / "absent.jsonl") == []
+
+
+# ----------------------------------------------------------------------------- the DPO variants and the online round
+
+def _method(win_ci, chosen_ci):
+    return {"win": {"n": 12, "win_rate": sum(win_ci) / 2, "win_rate_ci95": win_ci},
+            "chosen_change": {"mean": sum(chosen_ci) / 2, "ci95": chosen_ci, "n": 48}}
+
+
+def _variants(diff_ci, longer_ci, online=True):
+    """A hand-made dpo_variants summary: DPO's answers win (CI above 0.5) and its chosen log-prob rises; KTO is not
+    distinguishable from the base and its chosen log-prob falls; online DPO's paired difference to DPO has `diff_ci`."""
+    methods = {"sigmoid": _method([0.55, 0.8], [0.1, 0.4]), "kto": _method([0.3, 0.6], [-2.0, -1.0]),
+               "online": _method([0.6, 0.9], [-0.1, 0.3])}
+    block = {"prompts": 32, "samples_per_prompt": 2, "ties": 2, "tie_share": 2 / 32, "pairs": 30, "trained_pairs": 30,
+             "margin": {"mean": 0.8, "ci95": [0.6, 1.0], "n": 30},
+             "length_difference": {"mean": 6.0, "ci95": [1.0, 11.0], "n": 30},
+             "longer_preferred": {"accuracy": sum(longer_ci) / 2, "ci95": longer_ci, "n": 30},
+             "vs_offline": {"n": 12, "difference": sum(diff_ci) / 2, "ci95": diff_ci, "changed_pairs": 5,
+                            "online_win_rate": 0.75, "offline_win_rate": 0.675}}
+    return {"methods": methods if online else {k: v for k, v in methods.items() if k != "online"},
+            "online": block if online else None, "sizes": {"prompts": 12}}
+
+
+def test_online_table_and_reading_take_their_categories_from_the_numbers():
+    from alignkit.report import variants as rv
+    rec = _variants([-0.1, 0.25], [0.6, 0.9])
+    table = rv.online_table(rec)["value"]
+    assert rv.online_outcome(rec["online"]["vs_offline"]) == "holds" and rv.online_outcome(None) is None
+    assert table["reading"] == r.both("exp_online_vs_offline", "holds")
+    assert table["ties dropped (equal RM scores)"] == "2 (6.2%)" and table["n held-out prompts (paired)"] == 12
+    en, zh = rv.online_reading(rec)
+    assert r.words("exp_online_vs_offline", "holds") in en and r.words("exp_online_longer", "above") in en
+    assert r.words("exp_online_vs_offline", "holds", "zh") in zh and "Goodhart" in en
+    en, _ = rv.online_reading(_variants([0.05, 0.25], [0.3, 0.45]))
+    assert r.words("exp_online_vs_offline", "above") in en and r.words("exp_online_longer", "below") in en
+    assert rv.online_outcome({"ci95": [-0.3, -0.1]}) == "below"
+    absent = _variants([0, 0], [0, 0], online=False)
+    assert rv.online_table(absent)["value"].tolist() == [r.both("exp_online_absent")]
+    assert rv.online_reading(absent) == (r.words("exp_online_absent"), r.words("exp_online_absent", lang="zh"))
+    unpaired = _variants([0, 0], [0.6, 0.9])
+    unpaired["online"]["vs_offline"] = None
+    assert rv.online_table(unpaired)["value"]["reading"] == r.both("exp_online_no_offline")
+    for key in ("exp_online_vs_offline", "exp_online_longer", "ev_online", "ev_online_longer", "ev_kl_drift",
+                "ev_variant_chosen"):
+        for category in ("above", "below", "holds"):
+            entry = r.texts()[key][category]
+            assert not CJK.search(entry["en"]) and CJK.search(entry["zh"]), (key, category)
+
+
+def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_path):
+    """Chapter 7 on hand-made artifacts: Q8 one row per method (win rate vs base, read with whether its chosen
+    likelihood falls), Q5 online − offline DPO and KL(DPO ‖ base), Q7 the chosen answers' held-out log-ratio."""
+    from alignkit.config import load_config
+    from alignkit.report import evidence
+    from alignkit.report.readings import NOT_RUN
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "run")})
+    out = cfg.out
+    for rel, record in (("experiments/dpo_variants/summary.json", _variants([0.02, 0.3], [0.4, 0.7])),
+                        ("dpo/metrics.json", {"eval": {"logratio_chosen": -0.8, "logratio_chosen_ci95": [-1.2, -0.4],
+                                                       "n": 40}}),
+                        ("generations/summary.json", {"test": {**_split([0.4, 0.6], [-0.1, 0.3], [-0.01, 0.02], 0.1, 0.2),
+                                                               "kl_dpo_base": {"n": 48, "mean": 0.3, "ci95": [0.2, 0.4],
+                                                                               "per_token": 0.01}}})):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(json.dumps(record))
+    numbers = evidence.key_numbers(cfg)
+    rows = evidence.evidence(cfg, "variants", numbers).set_index("measure")
+    assert rows.loc["DPO: RM win rate vs base [95% CI]", "reading"] == \
+        f"{r.words('ev_judge', 'above')}; {r.words('ev_variant_chosen', 'above')}" + r.SPLIT + \
+        f"{r.words('ev_judge', 'above', 'zh')}；{r.words('ev_variant_chosen', 'above', 'zh')}"
+    assert rows.loc["KTO: RM win rate vs base [95% CI]", "reading"].startswith(
+        f"{r.words('ev_judge', 'holds')}; {r.words('ev_variant_chosen', 'below')}")
+    assert rows.loc["online DPO: RM win rate vs base [95% CI]", "n"] == 12
+    policy = evidence.evidence(cfg, "dpo_policy", numbers).set_index("measure")
+    online = policy.loc["online − offline DPO win rate vs base, same held-out prompts [95% CI]"]
+    assert online["reading"] == r.both("ev_online", "above") and online["n"] == 12
+    longer = policy.loc["on-policy pairs whose RM-preferred sample is the longer [95% CI]"]
+    assert longer["reading"] == r.both("ev_online_longer", "holds") and longer["n"] == 30
+    kl = policy.loc["KL(DPO ‖ base) along DPO's own answers, nats [95% CI]"]
+    assert kl["reading"] == r.both("ev_kl_drift", "above") and kl["n"] == 48 and kl["value"] == "0.300 [0.200, 0.400]"
+    limits = evidence.evidence(cfg, "dpo_limits", numbers).set_index("measure")
+    chosen = limits.loc["held-out log π/π_ref of the chosen answers, nats [95% CI]"]
+    assert chosen["reading"] == r.both("exp_chosen_change", "below") and chosen["n"] == 40
+    numbers.update({"exp.online_diff_ci": [-0.2, 0.1], "gen.kl_ci": [-0.01, 0.2], "dpo.eval.logratio_chosen_ci95": [-0.1, 0.2]})
+    policy = evidence.evidence(cfg, "dpo_policy", numbers).set_index("measure")["reading"]
+    assert policy["online − offline DPO win rate vs base, same held-out prompts [95% CI]"] == r.both("ev_online", "holds")
+    assert policy["KL(DPO ‖ base) along DPO's own answers, nats [95% CI]"] == r.both("ev_kl_drift", "holds")
+    assert evidence.evidence(cfg, "dpo_limits", numbers).set_index("measure").loc[
+        "held-out log π/π_ref of the chosen answers, nats [95% CI]", "reading"] == r.both("exp_chosen_change", "holds")
+    # a run without the online round, and one without the variants step: those rows read "not run yet"
+    (out / "experiments/dpo_variants/summary.json").write_text(json.dumps(_variants([0, 0], [0, 0], online=False)))
+    policy = evidence.evidence(cfg, "dpo_policy", evidence.key_numbers(cfg)).set_index("measure")
+    assert policy.loc["online − offline DPO win rate vs base, same held-out prompts [95% CI]", "value"] == NOT_RUN
+    (out / "experiments/dpo_variants/summary.json").unlink()
+    rows = evidence.evidence(cfg, "variants", evidence.key_numbers(cfg))
+    assert rows.value.iloc[0] == NOT_RUN and rows.reading.iloc[0] == NOT_RUN and len(rows) == 2

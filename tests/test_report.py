@@ -48,11 +48,13 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
     assert bon["responses"] == bon["prompts"] * bon["samples"] > 0
     variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
-    assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto"  # the tiny profile's: all
+    assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online"  # the tiny profile's: all
+    assert variants["online"]["pairs"] > 0 and variants["online"]["vs_offline"]["n"] == variants["sizes"]["prompts"]
     assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
     assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa
     assert "best-of-n, largest n: independent judge (helpfulness head) gain" in qa
+    assert "online − offline DPO win rate vs base, same held-out prompts" in qa and "online DPO: RM win rate vs base" in qa
     # the standalone HTML has no MyST tab syntax left in it, and embeds its figures
     html = (out / "notebooks" / "02_evaluation_pitfalls.html").read_text()
     assert "{tab-set}" not in html and "data:image/png;base64" in html

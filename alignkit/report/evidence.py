@@ -18,6 +18,7 @@ from alignkit.report import readings
 from alignkit.report.chapters import generation_verdict
 from alignkit.report.experiments import bon_goodhart
 from alignkit.report.readings import NOT_RUN, both, ci_vs
+from alignkit.report.variants import LABELS, variant_evidence_reading, variants_numbers
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
 from alignkit.study.evals import label_disagreement
@@ -30,6 +31,7 @@ ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)"
              "scores (ch. 3)": "scores/summary.json", "DPO (ch. 4)": "dpo/metrics.json",
              "generations (ch. 5)": "generations/summary.json",
              "best-of-n (ch. 6)": "experiments/bon/summary.json",
+             "DPO variants and the online round (ch. 6)": "experiments/dpo_variants/summary.json",
              "length debiasing (ch. 6)": "experiments/length/summary.json",
              "calibration (ch. 6)": "experiments/calibration/summary.json"}
 
@@ -86,13 +88,16 @@ def key_numbers(cfg) -> dict:
         "dpo.reference": getattr(getattr(cfg, "dpo", None), "reference", None),
     }
     for split in ("train", "eval"):
-        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin", "n"):
+        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin", "n",
+                    "logratio_chosen", "logratio_chosen_ci95"):
             n[f"dpo.{split}.{key}"] = _get(dpo, split, key)
     for key in ("n", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
                 "mean_length_dpo", "mean_length_difference_ci95", "score_length_spearman"):
         n[f"gen.{key}"] = _get(gen, "test", key)
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
     n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
+    n.update({f"gen.kl_{k}": _get(gen, "test", "kl_dpo_base", key) for k, key in
+              (("mean", "mean"), ("ci", "ci95"), ("n", "n"))})
     n["gen.verdict"] = (generation_verdict(gen, "en") + " / " + generation_verdict(gen, "zh")) if _get(gen, "test") else None
     n.update(_experiment_numbers(out))
     disagreement = label_disagreement(pku) if pku else {}
@@ -124,6 +129,7 @@ def _experiment_numbers(out: Path) -> dict:
     length = _load(out / "experiments" / "length" / "summary.json")
     cal = _load(out / "experiments" / "calibration" / "summary.json")
     return {**_bon_numbers(_load(out / "experiments" / "bon" / "summary.json")),
+            **variants_numbers(_load(out / "experiments" / "dpo_variants" / "summary.json")),
             "exp.length_n": _get(length, "n"),
             "exp.corrected_acc": _get(length, "corrected", "accuracy", "accuracy"),
             "exp.corrected_ci": _get(length, "corrected", "accuracy", "ci95"),
@@ -178,7 +184,12 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
         "ECE change, after − before [95% CI]": "exp.calibration_n",
         "best-of-n, largest n: reward-model (proxy) gain over a random sample [95% CI]": "exp.bon_prompts",
         "best-of-n, largest n: independent judge (helpfulness head) gain [95% CI]": "exp.bon_prompts",
-        "best-of-n, largest n: cost head (harm) gain [95% CI]": "exp.bon_prompts"}
+        "best-of-n, largest n: cost head (harm) gain [95% CI]": "exp.bon_prompts",
+        "online − offline DPO win rate vs base, same held-out prompts [95% CI]": "exp.online_n",
+        "on-policy pairs whose RM-preferred sample is the longer [95% CI]": "exp.online_pairs",
+        "KL(DPO ‖ base) along DPO's own answers, nats [95% CI]": "gen.kl_n",
+        "held-out log π/π_ref of the chosen answers, nats [95% CI]": "dpo.eval.n",
+        **{f"{label}: RM win rate vs base [95% CI]": "exp.variants_prompts" for label in LABELS.values()}}
 """The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
@@ -258,6 +269,14 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
             ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", ""),
             ("mean tokens: the base policy's own samples", n["gen.mean_length_base"], "ch. 5",
              NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}")),
+            ("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
+             (n["exp.online_diff"], n["exp.online_diff_ci"]), "ch. 6 · experiments/dpo_variants",
+             both("ev_online", ci_vs(n["exp.online_diff_ci"], 0.0))),
+            ("on-policy pairs whose RM-preferred sample is the longer [95% CI]",
+             (n["exp.online_longer"], n["exp.online_longer_ci"]), "ch. 6", both("ev_online_longer",
+                                                                                 ci_vs(n["exp.online_longer_ci"], 0.5))),
+            ("KL(DPO ‖ base) along DPO's own answers, nats [95% CI]", (n["gen.kl_mean"], n["gen.kl_ci"]),
+             "ch. 5 · generations/summary.json", both("ev_kl_drift", ci_vs(n["gen.kl_ci"], 0.0))),
         ]
     if question == "dpo_vs_rlhf":
         held_out_ci = dpo_accuracy_ci(n, "eval")
@@ -280,10 +299,24 @@ def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
             ("win rate vs base judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]), "ch. 5",
              both("ev_judge", ci_vs(n["gen.win_rate_ci95"], 0.5))),
             ("chapter 5's verdict", n["gen.verdict"], "ch. 5", ""),
+            ("held-out log π/π_ref of the chosen answers, nats [95% CI]",
+             (n["dpo.eval.logratio_chosen"], n["dpo.eval.logratio_chosen_ci95"]), "ch. 4 · dpo/metrics.json",
+             both("exp_chosen_change", ci_vs(n["dpo.eval.logratio_chosen_ci95"], 0.0))),
         ]
     if question == "variants":
-        return [(both("ev_variants"), "", "alignkit.losses", "")]
+        return [*_variant_rows(n), (both("ev_variants"), "", "alignkit.losses", "")]
     raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
+
+
+def _variant_rows(n: dict) -> list[tuple[str, object, str, str]]:
+    """Chapter 6's head-to-head: per method its RM win rate against the base model with its CI, read with
+    whether its chosen likelihood falls; one 'not run yet' row when the step has not run."""
+    source = "ch. 6 · experiments/dpo_variants"
+    if not n.get("exp.variants_methods"):
+        return [(f"{LABELS['sigmoid']}: RM win rate vs base [95% CI]", None, source, "")]
+    return [(f"{LABELS[m]}: RM win rate vs base [95% CI]", (n[f"exp.variant.{m}.win"], n[f"exp.variant.{m}.win_ci"]),
+             source, variant_evidence_reading(n[f"exp.variant.{m}.win_ci"], n[f"exp.variant.{m}.chosen_ci"]))
+            for m in n["exp.variants_methods"]]
 
 
 def _accuracy_gap(acc_a, n_a, acc_b, n_b) -> tuple[float | None, list[float] | None]:
