@@ -16,6 +16,25 @@ def bradley_terry_loss(better: torch.Tensor, worse: torch.Tensor, *, margin: flo
     return loss
 
 
+def poe_length_loss(r_better: torch.Tensor, r_worse: torch.Tensor, len_better: torch.Tensor,
+                    len_worse: torch.Tensor, coef: torch.Tensor, *, margin: float = 0.0,
+                    center_coef: float = 0.0) -> torch.Tensor:
+    """Bradley-Terry loss of a product of experts (Shen et al., 2023; ODIN, Chen et al., 2024): the quality
+    reward `r` (B,) plus a length expert `coef * len` (B,) that exists only while training,
+    `-logsigmoid((r_better + coef * len_better) - (r_worse + coef * len_worse) - margin).mean()`.
+
+    `coef` is a learnable scalar (a 0-dim tensor that requires grad, e.g. `nn.Parameter(torch.zeros(()))`),
+    trained with the reward model's parameters; its unit is score per length unit (per token when lengths
+    are token counts). Only `r` is used at inference. The length expert absorbs what length alone predicts,
+    so `r` is not pushed to learn it. `center_coef` adds `coef * mean((r_better + r_worse)^2)` on the
+    quality reward only (the reward that is kept), as `bradley_terry_loss` does."""
+    loss = bradley_terry_loss(r_better + coef * len_better.to(r_better.dtype),
+                              r_worse + coef * len_worse.to(r_worse.dtype), margin=margin)
+    if center_coef:
+        loss = loss + center_coef * ((r_better + r_worse) ** 2).mean()
+    return loss
+
+
 def pairwise_accuracy(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
     """Fraction of pairs with r_better > r_worse; a tie counts as half."""
     return ((better > worse).float() + 0.5 * (better == worse).float()).mean()

@@ -183,7 +183,11 @@ def export_tokenizer(tokenizer, turn_ending: tuple[int, ...]):
 
 class RewardModel(nn.Module):
     """Causal LM body + `score_head = Linear(hidden, 1, bias=False)`; the reward is read at the last
-    token the attention mask marks as real (pad id can equal eos, so pad-id pooling is wrong)."""
+    token the attention mask marks as real (pad id can equal eos, so pad-id pooling is wrong).
+
+    `length_coef` is None, or (after `add_length_expert`) the training-only length expert's coefficient:
+    a trainable 0-dim parameter, so the loop's optimiser and checkpoints carry it; `save_pretrained` leaves
+    it out, and the forward never uses it."""
 
     pad_token_id: int | None = None
     """Written to the saved config, so HF pools padded batches; set it from `export_tokenizer`."""
@@ -196,6 +200,13 @@ class RewardModel(nn.Module):
         self._seqcls_class = type(seqcls)
         if self.score_head.bias is not None or self.score_head.out_features != 1:
             raise AlignkitError("the reward head must be Linear(hidden, 1, bias=False)")
+        self.register_parameter("length_coef", None)
+
+    def add_length_expert(self) -> nn.Parameter:
+        """Give the model its product-of-experts length expert (`rm.length_expert`): `length_coef`, score per
+        response token, starting at 0, float32, on the head's device. Returns it."""
+        self.length_coef = nn.Parameter(torch.zeros((), device=self.score_head.weight.device))
+        return self.length_coef
 
     @classmethod
     def from_pretrained(cls, name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> "RewardModel":

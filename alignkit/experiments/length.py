@@ -7,20 +7,22 @@ length bias"), in its linear form. The reward's dependence on length is fitted b
 et al. also fit a local (LOWESS) curve; the linear fit is its one-parameter version. The corrected scores
 are then compared with the plain ones on the same held-out pairs.
 
-Training time: `poe_length_loss`, a product of experts in the spirit of Shen et al. (2023) and ODIN (Chen et
-al., 2024). A length "expert" `coef * tokens` is added to the reward while training, so it absorbs the part
-of the preference that length explains; only the quality reward `r` is used at inference. Here the length
-expert is linear in length with one learnable coefficient (Shen et al. use a small expert model). This file
-holds the loss only. It is tested by hand, and the gpu profile's training runs it; nothing is trained here.
+Training time: a product of experts in the spirit of Shen et al. (2023) and ODIN (Chen et al., 2024). A
+length "expert" `coef * tokens` is added to the reward while training, so it absorbs the part of the
+preference that length explains; only the quality reward `r` is used at inference. Here the length expert is
+linear in length with one learnable coefficient (Shen et al. use a small expert model). The loss,
+`poe_length_loss`, lives in `alignkit.losses` (re-exported here); the reward-model trainer uses it when
+`rm.length_expert` is on (alignkit.train.rm; the coefficient is `RewardModel.length_coef`, left out of the
+export). No profile's report trains that second reward model: sweeps/rm_sweep.py's candidate `lora-poe` does,
+judged on a validation fold next to the plain one (`spearman_length` below gives its Spearman with a CI).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats as scipy_stats
 
-from alignkit.losses import bradley_terry_loss
+from alignkit.losses import poe_length_loss  # noqa: F401  (its home is alignkit.losses; kept importable here)
 from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, length_diagnostics, length_matched,
                             paired_difference)
 from alignkit.study.scores import paired
@@ -59,6 +61,15 @@ def _spearman_of_pairs(rows: np.ndarray) -> float:
     if np.ptp(s) == 0 or np.ptp(t) == 0:
         return 0.0
     return float(scipy_stats.spearmanr(s, t)[0])
+
+
+def spearman_length(score_better, score_worse, len_better, len_worse, *, n_resamples: int = 1000,
+                    seed: int = 0) -> dict:
+    """Spearman(score, length) over both responses of every pair (each argument (P,), lengths in tokens),
+    with a bootstrap CI over pairs: {'n' (pairs), 'spearman', 'ci95'}. 0 when scores or lengths are constant."""
+    rows = np.column_stack([score_better, score_worse, len_better, len_worse]).astype(float)
+    return {"n": len(rows), "spearman": _spearman_of_pairs(rows),
+            "ci95": list(bootstrap_ci(rows, _spearman_of_pairs, n_resamples=n_resamples, seed=seed))}
 
 
 def _correct(rows: np.ndarray) -> np.ndarray:
@@ -111,16 +122,3 @@ def length_debiasing(train: pd.DataFrame, test: pd.DataFrame, *, tolerance: floa
         "difference": {"all": _difference(test_rows, corrected, n_resamples, seed),
                        "length_matched": _difference(test_rows[matched], corrected[matched], n_resamples, seed)},
     }
-
-
-def poe_length_loss(r_better: torch.Tensor, r_worse: torch.Tensor, len_better: torch.Tensor,
-                    len_worse: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry loss of a product of experts: the quality reward `r` (B,) plus a length expert
-    `coef * len` (B,), i.e. `-logsigmoid((r_better + coef * len_better) - (r_worse + coef * len_worse)).mean()`.
-
-    `coef` is a learnable scalar (a 0-dim tensor that requires grad, e.g. `nn.Parameter(torch.zeros(()))`),
-    trained with the reward model's parameters; its unit is score per length unit (per token if lengths are
-    token counts; scale the lengths, e.g. tokens / 100, to keep it near the rewards' scale). Only `r` is used
-    at inference. The length expert absorbs what length alone predicts, so `r` is not pushed to learn it."""
-    return bradley_terry_loss(r_better + coef * len_better.to(r_better.dtype),
-                              r_worse + coef * len_worse.to(r_worse.dtype))

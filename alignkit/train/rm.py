@@ -21,7 +21,7 @@ from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_p
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores
 from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse, stamped
-from alignkit.losses import bradley_terry_loss, pairwise_accuracy
+from alignkit.losses import bradley_terry_loss, pairwise_accuracy, poe_length_loss
 from alignkit.models import (RewardModel, attention_input, export_tokenizer, load_tokenizer, make_trainable,
                              trainable_in_fp32, weights_dtype)
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
@@ -33,15 +33,23 @@ EVAL_SCORES = "eval_scores.json"
 {"untrained-test" | "trained-test" | "trained-train": {"better": [...], "worse": [...]}} in pair order."""
 
 
-class RewardTask:
-    """Plugs the Bradley-Terry objective into the shared loop."""
+def response_tokens(items: Sequence[EncodedPair]) -> torch.Tensor:
+    """(B, 2) response tokens (better, worse) of each pair as encoded for training (after any cut)."""
+    return torch.tensor([[len(s.input_ids) - s.prompt_length for s in (i.better, i.worse)] for i in items])
 
-    def __init__(self, pad_id: int, margin: float = 0.0, center_coef: float = 0.0, eval_batch_size: int = 8):
+
+class RewardTask:
+    """Plugs the Bradley-Terry objective into the shared loop. With `length_expert`, the training loss is the
+    product of experts `poe_length_loss` with the model's `length_coef` (`RewardModel.add_length_expert`);
+    evaluation reads the quality reward alone either way."""
+
+    def __init__(self, pad_id: int, margin: float = 0.0, center_coef: float = 0.0, eval_batch_size: int = 8,
+                 length_expert: bool = False):
         self.pad_id, self.margin, self.center_coef = pad_id, margin, center_coef
-        self.eval_batch_size = eval_batch_size
+        self.eval_batch_size, self.length_expert = eval_batch_size, length_expert
 
     def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        return collate_pairs(list(items), self.pad_id)
+        return {**collate_pairs(list(items), self.pad_id), "response_tokens": response_tokens(items)}
 
     def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         _, end = model(batch["input_ids"], batch["attention_mask"])
@@ -50,9 +58,18 @@ class RewardTask:
 
     def step(self, model, batch):
         better, worse = self.end_scores(model, batch)
-        loss = bradley_terry_loss(better, worse, margin=self.margin, center_coef=self.center_coef)
-        return loss, {"accuracy": pairwise_accuracy(better, worse).detach(),
-                      "reward_margin": (better - worse).mean().detach()}
+        metrics = {"accuracy": pairwise_accuracy(better, worse).detach(),
+                   "reward_margin": (better - worse).mean().detach()}
+        if not self.length_expert:
+            return bradley_terry_loss(better, worse, margin=self.margin, center_coef=self.center_coef), metrics
+        coef = getattr(getattr(model, "module", model), "length_coef", None)  # the RewardModel's (under a wrapper too)
+        if coef is None:
+            raise AlignkitError("rm.length_expert is on but the model has no length expert; call "
+                                "model.add_length_expert() before training (run_reward_model does)")
+        tokens = batch["response_tokens"]
+        loss = poe_length_loss(better, worse, tokens[:, 0], tokens[:, 1], coef, margin=self.margin,
+                               center_coef=self.center_coef)
+        return loss, {**metrics, "length_coef": coef.detach()}
 
     def pair_scores(self, model, items: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
         """(better, worse) end scores, each (N,), in the order of `items`."""
@@ -94,7 +111,7 @@ class PackedRewardTask(RewardTask):
     scoring stay on the plain batched path)."""
 
     def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        return pack_pairs(list(items), self.pad_id)
+        return {**pack_pairs(list(items), self.pad_id), "response_tokens": response_tokens(items)}
 
     def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         return packed_end_scores(model, batch)
@@ -122,7 +139,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
-    task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size)
+    task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size,
+                            length_expert=cfg.rm.length_expert)
     rm_dir = cfg.out / "rm"
     metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
@@ -135,6 +153,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         scores = {"untrained-test": task.last_scores}
         model.backbone = make_trainable(model.backbone, cfg.rm.trainable, cfg.seed)
         trainable_in_fp32(model)
+        if cfg.rm.length_expert:
+            model.add_length_expert()
         result = train(model, task, train_items, eval_items, [packed_length(p) for p in train_items], cfg.rm.train,
                        seed=cfg.seed, checkpoint_dir=rm_dir.parent / "checkpoints" / "rm",
                        tensorboard_dir=cfg.out / "tensorboard" / "rm", resume=resume, desc="rm train",
@@ -152,6 +172,9 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         metrics.update(steps=result["steps"], eval=result["final_eval"], eval_history=result["eval_history"],
                        last_train_step=result["last_train"], train_history=result["train_history"],
                        world_size=result["world_size"])
+        if cfg.rm.length_expert:  # trained beside the reward, never part of it: kept here, not in the export
+            metrics["length_expert"] = {"coef_per_token": model.length_coef.item(),
+                                        "unit": "score per response token, as encoded for training"}
         metrics.update(seconds=seconds, wall_time_s=round(time.time() - t0, 1))  # seconds: per phase
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
@@ -197,6 +220,8 @@ def rm_identity(cfg: RunConfig) -> dict:
     the DPO or generation sections, nor how training is launched)."""
     settings = cfg.to_dict()
     rm = settings["rm"]
+    if not rm["length_expert"]:  # off, as before the option existed: earlier runs keep their identity
+        del rm["length_expert"]
     rm["train"] = {k: v for k, v in rm["train"].items() if k not in LAUNCH_FIELDS}
     if cfg.model.dtype == "auto":  # as this machine resolves it
         settings["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
