@@ -159,10 +159,11 @@ class RMConfig:
     center_coef: float = 0.0
     """Reward-centring regularizer weight: coef * mean((r_better + r_worse)^2)."""
     length_expert: bool = False
-    """Train with a product-of-experts length expert (Shen et al., 2023; ODIN): one learnable coefficient
-    `coef * response tokens` is added to each reward inside the Bradley-Terry loss, so length is absorbed
-    there; only the quality reward is evaluated, scored and exported (the coefficient is recorded in
-    metrics.json as `length_expert`, not saved in the model)."""
+    """Train with a product-of-experts length expert (Shen et al., 2023; ODIN): `coef * response tokens`, one
+    learnable coefficient times the whole response's length (as evaluation reads it, even where training cuts
+    it), is added to each reward inside the Bradley-Terry loss, so length is absorbed there; only the quality
+    reward is evaluated, scored and exported (the coefficient is recorded in metrics.json as `length_expert`,
+    not saved in the model)."""
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     """Which parameters of the backbone train (the score head always does)."""
     train: TrainConfig = field(default_factory=TrainConfig)

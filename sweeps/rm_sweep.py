@@ -10,6 +10,13 @@ candidate). Each candidate is the profile plus a few overrides, trained by the l
                       useless there), Wilson CI
   vs length rule      paired accuracy difference RM - "longer response wins" on the same pairs, bootstrap CI
                       over pairs: above 0 means the RM is shown better than length
+  Spearman            Spearman(score, response tokens) over both responses of every pair, bootstrap CI
+
+Each row also keeps its per-pair verdicts on the fold (`correct`: 1 / 0.5 / 0 in the fold's order) and the
+fold's fingerprint (`fold`), so two candidates are compared pair by pair (`--compare NEW BASE`: the paired
+accuracy difference with a bootstrap CI). Rows written before these fields existed lack them; the table
+shows "-" and `--compare` says which row to re-run. `lora-poe` is the profile's RM trained with the
+product-of-experts length expert (`rm.length_expert`); its row records the learned coefficient.
 
 Rows are appended to a JSONL file as each candidate finishes (with the date and the machine), and a run that
 is stopped resumes where it left off: candidates already in the file are skipped.
@@ -17,6 +24,7 @@ is stopped resumes where it left off: candidates already in the file are skipped
     .venv/bin/python sweeps/rm_sweep.py --list
     .venv/bin/python sweeps/rm_sweep.py --only lora-profile last_k8 --data-dir ../shared/data
     .venv/bin/python sweeps/rm_sweep.py --table                      # print the results file as a table
+    .venv/bin/python sweeps/rm_sweep.py --compare lora-poe lora-profile   # paired difference on the fold
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ GRID: dict[str, dict] = {
     "lora-lr5e-4": {"rm.train.lr": 5.0e-4},
     "lora-3ep": {"rm.train.epochs": 3},
     "full-lr1e-5": {"rm.trainable.mode": "full", "rm.train.lr": 1.0e-5},
+    "lora-poe": {"rm.length_expert": True},
 }
 """Candidates: name -> overrides of the profile. The profile's own setting comes first."""
 
@@ -58,6 +67,8 @@ def parse_args(argv=None):
                    help="an override for every candidate and the split, e.g. --set model.name=PATH (repeatable)")
     p.add_argument("--list", action="store_true", help="print the candidates and their overrides, run nothing")
     p.add_argument("--table", action="store_true", help="print the results file as a table, run nothing")
+    p.add_argument("--compare", nargs=2, metavar=("NEW", "BASE"),
+                   help="print the paired accuracy difference NEW - BASE on the validation fold, run nothing")
     return p.parse_args(argv)
 
 
@@ -84,11 +95,14 @@ def judge(cfg, metrics: dict) -> dict:
     """The validation-fold numbers of a finished candidate, from its saved per-pair scores."""
     from alignkit.data.sources import load_pairs
     from alignkit.data.tokenize import ChatEncoder
+    from alignkit.experiments.length import spearman_length
+    from alignkit.io import file_fingerprint
     from alignkit.models import load_tokenizer
     from alignkit.stats import accuracy_summary, correctness, length_diagnostics, paired_difference
     from alignkit.train.rm import EVAL_SCORES
     scores = json.loads((cfg.out / "rm" / EVAL_SCORES).read_text())["trained-test"]
-    pairs, _ = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")
+    fold = cfg.out / "data" / "test.jsonl"
+    pairs, _ = load_pairs(str(fold), "ALIGNKIT")
     encoder = ChatEncoder(load_tokenizer(str(cfg.out / "rm")), *cfg.data.eval_lengths())
     lengths = [[len(e.input_ids) - e.prompt_length for e in (encoder.encode(p.prompt, p.better),
                                                                 encoder.encode(p.prompt, p.worse))] for p in pairs]
@@ -99,6 +113,9 @@ def judge(cfg, metrics: dict) -> dict:
     return {"n_val": len(pairs), "accuracy": accuracy_summary(rm), "length_matched": diagnostics["length_matched"],
             "length_rule": accuracy_summary(rule),
             "vs_length_rule": paired_difference(rm, rule, seed=cfg.seed),
+            "spearman_length": spearman_length(scores["better"], scores["worse"], len_better, len_worse, seed=cfg.seed),
+            "correct": rm, "fold": file_fingerprint(fold),
+            "length_coef": metrics.get("length_expert", {}).get("coef_per_token"),
             "untrained_accuracy": metrics["eval_untrained"]["accuracy"],
             "train_sample_accuracy": metrics["train"]["accuracy"], "steps": metrics["steps"],
             "seconds": metrics.get("seconds"), "wall_time_s": metrics["wall_time_s"]}
@@ -138,6 +155,21 @@ def run(args) -> None:
         print(table([row]), flush=True)
 
 
+def candidate_difference(new: dict, base: dict, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Paired accuracy difference `new` - `base` of two sweep rows over the same validation pairs, from their
+    per-pair verdicts (`correct`, ties 0.5), with a bootstrap CI over pairs (alignkit.stats.paired_difference)."""
+    from alignkit.stats import paired_difference
+    for row in (new, base):
+        if "correct" not in row:
+            raise ValueError(f"sweep row {row['name']!r} has no per-pair verdicts (`correct`): it was written "
+                             "before rows kept them; delete its line from the results file and run it again")
+    if new.get("fold") != base.get("fold") or len(new["correct"]) != len(base["correct"]):
+        raise ValueError(f"rows {new['name']!r} and {base['name']!r} were judged on different validation folds "
+                         "(`fold` or n differs: another --val-fraction, seed or --set?); compare rows of one fold")
+    return {"new": new["name"], "base": base["name"],
+            **paired_difference(new["correct"], base["correct"], n_resamples=n_resamples, seed=seed)}
+
+
 def table(rows: list[dict]) -> str:
     """Rows as a plain-text table: accuracy, length-matched, length rule, RM - rule, each with its CI."""
     def ci(summary, key="accuracy"):
@@ -145,12 +177,16 @@ def table(rows: list[dict]) -> str:
             return "-"
         low, high = summary["ci95"]
         return f"{summary[key]:.3f} [{low:.3f}, {high:.3f}]"
-    lines = ["name | n train/val | accuracy | length-matched (n) | length rule | RM - rule | untrained | steps | s"]
+    def spearman(row):
+        s = row.get("spearman_length")  # absent in rows written before it was measured
+        return "-" if s is None else f"{s['spearman']:+.3f} [{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"
+    lines = ["name | n train/val | accuracy | length-matched (n) | length rule | RM - rule | Spearman(score, length) "
+             "| untrained | steps | s"]
     for r in rows:
         lines.append(" | ".join([
             r["name"], f"{r['n_train']}/{r['n_val']}", ci(r["accuracy"]),
             f"{ci(r['length_matched'])} ({r['length_matched']['n']})", ci(r["length_rule"]),
-            ci(r["vs_length_rule"], "difference"), f"{r['untrained_accuracy']:.3f}", str(r["steps"]),
+            ci(r["vs_length_rule"], "difference"), spearman(r), f"{r['untrained_accuracy']:.3f}", str(r["steps"]),
             str(r["sweep_s"])]))
     return "\n".join(lines)
 
@@ -163,11 +199,24 @@ def main(argv=None) -> None:
         for name, overrides in GRID.items():
             print(f"{name}: {overrides or '(the profile as is)'}")
         return
-    if args.table:
+    if args.table or args.compare:
         results = Path(args.results)
         if not results.exists():
             raise SystemExit(f"no results yet: {results}")
-        print(table([json.loads(line) for line in results.read_text().splitlines()]))
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        if args.table:
+            print(table(rows))
+            return
+        by_name = {r["name"]: r for r in rows}  # the latest row of a name
+        missing = [n for n in args.compare if n not in by_name]
+        if missing:
+            raise SystemExit(f"no row named {', '.join(missing)} in {results}; rows: {', '.join(by_name)}")
+        try:
+            d = candidate_difference(*(by_name[n] for n in args.compare), seed=by_name[args.compare[1]]["seed"])
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        print(f"{d['new']} - {d['base']} on {d['n']} validation pairs: {d['difference']:+.3f} "
+              f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] ({d['changed_pairs']} pairs changed verdict)")
         return
     run(args)
 

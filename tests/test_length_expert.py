@@ -13,7 +13,8 @@ from alignkit.errors import AlignkitError
 from alignkit.losses import bradley_terry_loss
 from alignkit.models import RewardModel, TrainableConfig, make_trainable
 from alignkit.train.loop import train
-from alignkit.train.rm import PackedRewardTask, RewardTask, rm_identity, run_reward_model
+from alignkit.train.rm import (PackedRewardTask, RewardTask, rm_identity, run_reward_model,
+                               whole_response_tokens)
 from conftest import tiny_config
 
 
@@ -82,6 +83,12 @@ def test_on_the_tiny_model_both_tasks_add_the_expert_and_off_is_plain_bradley_te
         expected = torch.nn.functional.softplus(-h).mean() + 0.1 * ((better + worse) ** 2).mean()
         assert loss_on.item() == pytest.approx(expected.item(), abs=1e-6)
         assert loss_on.item() != pytest.approx(loss.item(), abs=1e-4)  # the expert does change the loss
+    # the expert reads the whole responses' lengths where given (a response cut for training counts in full)
+    whole = whole_response_tokens(ChatEncoder(tokenizer, 2048, 2047), homework_pairs[:3])
+    assert all(w >= t for pair, row in zip(whole, tokens.tolist()) for w, t in zip(pair, row))
+    assert whole != [tuple(row) for row in tokens.tolist()]  # 64 tokens cut at least one of these responses
+    given = task_class(tokenizer.pad_token_id, length_expert=True, expert_tokens=whole).collate(items[::-1])
+    assert given["response_tokens"].tolist() == [list(w) for w in whole[::-1]]  # by pair index, not position
 
 
 def _setup(tiny_model_dir, tokenizer, pairs):

@@ -1,5 +1,6 @@
 """sweeps/rm_sweep.py on the tiny model: the validation fold comes from the training split only, rows carry
-their CIs and the paired difference to the length rule, and a finished candidate is not run again."""
+their CIs, the paired difference to the length rule, Spearman(score, length) and the per-pair verdicts that
+compare two candidates pair by pair, and a finished candidate is not run again."""
 import importlib.util
 import json
 from pathlib import Path
@@ -19,11 +20,11 @@ def _sweep():
 def test_sweep_judges_on_a_fold_of_the_training_split_and_resumes(tiny_model_dir, tmp_path, data_dir, capsys):
     sweep = _sweep()
     results = tmp_path / "rows.jsonl"
-    argv = ["--profile", "tiny", "--only", "lora-profile", "--work", str(tmp_path / "work"), "--results", str(results),
+    argv = ["--profile", "tiny", "--only", "lora-profile", "lora-poe", "--work", str(tmp_path / "work"), "--results", str(results),
             "--data-dir", str(data_dir), "--set", f"model.name={tiny_model_dir}", "--set", "rm.train.max_steps=2",
             "--set", "data.train.max_pairs=40"]
     sweep.main(argv)
-    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    row, poe = [json.loads(line) for line in results.read_text().splitlines()]
     split = json.loads((tmp_path / "work" / "split" / "data" / "split.json").read_text())
     fold = json.loads((tmp_path / "work" / "lora-profile" / "data" / "split.json").read_text())
     # the fold's prompts are all training prompts of the profile's split: its test prompts are never read
@@ -32,10 +33,41 @@ def test_sweep_judges_on_a_fold_of_the_training_split_and_resumes(tiny_model_dir
     assert row["accuracy"]["n"] == row["length_rule"]["n"] == row["vs_length_rule"]["n"] == row["n_val"]
     rm, rule = row["accuracy"]["accuracy"], row["length_rule"]["accuracy"]
     assert row["vs_length_rule"]["difference"] == pytest.approx(rm - rule)
-    sweep.main(argv)  # again: the finished candidate is skipped, no second row
-    assert len(results.read_text().splitlines()) == 1
+    # the per-pair verdicts are the accuracy's; Spearman has its CI; only the PoE candidate has a coefficient
+    assert len(row["correct"]) == row["n_val"] and sum(row["correct"]) / row["n_val"] == pytest.approx(rm)
+    assert set(row["correct"]) <= {0, 0.5, 1} and row["fold"] == poe["fold"]
+    low, high = row["spearman_length"]["ci95"]
+    assert -1 <= low <= row["spearman_length"]["spearman"] <= high <= 1
+    assert row["length_coef"] is None and poe["length_coef"] != 0.0 and poe["overrides"] == {"rm.length_expert": True}
+    sweep.main(argv)  # again: the finished candidates are skipped, no new row
+    assert len(results.read_text().splitlines()) == 2
     assert "skipped" in capsys.readouterr().out
     sweep.main(["--results", str(results), "--table"])
-    assert "lora-profile" in capsys.readouterr().out
+    assert "lora-poe" in capsys.readouterr().out
+    sweep.main(["--results", str(results), "--compare", "lora-poe", "lora-profile"])
+    expected = sweep.candidate_difference(poe, row, seed=row["seed"])["difference"]
+    assert f"lora-poe - lora-profile on {row['n_val']} validation pairs: {expected:+.3f}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown candidate"):
         sweep.main(argv[:2] + ["--only", "nope"] + argv[4:])
+
+
+def test_candidate_difference_by_hand_and_rows_without_verdicts():
+    sweep = _sweep()
+    a = {"name": "a", "fold": "f", "correct": [1, 1, 0.5, 0]}
+    b = {"name": "b", "fold": "f", "correct": [0, 1, 1, 0]}
+    d = sweep.candidate_difference(a, b, n_resamples=200)
+    # per pair a - b: 1, 0, -0.5, 0 -> mean 0.125; two pairs changed verdict
+    assert (d["new"], d["base"], d["n"], d["changed_pairs"]) == ("a", "b", 4, 2)
+    assert d["difference"] == pytest.approx(0.125)
+    assert d["ci95"][0] <= 0.125 <= d["ci95"][1]
+    old = {"name": "old", "n_val": 4}  # a row written before rows kept their verdicts
+    with pytest.raises(ValueError, match="'old' has no per-pair verdicts"):
+        sweep.candidate_difference(a, old)
+    with pytest.raises(ValueError, match="different validation folds"):
+        sweep.candidate_difference(a, {**b, "fold": "g"})
+    row = {"name": "old", "overrides": {}, "n_train": 8, "n_val": 4, "untrained_accuracy": 0.5, "steps": 1,
+           "sweep_s": 1.0, **{k: {"accuracy": 0.5, "n": 4, "ci95": [0.2, 0.8]} for k in
+                              ("accuracy", "length_matched", "length_rule")},
+           "vs_length_rule": {"difference": 0.0, "n": 4, "ci95": [-0.1, 0.1]}}
+    line = sweep.table([row]).splitlines()[1]
+    assert line.split(" | ")[6] == "-"  # no Spearman in an old row: shown as missing, not as an error

@@ -33,23 +33,38 @@ EVAL_SCORES = "eval_scores.json"
 {"untrained-test" | "trained-test" | "trained-train": {"better": [...], "worse": [...]}} in pair order."""
 
 
-def response_tokens(items: Sequence[EncodedPair]) -> torch.Tensor:
-    """(B, 2) response tokens (better, worse) of each pair as encoded for training (after any cut)."""
+def response_tokens(items: Sequence[EncodedPair], whole: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+    """(B, 2) response tokens (better, worse) of each pair: `whole[pair.index]` when given (`whole_response_tokens`),
+    else as encoded for training (after any cut)."""
+    if whole is not None:
+        return torch.tensor([whole[i.index] for i in items])
     return torch.tensor([[len(s.input_ids) - s.prompt_length for s in (i.better, i.worse)] for i in items])
+
+
+def whole_response_tokens(encoder: ChatEncoder, pairs) -> list[tuple[int, int]]:
+    """(better, worse) response tokens of every pair, in pair order, as `encoder` reads them (the evaluation
+    encoder: whole responses). The length expert is given these, not the training encoding's: a response cut
+    to `data.max_length` for training still counts its full length, so the expert sees the length the label
+    saw (with both sides cut, the cut lengths would often be equal and tell it nothing)."""
+    items, _ = encode_pairs(encoder, pairs, "cut")
+    return [(len(i.better.input_ids) - i.better.prompt_length, len(i.worse.input_ids) - i.worse.prompt_length)
+            for i in items]
 
 
 class RewardTask:
     """Plugs the Bradley-Terry objective into the shared loop. With `length_expert`, the training loss is the
-    product of experts `poe_length_loss` with the model's `length_coef` (`RewardModel.add_length_expert`);
+    product of experts `poe_length_loss` with the model's `length_coef` (`RewardModel.add_length_expert`), the
+    expert reading each pair's `expert_tokens[pair.index]` (None: the training encoding's response tokens);
     evaluation reads the quality reward alone either way."""
 
     def __init__(self, pad_id: int, margin: float = 0.0, center_coef: float = 0.0, eval_batch_size: int = 8,
-                 length_expert: bool = False):
+                 length_expert: bool = False, expert_tokens: Sequence[tuple[int, int]] | None = None):
         self.pad_id, self.margin, self.center_coef = pad_id, margin, center_coef
-        self.eval_batch_size, self.length_expert = eval_batch_size, length_expert
+        self.eval_batch_size, self.length_expert, self.expert_tokens = eval_batch_size, length_expert, expert_tokens
 
     def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        return {**collate_pairs(list(items), self.pad_id), "response_tokens": response_tokens(items)}
+        batch = collate_pairs(list(items), self.pad_id)
+        return {**batch, "response_tokens": response_tokens(items, self.expert_tokens)}
 
     def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         _, end = model(batch["input_ids"], batch["attention_mask"])
@@ -111,7 +126,7 @@ class PackedRewardTask(RewardTask):
     scoring stay on the plain batched path)."""
 
     def collate(self, items: Sequence[EncodedPair]) -> dict[str, torch.Tensor]:
-        return {**pack_pairs(list(items), self.pad_id), "response_tokens": response_tokens(items)}
+        return {**pack_pairs(list(items), self.pad_id), "response_tokens": response_tokens(items, self.expert_tokens)}
 
     def end_scores(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         return packed_end_scores(model, batch)
@@ -140,7 +155,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
     task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size,
-                            length_expert=cfg.rm.length_expert)
+                            length_expert=cfg.rm.length_expert, expert_tokens=whole_response_tokens(
+                                eval_encoder, train_pairs) if cfg.rm.length_expert else None)
     rm_dir = cfg.out / "rm"
     metrics: dict = {"profile": cfg.profile, "model": cfg.model.name, "data": data_info,
                      "truncation": {"train": train_cut.as_dict(), "eval": eval_cut.as_dict()}}
@@ -174,7 +190,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
                        world_size=result["world_size"])
         if cfg.rm.length_expert:  # trained beside the reward, never part of it: kept here, not in the export
             metrics["length_expert"] = {"coef_per_token": model.length_coef.item(),
-                                        "unit": "score per response token, as encoded for training"}
+                                        "unit": "score per response token (whole response, as evaluation reads it)"}
         metrics.update(seconds=seconds, wall_time_s=round(time.time() - t0, 1))  # seconds: per phase
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
