@@ -79,6 +79,13 @@ def bootstrap_ci(values, statistic, *, n_resamples: int = 1000, seed: int = 0, l
     return float(low), float(high)
 
 
+def mean_ci(values, *, seed: int = 0, n_resamples: int = 1000) -> dict:
+    """{'mean', 'ci95' (percentile bootstrap over the values), 'n'} of a sequence of numbers."""
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "n": len(v),
+            "ci95": list(bootstrap_ci(v, lambda x: float(np.mean(x)), n_resamples=n_resamples, seed=seed))}
+
+
 def preference_summary(score_better, score_worse, *, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Pairwise accuracy (ties half) with its Wilson 95% CI, as everywhere else an accuracy is reported; AUC
     (chosen vs rejected pooled) and mean margin, each with a bootstrap 95% CI over pairs."""

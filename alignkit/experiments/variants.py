@@ -28,7 +28,6 @@ import json
 import shutil
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -41,7 +40,7 @@ from alignkit.experiments.online import SAMPLES, online_vs_offline, sample_onpol
 from alignkit.infer import decoding_settings, generate, response_logps, score_texts, sequence_kl
 from alignkit.models import (Policy, RewardModel, load_tokenizer, make_trainable, merged, trainable_in_fp32,
                              weights_dtype)
-from alignkit.stats import accuracy_summary, bootstrap_ci, correctness, paired_comparison
+from alignkit.stats import accuracy_summary, correctness, mean_ci, paired_comparison
 from alignkit.train.dpo import DPOItem, DPOTask, reference_key, reference_logps
 from alignkit.train.kto import KTOItem, KTOTask, mismatched_pairs
 from alignkit.train.loop import make_plan, train
@@ -51,13 +50,6 @@ STRENGTH = {"ipo": "tau", "orpo": "lambda"}
 
 
 # ----------------------------------------------------------------------------- the numbers, from the tables
-
-def mean_ci(values, *, seed: int = 0, n_resamples: int = 1000) -> dict:
-    """{'mean', 'ci95' (percentile bootstrap), 'n'} of a sequence of numbers."""
-    v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "n": len(v),
-            "ci95": list(bootstrap_ci(v, lambda x: float(np.mean(x)), n_resamples=n_resamples, seed=seed))}
-
 
 def pair_summary(rows: pd.DataFrame, *, seed: int = 0, n_resamples: int = 1000) -> dict:
     """A policy on preference pairs, one row each: chosen_policy, rejected_policy, chosen_reference,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
@@ -22,7 +21,7 @@ from alignkit.errors import AlignkitError
 from alignkit.infer import decoding_settings, generate, score_texts, sequence_kl
 from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
 from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
-from alignkit.stats import bootstrap_ci, correlations, outside_range, paired_comparison
+from alignkit.stats import correlations, mean_ci, outside_range, paired_comparison
 from alignkit.study.scores import write_table
 from alignkit.train.dpo import dpo_identity, dpo_training_pairs
 from alignkit.train.rm import rm_identity
@@ -138,9 +137,7 @@ def summarize_generations(table: pd.DataFrame, *, seed: int = 0, dataset_scores:
         kl = sub[sub.model == "dpo"]["kl_to_base"].dropna() if "kl_to_base" in sub else []
         if len(kl):
             tokens = sub.loc[kl.index, "response_tokens"].clip(lower=1)
-            entry["kl_dpo_base"] = {"n": len(kl), "mean": float(kl.mean()),
-                                    "ci95": list(bootstrap_ci(kl.to_numpy(), np.mean, seed=seed)),
-                                    "per_token": float(kl.sum() / tokens.sum())}
+            entry["kl_dpo_base"] = {**mean_ci(kl, seed=seed), "per_token": float(kl.sum() / tokens.sum())}
         if dataset_scores is not None and len(dataset_scores):
             entry["out_of_range"] = {m: outside_range(sub[sub.model == m].score, dataset_scores) for m in MODELS}
             entry["dataset_mean_score"] = float(dataset_scores.mean())

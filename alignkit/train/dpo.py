@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from alignkit import losses
@@ -30,7 +29,7 @@ from alignkit.infer import in_length_order, response_logps
 from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
 from alignkit.models import (Policy, load_tokenizer, make_trainable, resolve_model, response_positions,
                              trainable_in_fp32, weights_dtype)
-from alignkit.stats import accuracy_summary, bootstrap_ci, correctness
+from alignkit.stats import accuracy_summary, correctness, mean_ci
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
 
@@ -139,7 +138,7 @@ class DPOTask:
         out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
         for k in ("logratio", "logratio_chosen", "logratio_rejected"):  # over pairs: bootstrap 95% CI of the mean
             if k in out:
-                out[f"{k}_ci95"] = list(bootstrap_ci([r[k] for r in rows], np.mean))
+                out[f"{k}_ci95"] = mean_ci([r[k] for r in rows])["ci95"]
         summary = accuracy_summary(correctness([r["rewards_chosen"] for r in rows], [r["rewards_rejected"] for r in rows]))
         return {**out, "reward_accuracy": summary["accuracy"], "reward_accuracy_ci95": summary["ci95"], "n": len(rows)}
 
