@@ -211,5 +211,7 @@ def generate(lm, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], gen
 
 
 def decoding_settings(gen: GenerationConfig, seed: int) -> dict:
-    """What to record next to generated text so it can be reproduced."""
-    return {**asdict(gen), "seed": seed, "seeding": "batch k of the length-sorted prompts uses seed + k"}
+    """What to record next to generated text so it can be reproduced (`kl_prompts` says what is measured on the
+    text, not how it is decoded, so it is left out)."""
+    settings = {k: v for k, v in asdict(gen).items() if k != "kl_prompts"}
+    return {**settings, "seed": seed, "seeding": "batch k of the length-sorted prompts uses seed + k"}

@@ -103,6 +103,9 @@ def test_bon_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monkeypa
         changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, **change})
         assert reuse(folder / "summary.json", runner.bon_identity(changed, rm_dir, test, heads)) is None, change
     assert bon_generation(changed).temperature == 0.9
+    # what chapter 5 measures on its text (generation.kl_prompts) is not how best-of-n decodes: still reused
+    measured = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "generation.kl_prompts": 1})
+    assert reuse(folder / "summary.json", runner.bon_identity(measured, rm_dir, test, heads)) is not None
     # new heads (or a new reward model) are new inputs: their fingerprints are in the identity
     heads.write_bytes(heads.read_bytes() + b" ")
     assert reuse(folder / "summary.json", runner.bon_identity(cfg, rm_dir, test, heads)) is None
