@@ -22,7 +22,7 @@ import pandas as pd
 from alignkit.data.templates import Message, PreferencePair
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.infer import generate, score_texts
-from alignkit.stats import paired_difference
+from alignkit.stats import correctness, paired_difference
 
 SAMPLES = 2
 """Answers the base policy samples per training prompt (one on-policy pair each)."""
@@ -66,8 +66,7 @@ def win_indicators(answers: pd.DataFrame, model: str) -> np.ndarray:
     base, mine = answers[answers.model == "base"], answers[answers.model == model]
     if list(base.prompt_id) != list(mine.prompt_id):
         raise ValueError(f"{model}'s answers must be for the base model's prompts, in the same order")
-    a, b = base.score.to_numpy(float), mine.score.to_numpy(float)
-    return np.where(a == b, 0.5, (b > a).astype(float))
+    return np.asarray(correctness(mine.score.tolist(), base.score.tolist()))
 
 
 def online_vs_offline(answers: pd.DataFrame, *, online: str = "online", offline: str = "sigmoid", seed: int = 0,
