@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from alignkit.config import GenerationConfig
+from alignkit.config import DataConfig, GenerationConfig
 from alignkit.data.templates import Message, PreferencePair
 from alignkit.data.tokenize import ChatEncoder, EncodedPair, EncodedSequence, collate_pairs, pad_sequences
 from alignkit.models import decoder_and_head, response_positions
@@ -208,6 +208,15 @@ def generate(lm, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], gen
 
     with _EvalMode(lm):
         return in_length_order(encoded, len, gen.batch_size, run, desc=desc, progress=True)
+
+
+def answer_encoder(tokenizer, data: DataConfig, max_new_tokens: int) -> ChatEncoder:
+    """The encoder that reads generated answers back (`sequence_kl`): the prompt cut as `generate` cut it (its
+    last `data.max_prompt_length` tokens), the answer whole. Its length is the evaluation length or the prompt
+    plus twice `max_new_tokens` plus 16 (a decoded answer re-tokenized may take more tokens than were generated,
+    and the turn ending follows), whichever is larger."""
+    return ChatEncoder(tokenizer, max(data.eval_lengths()[0], data.max_prompt_length + 2 * max_new_tokens + 16),
+                       data.max_prompt_length)
 
 
 def decoding_settings(gen: GenerationConfig, seed: int) -> dict:

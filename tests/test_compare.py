@@ -48,6 +48,26 @@ def test_generation_is_seeded_and_stops_at_end_of_turn(tiny_model_dir, tokenizer
     assert generate(lm, encoder, prompts, gen, seed=2) != first
 
 
+def test_answer_encoder_reads_generated_answers_whole_after_the_prompt_generation_saw(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+    from alignkit.config import DataConfig, GenerationConfig
+    from alignkit.data.tokenize import ChatEncoder
+    from alignkit.infer import answer_encoder, generate
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [({"role": "user", "content": "Name three colours " * 30},), ({"role": "user", "content": "Why?"},)]
+    data = DataConfig(max_length=40, max_prompt_length=16)  # no eval_max_length: the training length, 40
+    gen = GenerationConfig(max_new_tokens=48, batch_size=2, temperature=1.5)
+    made = generate(lm, ChatEncoder(tokenizer, data.max_length, data.max_prompt_length), prompts, gen, seed=3)
+    reader = answer_encoder(tokenizer, data, gen.max_new_tokens)
+    assert reader.max_prompt_length == 16 and reader.max_length == 16 + 2 * 48 + 16  # above the training length
+    for prompt, answer in zip(prompts, made):
+        seq = reader.encode(prompt, answer["response"])
+        assert list(seq.input_ids[:seq.prompt_length]) == reader.prompt_ids(prompt)[-16:]  # generation's cut
+        assert not seq.response_cut and len(seq.input_ids) - seq.prompt_length >= answer["response_tokens"]
+        assert len(seq.input_ids) > data.max_length or not answer["hit_limit"]  # the training length would cut it
+    assert answer_encoder(tokenizer, DataConfig(eval_max_length=4096), 8).max_length == 4096
+
+
 def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir, tmp_path, data_dir):
     from alignkit.io import reuse
     from alignkit.study.generations import _identity, compare_profile, load_generations

@@ -37,7 +37,7 @@ from alignkit.data.splits import seeded_sample, split_by_prompt
 from alignkit.data.tokenize import ChatEncoder, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.experiments.online import SAMPLES, online_vs_offline, sample_onpolicy
-from alignkit.infer import decoding_settings, generate, response_logps, score_texts, sequence_kl
+from alignkit.infer import answer_encoder, decoding_settings, generate, response_logps, score_texts, sequence_kl
 from alignkit.models import (Policy, RewardModel, load_tokenizer, make_trainable, merged, trainable_in_fp32,
                              weights_dtype)
 from alignkit.stats import accuracy_summary, correctness, mean_ci, paired_comparison
@@ -244,9 +244,7 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
         items["kto"] = [KTOItem(p, m, r, mr) for p, m, r, mr in
                         zip(encoded["train"], encoded["mismatched"], refs["train"], refs["mismatched"])]
     texts = [p for _, p in prompts]
-    # the KL reads each answer whole after the prompt, cut as generation cut it
-    kl_encoder = ChatEncoder(tokenizer, cfg.data.max_prompt_length + gen.max_new_tokens + 16,
-                             cfg.data.max_prompt_length)
+    kl_encoder = answer_encoder(tokenizer, cfg.data, gen.max_new_tokens)
     made = generate(base.lm, encoder, texts, gen, seed=cfg.seed, desc="generate base")
     answers = [_answers("base", prompts, made, 0.0)]
     seconds["shared"] = time.perf_counter() - started

@@ -18,7 +18,7 @@ from alignkit.config import RunConfig
 from alignkit.data.sources import load_pairs
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
-from alignkit.infer import decoding_settings, generate, score_texts, sequence_kl
+from alignkit.infer import answer_encoder, decoding_settings, generate, score_texts, sequence_kl
 from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
 from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
 from alignkit.stats import correlations, mean_ci, outside_range, paired_comparison
@@ -96,7 +96,7 @@ def kl_to_base(cfg: RunConfig, lms: dict, rows: list[dict]) -> list[float]:
     out = [float("nan")] * len(rows)
     if not picked:
         return out
-    encoder = ChatEncoder(load_tokenizer(cfg.model.name), cfg.data.eval_lengths()[0], cfg.data.max_prompt_length)
+    encoder = answer_encoder(load_tokenizer(cfg.model.name), cfg.data, cfg.generation.max_new_tokens)
     values = sequence_kl(lms["dpo"], lms["base"], encoder, [rows[i]["prompt"] for i in picked],
                          [rows[i]["response"] for i in picked], batch_size=cfg.generation.score_batch_size,
                          desc="KL(dpo || base)")
