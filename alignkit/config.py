@@ -4,7 +4,7 @@ papermill parameters are applied on top, each checked against the field's type.
 
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
 `data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
-(`best_of_n`, `dpo_variants`) live in `alignkit.experiment_config` and are re-exported here. Keys of the old
+(`safety`, `best_of_n`, `dpo_variants`) live in `alignkit.experiment_config` and are re-exported here. Keys of the old
 layout (`train.lr`, `data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.experiment_config import (  # noqa: F401  (re-exported: `from alignkit.config import ...` keeps working)
-    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, check_experiment_configs)
+    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, SafetyConfig, check_experiment_configs)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BLANK = {"", "none", "null"}
@@ -237,6 +237,7 @@ class RunConfig:
     rm: RMConfig = field(default_factory=RMConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     dpo_variants: DPOVariantsConfig = field(default_factory=DPOVariantsConfig)
 
@@ -351,5 +352,5 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
-    check_experiment_configs(cfg.best_of_n, cfg.dpo_variants)
+    check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants)
     return cfg

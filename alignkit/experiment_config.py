@@ -1,4 +1,5 @@
-"""Typed configs of the experiments of chapter 6 (best-of-n sampling, DPO and its variants) and their checks.
+"""Typed configs of the experiments of chapter 6 (reward + cost, best-of-n sampling, DPO and its variants) and
+their checks.
 `alignkit.config` holds them in its `RunConfig` and re-exports every name here, so `from alignkit.config
 import DPOVariantsConfig` keeps working. No torch, like the rest of the config layer."""
 from __future__ import annotations
@@ -6,6 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit.errors import AlignkitError
+
+
+@dataclass
+class SafetyConfig:
+    """Reward + cost on PKU-SafeRLHF (chapter 6): two linear heads on the base model's frozen features."""
+
+    max_pairs: int | None = 500
+    """Pairs read: a seeded sample of the local file (500 rows) or of the Hub's train split (None = all)."""
 
 
 @dataclass
@@ -45,8 +54,11 @@ class DPOVariantsConfig:
     """Their response budget (None = generation.max_new_tokens)."""
 
 
-def check_experiment_configs(bon: BestOfNConfig, v: DPOVariantsConfig) -> None:
+def check_experiment_configs(safety: SafetyConfig, bon: BestOfNConfig, v: DPOVariantsConfig) -> None:
     """Refuse impossible experiment settings, naming the option and what it must be."""
+    if safety.max_pairs is not None and safety.max_pairs < 8:
+        raise AlignkitError(f"safety.max_pairs must be at least 8 (a prompt-disjoint train, validation and test part), "
+                            f"or null for all pairs; got {safety.max_pairs!r}")
     for name, value in (("prompts", bon.prompts), ("samples", bon.samples), ("max_new_tokens", bon.max_new_tokens)):
         if value is not None and value < 1:
             raise AlignkitError(f"best_of_n.{name} must be a positive number, got {value!r}")

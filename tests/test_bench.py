@@ -74,6 +74,17 @@ def test_dpo_bench_measures_both_sides_on_the_same_tokens(dpo_result):
     assert refs["max_abs_difference"] < 1e-2  # both sides' reference log-probs agree
 
 
+def test_generation_bench_answers_the_same_prompts_at_both_batch_sizes(tiny_model_dir, data_dir, monkeypatch):
+    monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
+    result = _bench("generation").run(quick=True, repeats=2, model=str(tiny_model_dir), n_rows=6, batch_size=4,
+                                      peer_batch_size=2, max_new_tokens=3)
+    _check_shape(result, "generation", "tokens/s", 2)
+    s = result["settings"]
+    assert s["prompts"] == 6 and (s["batch_size"], s["peer_batch_size"]) == (4, 2) and s["max_new_tokens"] == 3
+    for side in ("alignkit", "peer"):  # every prompt answered, at most the budget each, in every repeat
+        assert all(0 < a <= 6 * 3 for a in result[side]["amount"])
+
+
 def test_report_renders_results(rm_result, tmp_path):
     from alignkit.report import bench
     results = {"machine": {"cpu": "test cpu", "usable_cores": 2, "ram_gb": 1.0, "torch": "x", "torch_threads": 2,

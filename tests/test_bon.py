@@ -51,7 +51,7 @@ def test_summarize_samples_by_hand():
 
 
 def _bon_settings(monkeypatch):
-    monkeypatch.setitem(runner.SETTINGS, "safety", {**runner.SETTINGS["safety"], "max_pairs": 40, "n_resamples": 20})
+    monkeypatch.setitem(runner.SETTINGS, "safety", {**runner.SETTINGS["safety"], "n_resamples": 20})
     monkeypatch.setitem(runner.SETTINGS, "bon", {**runner.SETTINGS["bon"], "n_resamples": 20})
 
 

@@ -138,11 +138,18 @@ def test_pku_labels_are_read_per_side(data_dir):
     assert int(np.sum(safer == 1)) == sum(r["better_response_id"] != r["safer_response_id"] for r in rows)
 
 
+def test_the_safety_section_refuses_too_few_pairs_and_takes_null_for_all():
+    from alignkit.config import load_config
+    with pytest.raises(AlignkitError, match=r"safety.max_pairs must be at least 8.*got 7"):
+        load_config("cpu", {"safety.max_pairs": 7})
+    assert load_config("cpu", {"safety.max_pairs": None}).safety.max_pairs is None
+    assert load_config("cpu").safety.max_pairs == 300 and load_config("gpu").safety.max_pairs == 20000
+
+
 def test_safety_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
-    monkeypatch.setitem(runner.SETTINGS, "safety", {**runner.SETTINGS["safety"], "max_pairs": 60,
-                                                    "n_resamples": 50})
-    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir)
+    monkeypatch.setitem(runner.SETTINGS, "safety", {**runner.SETTINGS["safety"], "n_resamples": 50})
+    cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"safety.max_pairs": 60})
     record = runner.run_experiment(cfg, "safety")
     folder = cfg.out / "experiments" / "safety"
     assert json.loads((folder / "summary.json").read_text())["identity"] == record["identity"]
@@ -180,11 +187,14 @@ def test_safety_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monke
     np.testing.assert_allclose(scored["reward"], expected.r, atol=1e-6)
     np.testing.assert_allclose(scored["cost"], expected.c, atol=1e-6)
     assert scored.response_tokens.tolist() == expected.response_tokens.tolist()
-    # the step is reused while its identity holds, recomputed when the seed changes
+    # the step is reused while its identity holds, recomputed when the seed or the number of pairs changes
     monkeypatch.setattr(runner, "safety_experiment", lambda *a, **k: pytest.fail("recomputed a reused step"))
     assert runner.run_experiment(cfg, "safety") == record
     with pytest.raises(pytest.fail.Exception):
-        runner.run_experiment(tiny_config(tiny_model_dir, tmp_path, data_dir, seed=1), "safety")
+        runner.run_experiment(tiny_config(tiny_model_dir, tmp_path, data_dir, seed=1, **{"safety.max_pairs": 60}),
+                              "safety")
+    with pytest.raises(pytest.fail.Exception):
+        runner.run_experiment(tiny_config(tiny_model_dir, tmp_path, data_dir, **{"safety.max_pairs": 50}), "safety")
     (folder / "heads.safetensors").unlink()  # an older run without saved heads is not reused
     with pytest.raises(pytest.fail.Exception):
         runner.run_experiment(cfg, "safety")

@@ -7,25 +7,23 @@ retrained), reused while the scores (the `identity` fingerprint of scores/summar
   calibration  ECE and reliability of sigmoid(margin) on the held-out pairs, before and after temperature
                scaling (cross-fitted on the held-out pairs, and fitted in-sample on the train sample)
 On the profile's base model and PKU-SafeRLHF, reused while the model's weights (or its name), the data file,
-the seed and the evaluation encoding are the same:
+`safety.max_pairs`, the seed and the evaluation encoding are the same:
   safety       a reward head (helpfulness) and a cost head (harm) on the base model's frozen features; also
                writes experiments/safety/responses.parquet (one row per response: split, r, c, is_safe, tokens)
                and the two heads, experiments/safety/heads.safetensors
 On samples of the base policy, reused while the policy, chapter 1's reward model and test split, the safety
 heads, the seed, the `best_of_n` sizes and the decoding settings are the same:
   bon          best-of-n against the reward model (the proxy), judged by the safety heads; also writes
-               experiments/bon/samples.parquet (one row per prompt x sample). Sizes are the profile's
-               `best_of_n` section: tiny 3 prompts x 4 samples, cpu 16 x 16 (64 new tokens), gpu 128 x 16
-               (the generation budget, 512 tokens)
+               experiments/bon/samples.parquet (one row per prompt x sample)
 On DPO-family fine-tunes of the base policy, reused while the policy, chapter 1's reward model and splits, the
 `dpo` section (but how it is launched), the `dpo_variants` sizes, the seed and the decoding settings are the same:
   dpo_variants DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO, KTO and online DPO (one round on the base
                policy's own samples labelled by the reward model) trained head to head (the profile's
                `dpo_variants.methods`), each read on held-out pairs and answering held-out prompts; also writes
                experiments/dpo_variants/pairs.parquet (one row per split x method x strength x pair) and
-               answers.parquet (one row per model x prompt). Sizes: tiny every method x 1 step, cpu 5 methods x 4
-               steps of 8 pairs (online: 32 training prompts x 2 samples), gpu every method at chapter 4's length
-               with a grid of 3 strengths
+               answers.parquet (one row per model x prompt)
+Each profile's sizes are in its YAML (the `safety`, `best_of_n` and `dpo_variants` sections, each commented);
+chapter 6 shows them for the run it reads.
 """
 from __future__ import annotations
 
@@ -54,7 +52,7 @@ SCORE_TABLES = ("trained-train", "trained-test")
 SETTINGS = {
     "length": {"tolerance": 0.1, "n_resamples": 1000},
     "calibration": {"n_bins": 10, "n_resamples": 1000},
-    "safety": {"max_pairs": 500, "val_fraction": 0.25, "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+    "safety": {"val_fraction": 0.25, "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
                "lambdas": [0, 0.25, 0.5, 1, 2, 4, 8], "n_resamples": 1000},
     "bon": {"n_resamples": 1000},
     "dpo_variants": {"val_fraction": 0.2, "label_smoothing": 0.1, "n_resamples": 1000},
@@ -66,7 +64,7 @@ ON_SCORES = ("length", "calibration")
 
 SAFETY_DATA = {"path": "PKU-Alignment/PKU-SafeRLHF", "split": "train", "local_name": "pku_saferlhf_500.jsonl"}
 """Where `safety` reads PKU-SafeRLHF: the local file in $ALIGNKIT_DATA_DIR (a 500-row sample of the Hub's train
-split) when there is one, else a seeded sample of `max_pairs` pairs of the Hub's train split."""
+split) when there is one, else the Hub's train split; `safety.max_pairs` of them, a seeded sample."""
 
 
 def _require_scores(cfg) -> tuple[dict, dict[str, Path]]:
@@ -114,7 +112,7 @@ def safety_identity(cfg, data: str) -> dict:
     the weights' dtype, the seed, the test fraction and the experiment's own settings (not chapter 3)."""
     return {"experiment": "safety", "model": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
             "data": data, "encoding": ENCODING, "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
-            "test_fraction": cfg.data.test_fraction, **SETTINGS["safety"]}
+            "test_fraction": cfg.data.test_fraction, "max_pairs": cfg.safety.max_pairs, **SETTINGS["safety"]}
 
 
 SAFETY_FILES = ("responses.parquet", "heads.safetensors")
@@ -134,7 +132,8 @@ def run_safety(cfg, *, force: bool = False) -> dict:
     saved = None if force else reuse(folder / "summary.json", identity, beside=SAFETY_FILES)
     if saved is not None:
         return saved
-    record, table, heads = safety_experiment(cfg, source, split=SAFETY_DATA["split"], **SETTINGS["safety"])
+    record, table, heads = safety_experiment(cfg, source, split=SAFETY_DATA["split"], max_pairs=cfg.safety.max_pairs,
+                                             **SETTINGS["safety"])
     with atomic_path(folder / "responses.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     save_heads(heads, folder / "heads.safetensors")
