@@ -143,7 +143,7 @@ def test_the_safety_section_refuses_too_few_pairs_and_takes_null_for_all():
     with pytest.raises(AlignkitError, match=r"safety.max_pairs must be at least 8.*got 7"):
         load_config("cpu", {"safety.max_pairs": 7})
     assert load_config("cpu", {"safety.max_pairs": None}).safety.max_pairs is None
-    assert load_config("cpu").safety.max_pairs == 300 and load_config("gpu").safety.max_pairs == 20000
+    assert load_config("cpu").safety.max_pairs == 200 and load_config("gpu").safety.max_pairs == 20000
 
 
 def test_safety_step_on_the_tiny_model(tiny_model_dir, tmp_path, data_dir, monkeypatch):
