@@ -10,9 +10,7 @@ is generated tokens (each answer's `response_tokens`) per second of wall time.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -69,25 +67,17 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random model, 8 new tokens")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
-                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
+    parser = common.bench_parser(__doc__, "tiny random model, 8 new tokens")
     parser.add_argument("--n-rows", type=int, help="prompts answered per repeat (default 128; 16 quick)")
     parser.add_argument("--batch-size", type=int, default=128, help="prompts per generate call (default 128)")
     parser.add_argument("--peer-batch-size", type=int, default=32, help="the side compared with (default 32)")
     parser.add_argument("--max-new-tokens", type=int, help="answer budget (default 64; 8 quick)")
     common.add_device_options(parser)
-    parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  peer_batch_size=args.peer_batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
                  tokenizer=args.tokenizer)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(common.summary_line(result))
+    common.finish(result, args.json)
 
 
 if __name__ == "__main__":

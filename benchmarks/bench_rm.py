@@ -28,8 +28,6 @@ with a CUDA synchronize, and the result gets `mfu` (see common.model_flops_utili
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -170,11 +168,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random model, short sequences")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
-                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
+    parser = common.bench_parser(__doc__, "tiny random model, short sequences")
     parser.add_argument("--n-rows", type=int, help="preference pairs per repeat (default 32; 16 with --quick)")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max-length", type=int, help="default 160 (64 with --quick)")
@@ -184,15 +178,11 @@ def main() -> None:
     parser.add_argument("--alignkit-task", default="packed", choices=["packed", "plain"],
                         help="packed: shared-prompt rows (alignkit.packing); plain: concatenated batch")
     common.add_device_options(parser)
-    parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  max_length=args.max_length, trainable=args.trainable, peer_sampling=args.peer_sampling,
                  alignkit_task=args.alignkit_task, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(common.summary_line(result))
+    common.finish(result, args.json)
 
 
 if __name__ == "__main__":

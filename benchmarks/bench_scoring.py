@@ -10,8 +10,6 @@ rendering and tokenization. Unit: sequences (texts) scored per second.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -85,23 +83,15 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random model, short sequences")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
-                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(common.SHAPES))
+    parser = common.bench_parser(__doc__, "tiny random model, short sequences")
     parser.add_argument("--n-rows", type=int, help="pairs scored per repeat, 2 texts each (default 24; 32 quick)")
     parser.add_argument("--batch-size", type=int, default=16, help="alignkit's texts per forward")
     parser.add_argument("--max-length", type=int, help="default 192 (64 with --quick)")
     common.add_device_options(parser)
-    parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  max_length=args.max_length, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(common.summary_line(result))
+    common.finish(result, args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ On a GPU it is `torch.cuda.max_memory_allocated` over the same window.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
+import json
 import gc
 import importlib.metadata
 import os
@@ -212,6 +214,26 @@ def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, meas
             "cpu_ratio": ratio(cpu_rates["alignkit"], cpu_rates["peer"]),
             "settings": {"threads": torch.get_num_threads(), **settings}, "wall_s": round(wall_s, 1),
             "machine": machine(), **extra}
+
+
+def bench_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every bench has: --quick, --repeats, --model and --json (a bench adds its own, then
+    `add_device_options`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", help="default: smollm2 (tiny random model with --quick); "
+                                        "random:SHAPE = random weights, SHAPE in " + ", ".join(SHAPES))
+    parser.add_argument("--json", help="also write the result here")
+    return parser
+
+
+def finish(result: dict, json_path: str | None) -> None:
+    """Write `result` to `json_path` when given (its folder made), then print its summary line."""
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    print(summary_line(result))
 
 
 def summary_line(result: dict) -> str:
