@@ -149,7 +149,7 @@ def test_generation_summary_by_hand():
 
 def test_the_config_section_refuses_what_cannot_run():
     cfg = load_config("cpu")
-    assert cfg.dpo_variants.methods == "sigmoid,ipo,simpo,kto,online" and cfg.dpo_variants.beta_scales == "1"
+    assert cfg.dpo_variants.methods == "sigmoid,kto,online" and cfg.dpo_variants.beta_scales == "1"
     assert load_config("gpu").dpo_variants.beta_scales == "0.5,1,2"
     with pytest.raises(AlignkitError, match=r"dpo_variants.methods.*sigmoid, cdpo.*got 'dpo,kto'"):
         load_config("cpu", {"dpo_variants.methods": "dpo,kto"})
@@ -169,7 +169,8 @@ def test_each_method_trains_the_dpo_section_with_its_own_strength():
     cfg = load_config("cpu", {"dpo.label_smoothing": 0.2})
     dpo = method_config(cfg, "sigmoid", 2.0, 0.1)
     assert dpo.loss == "sigmoid" and dpo.beta == pytest.approx(0.2) and dpo.label_smoothing == 0.0
-    assert dpo.train.max_steps == 4 and dpo.train.save_every == 0 and dpo.train.launcher == "none"
+    assert dpo.train.max_steps == cfg.dpo_variants.steps == 2 and dpo.train.save_every == 0
+    assert dpo.train.launcher == "none"
     assert dpo.train.lr == cfg.dpo.train.lr and dpo.trainable == cfg.dpo.trainable
     cdpo = method_config(cfg, "cdpo", 1.0, 0.1)
     assert cdpo.loss == "sigmoid" and cdpo.label_smoothing == 0.1
