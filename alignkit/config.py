@@ -56,6 +56,12 @@ class TrainableConfig:
     """'full' (every weight), 'last_k' (the last `last_k` blocks, final norm and head) or 'lora'."""
     last_k: int = 2
     """Blocks trained when mode is 'last_k'."""
+    cache_prefix: bool = True
+    """'last_k' only: run the frozen bottom blocks once per sequence and keep their output (alignkit.prefix), so
+    later epochs and evaluations run only the top `last_k` blocks. Exact up to float rounding."""
+    prefix_cache_gb: float = 8.0
+    """Memory (GiB, on the model's device) for the cached prefix; rows beyond it go to a file under
+    outputs/<profile>/cache/ that is removed when the process ends."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32

@@ -17,6 +17,7 @@ from torch import nn
 from alignkit.config import TrainableConfig
 from alignkit.errors import AlignkitError
 from alignkit.pooling import gather_last_attended
+from alignkit.prefix import PrefixCache, backbone_hidden, row_lengths
 
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -237,6 +238,8 @@ class RewardModel(nn.Module):
 
     pad_token_id: int | None = None
     """Written to the saved config, so HF pools padded batches; set it from `export_tokenizer`."""
+    prefix: PrefixCache | None = None
+    """The frozen blocks' cached output (`trainable.cache_prefix` under `last_k`), or None: the whole forward."""
 
     def __init__(self, seqcls: nn.Module):
         super().__init__()
@@ -271,7 +274,7 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask: (B, L) -> (token scores (B, L), end scores (B,))."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = backbone_hidden(self.backbone, input_ids, attention_mask, prefix=self.prefix)
         scores = self.score_head(hidden.to(self.score_head.weight.dtype)).squeeze(-1).float()
         return scores, gather_last_attended(scores, attention_mask)
 
@@ -321,6 +324,8 @@ class Policy(nn.Module):
     (Qwen2.5's 152k vocabulary: 6.5k response tokens would otherwise keep ~12 GB of logits and their grads)."""
 
     logits_chunk = 2048
+    prefix: PrefixCache | None = None
+    """The frozen blocks' cached output (`trainable.cache_prefix` under `last_k`), or None: the whole forward."""
 
     def __init__(self, lm: nn.Module):
         super().__init__()
@@ -346,8 +351,8 @@ class Policy(nn.Module):
         import torch.nn.functional as F
         decoder, head = decoder_and_head(self.lm)
         dtype = head.weight.dtype
-        hidden = decoder(input_ids=input_ids,
-                         attention_mask=attention_input(self.lm, attention_mask, dtype)).last_hidden_state
+        hidden = backbone_hidden(decoder, input_ids, attention_input(self.lm, attention_mask, dtype), prefix=self.prefix,
+                                 lengths=row_lengths(attention_mask) if self.prefix is not None else None)
         if response_index is None:
             response_index = response_positions(response_mask)  # syncs: nonzero sizes its output
         length = input_ids.shape[1]

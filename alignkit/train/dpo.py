@@ -27,8 +27,9 @@ from alignkit.data.tokenize import (ENCODING, ChatEncoder, EncodedPair, causal_p
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order, response_logps
 from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
-from alignkit.models import (Policy, load_tokenizer, make_trainable, resolve_model, response_positions,
-                             trainable_in_fp32, weights_dtype)
+from alignkit.models import (Policy, decoder_and_head, load_tokenizer, make_trainable, resolve_model,
+                             response_positions, trainable_in_fp32, weights_dtype)
+from alignkit.prefix import prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, mean_ci
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
@@ -217,6 +218,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     eval_encoded, eval_cut = encode_pairs(encoder, eval_pairs, cfg.data.truncation)
     dtype = weights_dtype(cfg.model.dtype)
     policy = Policy.from_pretrained(cfg.model.name, dtype=dtype)
+    # filled by the reference pass below (or the first epoch): later epochs and evaluations run the top blocks only
+    policy.prefix = prefix_cache_for(d.trainable, decoder_and_head(policy.lm)[0], cfg.out / "cache")
     pad = tokenizer.pad_token_id
 
     train_refs = eval_refs = None
@@ -232,6 +235,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
         timings["reference_s"] = round(time.time() - t, 1)
     elif d.loss not in REFERENCE_FREE and d.trainable.mode != "lora":
         reference_model = copy.deepcopy(policy).requires_grad_(False).eval()
+        reference_model.prefix = policy.prefix  # the same frozen blocks
     train_items = [DPOItem(p, train_refs[i] if train_refs else None) for i, p in enumerate(train_encoded)]
     eval_items = [DPOItem(p, eval_refs[i] if eval_refs else None) for i, p in enumerate(eval_encoded)]
 
@@ -256,6 +260,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
                "train_history": result["train_history"],
                "world_size": result["world_size"],
                **timings, "seconds": seconds, "wall_time_s": round(time.time() - t0, 1)}
+    if policy.prefix is not None:
+        metrics["prefix_cache"] = policy.prefix.stats()
     out_dir = cfg.out / "dpo"
     if not save_final(out_dir, policy, tokenizer, stamped(metrics, dpo_identity(cfg)), result):
         return {}

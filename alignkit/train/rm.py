@@ -24,6 +24,7 @@ from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse,
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy, poe_length_loss
 from alignkit.models import (RewardModel, attention_input, export_tokenizer, load_tokenizer, make_trainable,
                              trainable_in_fp32, weights_dtype)
+from alignkit.prefix import backbone_hidden, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
@@ -113,9 +114,9 @@ def packed_end_scores(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     """RewardModel on a `pack_pairs` batch -> (better (B,), worse (B,)) rewards at each response's last token."""
     model = getattr(model, "module", model)  # under a wrapper (DeepSpeed engine), the RewardModel inside
     dtype = next(model.parameters()).dtype
-    hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                            attention_mask=attention_input(model, batch["attention_mask"], dtype)).last_hidden_state
     ends = batch["ends"]
+    hidden = backbone_hidden(model.backbone, batch["input_ids"], attention_input(model, batch["attention_mask"], dtype),
+                             position_ids=batch["position_ids"], lengths=ends[:, 1] + 1, prefix=model.prefix)
     at_ends = hidden.gather(1, ends.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, 2, H)
     scores = model.score_head(at_ends.to(model.score_head.weight.dtype)).squeeze(-1).float()
     return scores[:, 0], scores[:, 1]
@@ -154,6 +155,7 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
+    model.prefix = prefix_cache_for(cfg.rm.trainable, model.backbone, cfg.out / "cache")
     task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size,
                             length_expert=cfg.rm.length_expert, expert_tokens=whole_response_tokens(
                                 eval_encoder, train_pairs) if cfg.rm.length_expert else None)
@@ -191,6 +193,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
         if cfg.rm.length_expert:  # trained beside the reward, never part of it: kept here, not in the export
             metrics["length_expert"] = {"coef_per_token": model.length_coef.item(),
                                         "unit": "score per response token (whole response, as evaluation reads it)"}
+        if model.prefix is not None:
+            metrics["prefix_cache"] = model.prefix.stats()
         metrics.update(seconds=seconds, wall_time_s=round(time.time() - t0, 1))  # seconds: per phase
         exported = export_tokenizer(tokenizer, encoder.ending)
         model.pad_token_id = exported.pad_token_id
