@@ -69,7 +69,7 @@ def _rows(pairs):
 
 
 def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_length: int, lr: float,
-                 out_dir: str, seed: int, trainable: str, device: torch.device, bf16: bool):
+                 out_dir: str, seed: int, trainable: str, device: torch.device, bf16: bool, last_k: int = 8):
     """TRL's DPOTrainer on the same rows, weights and trainable set; its constructor precomputes the
     reference log-probs of every row (timed). Returns (trainer, step window, precompute seconds)."""
     from peft import LoraConfig
@@ -90,6 +90,9 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
     datasets.disable_progress_bars()
     tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if trainable == "last_k":  # the same trainable set as alignkit's: bottom blocks requires_grad=False
+        from alignkit.models import TrainableConfig, make_trainable
+        make_trainable(model, TrainableConfig(mode="last_k", last_k=last_k))
     peft_config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **LORA) if trainable == "lora" else None
     args = DPOConfig(
         output_dir=out_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
@@ -108,11 +111,13 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
         batch_size: int = 4, max_length: int = 160, max_prompt_length: int = 64, lr: float = 1e-4,
         seed: int = 0, trainable: str = "lora", device: str = "cpu", bf16: bool = False,
-        tokenizer: str = "smollm2") -> dict:
-    """Per repeat r, both sides train one epoch over the same `n_rows` pairs (chunk r of a seeded sample of
+        tokenizer: str = "smollm2", last_k: int = 8, epochs: int = 1, cache_prefix: bool = True) -> dict:
+    """Per repeat r, both sides train `epochs` epochs over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs that alignkit encodes without truncation); tokens/s of each, and the ratio.
     `quick` uses a tiny random Llama (unless `model` is given); 'random:SHAPE' = random weights of a known
-    architecture with `tokenizer` (common.SHAPES). `trainable`: 'lora' (all-linear r=16) or 'full'."""
+    architecture with `tokenizer` (common.SHAPES). `trainable`: 'lora' (all-linear r=16), 'full', or 'last_k'
+    (the top `last_k` blocks and final norm; alignkit's reference pass also fills its frozen-prefix cache,
+    alignkit.prefix, unless `cache_prefix` is off, so its training steps run the top blocks only)."""
     common.quiet()
     from alignkit.config import DPOConfig, TrainConfig
     from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model
@@ -120,8 +125,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     from alignkit.train import loop as training_loop
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench-dpo-")
-    if trainable not in ("lora", "full"):
-        raise SystemExit(f"trainable must be 'lora' or 'full', got {trainable!r}")
+    if trainable not in ("lora", "full", "last_k"):
+        raise SystemExit(f"trainable must be 'lora', 'full' or 'last_k', got {trainable!r}")
     device = common.pick_device(device)
     model, model_label = common.pick_model(model, quick, Path(tmp.name), tokenizer)
     n_rows = n_rows or (16 if quick else 32)
@@ -137,8 +142,10 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
     trainable_cfg = (TrainableConfig(mode="lora", lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                                      lora_targets=LORA["target_modules"]) if trainable == "lora"
-                     else TrainableConfig(mode="full"))
+                     else TrainableConfig(mode=trainable, last_k=last_k, cache_prefix=cache_prefix))
     ours = Policy.from_pretrained(model).to(device)
+    from alignkit.prefix import prefix_cache_for
+    ours.prefix = prefix_cache_for(trainable_cfg, ours.lm.get_decoder(), None)  # filled by the reference pass
     start = time.perf_counter()
     with training_loop.autocast(bf16, device):  # the untrained policy = the reference
         refs = reference_logps(ours, encoded, pad, cache=None, batch_size=8)
@@ -151,7 +158,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
 
     trainer, window, peer_precompute = _trl_trainer(resolve_model(model), tok, pairs, batch_size=batch_size,
                                                     max_length=max_length, lr=lr, out_dir=str(Path(tmp.name) / "trl"),
-                                                    seed=seed, trainable=trainable, device=device, bf16=bf16)
+                                                    seed=seed, trainable=trainable, device=device, bf16=bf16,
+                                                    last_k=last_k)
     prepared = trainer.train_dataset  # tokenized, with ref_chosen_logps / ref_rejected_logps
     if len(prepared) != len(encoded):
         raise SystemExit(f"TRL kept {len(prepared)} of {len(encoded)} rows")
@@ -168,7 +176,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     lengths = [[i.pair.length for i in chunk] for chunk in chunks]
     measured = common.race_training(ours, task, chunks, lengths, tokens, trainer, window, datasets,
                                     repeats=repeats, batch_size=batch_size, lr=lr, bf16=bf16, seed=seed,
-                                    device=device, folder=Path(tmp.name), desc="bench dpo")
+                                    device=device, folder=Path(tmp.name), desc="bench dpo", epochs=epochs)
     prompt_tokens = sum(e.better.prompt_length for e in encoded)
     settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
@@ -178,9 +186,10 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "mean_sequence_tokens": round(sum(tokens) / (2 * n_rows * repeats), 1),
                 "mean_prompt_tokens": round(prompt_tokens / len(encoded), 1),
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
-                "trainable": trainable, **({"lora": LORA} if trainable == "lora" else {}),
+                "trainable": trainable, **({"lora": LORA} if trainable == "lora" else {}), "epochs": epochs,
+                **({"last_k": last_k, "cache_prefix": cache_prefix} if trainable == "last_k" else {}),
                 "trainable_params": n_ours, "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
-                "loss": "sigmoid", "beta": BETA, "steps_per_repeat": n_rows // batch_size, "lr": lr,
+                "loss": "sigmoid", "beta": BETA, "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "reference_precompute_s": {"alignkit": round(ours_precompute, 2), "peer": round(peer_precompute, 2),
                                            "rows": len(encoded), "batch_size": 8,
                                            "max_abs_difference": ref_gap},
@@ -193,7 +202,9 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "memory": common.memory_note(device)}
     n_matmul = common.matmul_params(trainer.model, lm_head=True)
     tmp.cleanup()
-    result = common.make_result("dpo", "tokens/s", "alignkit DPOTask (cached reference)",
+    label = "alignkit DPOTask (cached reference" + (f", cached prefix, last {last_k} blocks)"
+                                                   if trainable == "last_k" and cache_prefix else ")")
+    result = common.make_result("dpo", "tokens/s", label,
                                 f"trl {common._version('trl')} DPOTrainer", measured, settings,
                                 time.perf_counter() - t0, aim=1.5)
     if device.type == "cuda" and bf16:
@@ -207,12 +218,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--max-prompt-length", type=int, default=64)
-    parser.add_argument("--trainable", default="lora", choices=["lora", "full"])
+    parser.add_argument("--trainable", default="lora", choices=["lora", "full", "last_k"])
+    parser.add_argument("--last-k", type=int, default=8, help="blocks trained with --trainable last_k (default 8)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs over each repeat's rows, both sides (default 1)")
+    parser.add_argument("--no-cache-prefix", action="store_true",
+                        help="last_k: run alignkit's frozen blocks at every step, as TRL does")
     common.add_device_options(parser)
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  max_length=args.max_length, max_prompt_length=args.max_prompt_length, trainable=args.trainable,
-                 device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
+                 device=args.device, bf16=args.bf16, tokenizer=args.tokenizer, last_k=args.last_k,
+                 epochs=args.epochs, cache_prefix=not args.no_cache_prefix)
     common.finish(result, args.json)
     print("reference precompute (s):", result["settings"]["reference_precompute_s"])
 

@@ -56,7 +56,8 @@ def _dataset(items):
 
 
 def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_length: int, lr: float,
-                 trainable: str, sampling: str, out_dir: str, seed: int, device: torch.device, bf16: bool):
+                 trainable: str, sampling: str, out_dir: str, seed: int, device: torch.device, bf16: bool,
+                 last_k: int = 2):
     """TRL's RewardTrainer on the same token ids, weights and trainable set; returns (trainer, step window)."""
     from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification, PrinterCallback
@@ -74,7 +75,7 @@ def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_leng
         peft_config = LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, lora_dropout=0.0,
                                  target_modules="all-linear")
     else:
-        make_trainable(model.model, TrainableConfig(mode=trainable))
+        make_trainable(model.model, TrainableConfig(mode=trainable, last_k=last_k))  # requires_grad=False below
     args = RewardConfig(
         output_dir=out_dir, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
         max_steps=len(items) // batch_size, learning_rate=lr, weight_decay=0.0, warmup_steps=0,
@@ -92,15 +93,20 @@ def _trl_trainer(model_path: str, tokenizer, items, *, batch_size: int, max_leng
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
         batch_size: int = 4, max_length: int | None = None, max_prompt_length: int | None = None,
         trainable: str = "lora", lr: float = 1e-4, peer_sampling: str = "random", alignkit_task: str = "packed",
-        seed: int = 0, device: str = "cpu", bf16: bool = False, tokenizer: str = "smollm2") -> dict:
-    """Per repeat r, both sides train one epoch over the same `n_rows` pairs (chunk r of a seeded sample of
+        seed: int = 0, device: str = "cpu", bf16: bool = False, tokenizer: str = "smollm2", last_k: int = 8,
+        epochs: int = 1, cache_prefix: bool = True) -> dict:
+    """Per repeat r, both sides train `epochs` epochs over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs, so the repeats cover different rows); tokens/s of each, and the ratio.
     `quick` uses a tiny random Llama (unless `model` is given) and short sequences. `alignkit_task`:
     'packed' (PackedRewardTask: shared-prompt packing) or 'plain' (RewardTask: concatenated batch).
-    `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES)."""
+    `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES).
+    `trainable` 'last_k': the top `last_k` blocks, final norm and head on both sides (TRL's bottom blocks
+    `requires_grad=False`); alignkit then keeps the frozen prefix's output (alignkit.prefix) unless
+    `cache_prefix` is off, a fresh cache per repeat, filled in its first epoch."""
     common.quiet()
     from alignkit.models import RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model
     from alignkit.data.packing import packed_length
+    from alignkit.prefix import prefix_cache_for
     from alignkit.train.rm import PackedRewardTask
     from alignkit.train.rm import RewardTask
     tasks = {"packed": PackedRewardTask, "plain": RewardTask}
@@ -125,13 +131,18 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     datasets = [_dataset(chunk) for chunk in chunks]
 
     ours = RewardModel.from_pretrained(model, seed=seed)
-    ours.backbone = make_trainable(ours.backbone, TrainableConfig(mode=trainable))
+    trainable_cfg = TrainableConfig(mode=trainable, last_k=last_k, cache_prefix=cache_prefix)
+    ours.backbone = make_trainable(ours.backbone, trainable_cfg)
     ours.to(device)
+
+    def fresh_prefix():
+        ours.prefix = prefix_cache_for(trainable_cfg, ours.backbone, None)
     task = tasks[alignkit_task](tokenizer.pad_token_id)
     group_key = packed_length if alignkit_task == "packed" else (lambda pair: pair.length)
     trainer, window = _trl_trainer(resolve_model(model), tokenizer, chunks[0], batch_size=batch_size,
                                    max_length=max_length, lr=lr, trainable=trainable, sampling=peer_sampling,
-                                   out_dir=str(Path(tmp.name) / "trl"), seed=seed, device=device, bf16=bf16)
+                                   out_dir=str(Path(tmp.name) / "trl"), seed=seed, device=device, bf16=bf16,
+                                   last_k=last_k)
     peer_pad = trainer.processing_class.pad_token_id
     if any(peer_pad in s.input_ids for i in items for s in (i.better, i.worse)):
         raise SystemExit(f"{PEER_PAD} occurs in the rows; TRL's pad-id pooling would read the wrong token")
@@ -140,14 +151,16 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     lengths = [[group_key(i) for i in chunk] for chunk in chunks]
     measured = common.race_training(ours, task, chunks, lengths, tokens, trainer, window, datasets,
                                     repeats=repeats, batch_size=batch_size, lr=lr, bf16=bf16, seed=seed,
-                                    device=device, folder=Path(tmp.name), desc="bench rm")
+                                    device=device, folder=Path(tmp.name), desc="bench rm", epochs=epochs,
+                                    before_repeat=fresh_prefix)
     settings = {"model": model_label, "device": str(device),
                 "data": Path(source).name, "n_rows": n_rows, "rows_in_all": n_rows * repeats,
                 "sequences": 2 * n_rows, "tokens_per_repeat": tokens,
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
-                "trainable": trainable, "trainable_params": n_ours,
+                "trainable": trainable, "trainable_params": n_ours, "epochs": epochs,
+                **({"last_k": last_k, "cache_prefix": cache_prefix} if trainable == "last_k" else {}),
                 "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
-                "steps_per_repeat": n_rows // batch_size, "lr": lr,
+                "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "peer": {"pad_token": PEER_PAD, "bf16": bf16, "gradient_checkpointing": False,
                          "train_sampling_strategy": peer_sampling, "optim": str(trainer.args.optim)},
                 "alignkit_task": alignkit_task,
@@ -160,6 +173,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     n_matmul = common.matmul_params(trainer.model, lm_head=False)
     tmp.cleanup()
     label = "alignkit PackedRewardTask" if alignkit_task == "packed" else "alignkit RewardTask"
+    if trainable == "last_k" and cache_prefix:
+        label += f" (cached prefix, last {last_k} blocks)"
     result = common.make_result("rm", "tokens/s", label, f"trl {common._version('trl')} RewardTrainer",
                                 measured, settings, time.perf_counter() - t0, aim=1.5)
     if device.type == "cuda" and bf16:
@@ -173,6 +188,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max-length", type=int, help="default 160 (64 with --quick)")
     parser.add_argument("--trainable", default="lora", choices=["lora", "last_k", "full"])
+    parser.add_argument("--last-k", type=int, default=8, help="blocks trained with --trainable last_k (default 8)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs over each repeat's rows, both sides (default 1)")
+    parser.add_argument("--no-cache-prefix", action="store_true",
+                        help="last_k: run alignkit's frozen blocks at every step, as TRL does")
     parser.add_argument("--peer-sampling", default="random", choices=["random", "group_by_length"],
                         help="TRL's train_sampling_strategy (its default: random)")
     parser.add_argument("--alignkit-task", default="packed", choices=["packed", "plain"],
@@ -181,7 +200,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.quick, args.repeats, model=args.model, n_rows=args.n_rows, batch_size=args.batch_size,
                  max_length=args.max_length, trainable=args.trainable, peer_sampling=args.peer_sampling,
-                 alignkit_task=args.alignkit_task, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer)
+                 alignkit_task=args.alignkit_task, device=args.device, bf16=args.bf16, tokenizer=args.tokenizer,
+                 last_k=args.last_k, epochs=args.epochs, cache_prefix=not args.no_cache_prefix)
     common.finish(result, args.json)
 
 

@@ -424,37 +424,42 @@ class TimedTask:
 
 def race_training(model, task, chunks: list, lengths: list[list[int]], tokens: list[int], trainer, window, datasets,
                   *, repeats: int, batch_size: int, lr: float, bf16: bool, seed: int, device, folder: Path,
-                  desc: str) -> dict[str, dict]:
-    """The two training benches' race: per repeat r, alignkit's loop trains `model` one epoch over chunk r
-    (`task`, length-grouped by `lengths[r]`) and the TRL `trainer` one epoch over `datasets[r]` (the same
-    rows), alternating, after a one-step warm-up each. Returns `alternate`'s measurements; stops if TRL's own
-    non-pad token counter disagrees with `tokens` (then the two sides did not see the same rows)."""
+                  desc: str, epochs: int = 1, before_repeat: Callable[[], None] | None = None) -> dict[str, dict]:
+    """The two training benches' race: per repeat r, alignkit's loop trains `model` `epochs` epochs over chunk
+    r (`task`, length-grouped by `lengths[r]`) and the TRL `trainer` as many steps over `datasets[r]` (the
+    same rows), alternating, after a one-step warm-up each. `before_repeat` runs before each of alignkit's
+    runs, outside the timed window (e.g. a fresh prefix cache, so every repeat fills its own). Returns
+    `alternate`'s measurements; stops if TRL's own non-pad token counter disagrees with `tokens` x `epochs`
+    (then the two sides did not see the same rows)."""
     from alignkit.config import TrainConfig
     from alignkit.train.loop import train
 
     def alignkit_side(r: int, steps: int | None = None) -> Work:
-        cfg = TrainConfig(epochs=1.0, max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
+        if before_repeat is not None:
+            before_repeat()
+        cfg = TrainConfig(epochs=float(epochs), max_steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=0.0,
                           max_grad_norm=1.0, eval_every=0, save_every=0, log_every=10 ** 9, bf16=bf16)
         timed = TimedTask(task)
         train(model, timed, chunks[r], [], lengths[r], cfg, seed=seed, checkpoint_dir=folder / "ckpt",
               tensorboard_dir=None, desc=desc)
         synchronize(device)
-        return Work(tokens[r], time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
+        return Work(tokens[r] * epochs, time.perf_counter() - timed.start, time.process_time() - timed.start_cpu)
 
     counted = []  # TRL's own non-pad token count per call (from the attention masks it built)
 
     def peer_side(r: int, steps: int | None = None) -> Work:
         trainer.train_dataset = datasets[r]
-        trainer.args.max_steps = steps or len(chunks[r]) // batch_size
+        trainer.args.max_steps = steps or epochs * (len(chunks[r]) // batch_size)
         before = trainer._total_train_tokens
         trainer.train()
         counted.append(trainer._total_train_tokens - before)
-        return Work(tokens[r], window.last - window.first, window.last_cpu - window.first_cpu)
+        return Work(tokens[r] * epochs, window.last - window.first, window.last_cpu - window.first_cpu)
 
     measured = alternate({"alignkit": alignkit_side, "peer": peer_side}, repeats,
                          warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
-    if counted[1:] != tokens:  # [0] is the one-step warm-up
-        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens}: rows differ")
+    if counted[1:] != [t * epochs for t in tokens]:  # [0] is the one-step warm-up
+        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens} x {epochs} "
+                         "epochs: rows differ")
     return measured
 
 
