@@ -230,6 +230,25 @@ def test_dpo_trains_on_two_ranks_from_dpo_metrics(name, spy_env, tiny_model_dir,
     assert dpo_metrics(cfg)["reused"]  # the launched run is this config's run
 
 
+@pytest.mark.slow
+def test_cached_last_k_fills_each_ranks_cache_from_its_own_shard(spy_env, tiny_model_dir, data_dir, tmp_path):
+    """trainable last_k with the cached prefix (alignkit.prefix) under two DDP ranks: each rank computes the
+    frozen blocks only for the pairs of its own shard, and the weights equal one process's."""
+    from alignkit.train.rm import reward_model_metrics
+    last_k = {"rm.trainable.mode": "last_k", "rm.trainable.last_k": 1}
+    single_cfg = _config(tiny_model_dir, tmp_path / "single", data_dir, **last_k, **{
+        "rm.train.launcher": "torchrun", "rm.train.num_gpus": 1, "rm.train.grad_accum": 2})
+    single, single_spy = _run(spy_env, single_cfg, tmp_path / "single", reward_model_metrics)
+    two_cfg = _config(tiny_model_dir, tmp_path / "two", data_dir, **last_k, **LAUNCHED["ddp"])
+    two, two_spy = _run(spy_env, two_cfg, tmp_path / "two", reward_model_metrics)
+    assert two["world_size"] == 2 and _max_difference(_weights(single_cfg.out), _weights(two_cfg.out)) < 2e-5
+    seen_single = set().union(*_batches(single_spy, 0))
+    seen_rank0 = set().union(*_batches(two_spy, 0))
+    assert seen_rank0 < seen_single
+    # rank 0's cache (its metrics) missed exactly the training pairs it saw, plus the same evaluation rows
+    assert single["prefix_cache"]["misses"] - two["prefix_cache"]["misses"] == len(seen_single) - len(seen_rank0)
+
+
 def test_launcher_commands_and_their_errors(tmp_path):
     from alignkit.config import TrainConfig
     from alignkit.train.launch import launcher_command, wants_launcher
