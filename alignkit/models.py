@@ -94,6 +94,14 @@ def weights_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype
     return getattr(torch, dtype)
 
 
+def int8_linears(model: nn.Module) -> nn.Module:
+    """`model` with every linear layer of its `backbone` dynamically quantized to int8 (weights int8 per output
+    channel, activations quantized per batch; torch's fbgemm/x86 kernels, which use VNNI where the CPU has it
+    and AVX2 otherwise), for frozen inference on the CPU. The head stays float32. In place; returns `model`."""
+    model.backbone = torch.ao.quantization.quantize_dynamic(model.backbone, {nn.Linear}, dtype=torch.qint8)
+    return model
+
+
 def trainable_in_fp32(model: nn.Module) -> nn.Module:
     """Cast every trainable parameter to float32 (in place; returns `model`): a bf16 frozen base with
     float32 LoRA / score head, so the optimizer keeps float32 master weights and state (the PEFT/TRL recipe).

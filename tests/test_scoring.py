@@ -136,6 +136,11 @@ def test_precision_check_compares_float32_and_bfloat16_scores_of_the_trained_rm(
     assert result["accuracy_reference"] == pytest.approx(metrics["eval"]["accuracy"])  # fp32 = the run's eval
     assert 0 < result["max_abs_difference"] < 1  # bf16 really ran: the scores moved, a little
     assert json.loads((cfg.out / "scores" / "precision.json").read_text())["flips"] == result["flips"]
+    int8 = result["int8"]  # int8 dynamic quantization: the whole split against the run's own float32 scores
+    assert int8["n"] == metrics["eval"]["n"] and int8["accuracy_reference"] == pytest.approx(metrics["eval"]["accuracy"])
+    assert 1e-5 < int8["max_abs_difference"] < 1 and int8["speedup"] > 0  # int8 really ran: scores moved
+    from alignkit.report.bench import precision_frame
+    assert precision_frame(result)["precision"].tolist() == ["bfloat16", "int8"]
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -186,27 +186,33 @@ def verdicts(results: dict, lang: str = "en") -> list[str]:
 
 
 def precision_frame(precision: dict) -> pd.DataFrame:
-    """`alignkit.study.scores.precision_check`'s result as one row: agreement of float32 and bfloat16 scores,
-    both accuracies, the difference with its 95% CI, and both times."""
+    """`alignkit.study.scores.precision_check`'s result, one row per lower precision (bfloat16 weights; int8
+    dynamic quantization where it ran): agreement with float32, both accuracies, the difference with its 95%
+    CI, and the times of the same sequences in float32 and in that precision."""
+    arms = [("bfloat16", precision, precision["bfloat16_s"], precision["float32_s"])]
+    if "int8" in precision:
+        arms.append(("int8", precision["int8"], precision["int8"]["int8_s"], precision["int8"]["float32_s"]))
     return pd.DataFrame([{
-        "n": precision["n"], "Spearman": precision["spearman"], "max |Δ score|": precision["max_abs_difference"],
-        "order flips": precision["flips"], "accuracy float32": precision["accuracy_reference"],
-        "accuracy bfloat16": precision["accuracy_other"],
-        "difference [95% CI]": interval(precision["accuracy_difference"], precision["accuracy_difference_ci95"],
-                                        signed=True),
-        "float32 (s)": precision["float32_s"], "bfloat16 (s)": precision["bfloat16_s"], "speed-up": precision["speedup"],
-        "native bf16": precision.get("native_bf16", "not recorded")}])
+        "precision": name, "n": arm["n"], "Spearman": arm["spearman"], "max |Δ score|": arm["max_abs_difference"],
+        "order flips": arm["flips"], "accuracy float32": arm["accuracy_reference"], "accuracy": arm["accuracy_other"],
+        "difference [95% CI]": interval(arm["accuracy_difference"], arm["accuracy_difference_ci95"], signed=True),
+        "float32 (s)": base_s, "this precision (s)": seconds, "speed-up": arm["speedup"]} for name, arm, seconds, base_s in arms])
 
 
 def precision_reading(precision: dict) -> tuple[str, str]:
-    """Whether bfloat16 scoring holds by the adoption rule (alignkit.stats.precision_agreement), in English and
-    Chinese."""
+    """Whether bfloat16 (and, where it ran, int8) scoring holds by the adoption rule
+    (alignkit.stats.precision_agreement), in English and Chinese."""
     values = {"flips": precision["flips"], "n": precision["n"], "spearman": f"{precision['spearman']:.4f}",
               "speedup": precision["speedup"]}
     category = readings.adopted(precision["holds"])
     en, zh = words("bfloat16", category, "en", **values), words("bfloat16", category, "zh", **values)
     if precision.get("native_bf16") is False:
         en, zh = en + " " + words("bfloat16", "emulated", "en", **values), zh + words("bfloat16", "emulated", "zh", **values)
+    if "int8" in precision:
+        arm = precision["int8"]
+        values = {"flips": arm["flips"], "n": arm["n"], "spearman": f"{arm['spearman']:.4f}", "speedup": arm["speedup"]}
+        category = readings.adopted(arm["holds"])
+        en, zh = en + " " + words("int8", category, "en", **values), zh + words("int8", category, "zh", **values)
     return en, zh
 
 

@@ -18,7 +18,7 @@ from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
 from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, compute_device, load_tokenizer, native_bf16
+from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16
 from alignkit.stats import (accuracy_summary, correctness, correlations, length_diagnostics, precision_agreement,
                             preference_summary)
 from alignkit.train.rm import EVAL_SCORES, rm_identity
@@ -144,32 +144,47 @@ EMULATED_BF16_PAIRS = 40
 def precision_check(cfg, *, force: bool = False) -> dict:
     """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
     timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup', 'native_bf16'}.
-    Where bf16 is emulated (no AVX512-BF16/AMX), on a seeded sample of `EMULATED_BF16_PAIRS` pairs. Writes
-    outputs/<profile>/scores/precision.json; reused while the reward model is the same."""
+    Where bf16 is emulated (no AVX512-BF16/AMX), on a seeded sample of `EMULATED_BF16_PAIRS` pairs.
+    On the CPU, `int8`: the same for int8 dynamic quantization of the backbone's linear layers
+    (`models.int8_linears`), its agreement on the whole split against the float32 scores (those the training
+    run's evaluation saved, when it scored this split), its speed-up timed against float32 on the same
+    sequences. Writes outputs/<profile>/scores/precision.json; reused while the reward model is the same."""
     path = cfg.out / "scores" / "precision.json"
     saved = None if force else reuse(path, _scoring_identity(cfg))
     if saved is not None:
         return saved
     rm_dir = _require_rm(cfg)
-    pairs = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
+    test = load_pairs(str(cfg.out / "data" / "test.jsonl"), "ALIGNKIT")[0]
     native = native_bf16(compute_device())
-    if not native:  # emulated bf16 runs several times slower than float32: a seeded sample, not the split
-        pairs = seeded_sample(pairs, EMULATED_BF16_PAIRS, cfg.seed)
+    pairs = test if native else seeded_sample(test, EMULATED_BF16_PAIRS, cfg.seed)
     encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
-    sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
-    scores, seconds = {}, {}
-    for dtype in (torch.float32, torch.bfloat16):
-        model = RewardModel.from_pretrained(str(rm_dir), dtype=dtype)
+
+    def scored(pairs, dtype=torch.float32, prepare=lambda m: m):
+        sequences = [e for p in pairs for e in (encoder.encode(p.prompt, p.better), encoder.encode(p.prompt, p.worse))]
+        model = prepare(RewardModel.from_pretrained(str(rm_dir), dtype=dtype))
         start = time.perf_counter()
         flat = end_scores(model, sequences, encoder.tokenizer.pad_token_id, batch_size=cfg.rm.train.eval_batch_size,
                           progress=True)
-        seconds[str(dtype).split(".")[-1]] = round(time.perf_counter() - start, 2)
-        scores[dtype] = (flat[0::2].tolist(), flat[1::2].tolist())
-        del model
-    result = {**precision_agreement(scores[torch.float32], scores[torch.bfloat16], seed=cfg.seed),
-              **{f"{k}_s": v for k, v in seconds.items()},
-              "speedup": round(seconds["float32"] / seconds["bfloat16"], 2), "threads": torch.get_num_threads(),
+        return (flat[0::2].tolist(), flat[1::2].tolist()), round(time.perf_counter() - start, 2)
+
+    reference, float32_s = scored(pairs)
+    other, bfloat16_s = scored(pairs, torch.bfloat16)
+    result = {**precision_agreement(reference, other, seed=cfg.seed), "float32_s": float32_s,
+              "bfloat16_s": bfloat16_s, "speedup": round(float32_s / bfloat16_s, 2), "threads": torch.get_num_threads(),
               "native_bf16": native, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if compute_device().type == "cpu":
+        saved_scores = json.loads((rm_dir / EVAL_SCORES).read_text()).get("trained-test") if (
+            rm_dir / EVAL_SCORES).exists() else None
+        whole = ((saved_scores["better"], saved_scores["worse"]) if saved_scores and len(saved_scores["better"]) == len(test)
+                 else scored(test)[0])
+        int8_whole, int8_whole_s = scored(test, prepare=int8_linears)
+        if pairs is test:  # the same sequences timed in float32 above
+            int8_s, timed_float32_s = int8_whole_s, float32_s
+        else:
+            int8_s, timed_float32_s = scored(pairs, prepare=int8_linears)[1], float32_s
+        result["int8"] = {**precision_agreement(whole, int8_whole, seed=cfg.seed), "timed_pairs": len(pairs),
+                          "float32_s": timed_float32_s, "int8_s": int8_s, "speedup": round(timed_float32_s / int8_s, 2),
+                          "engine": torch.backends.quantized.engine}
     result = stamped(result, _scoring_identity(cfg))
     atomic_write_json(path, result)
     return result
