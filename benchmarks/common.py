@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 # before torch (torch.hub imports tqdm, which reads TQDM_* when first imported): no progress bars in timed code
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -461,6 +461,15 @@ def race_training(model, task, chunks: list, lengths: list[list[int]], tokens: l
         raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens} x {epochs} "
                          "epochs: rows differ")
     return measured
+
+
+def by_epochs(race: Callable[[int], dict], epochs: Sequence[int], name: str) -> dict:
+    """`race(e)` (a training bench's result at e epochs per repeat) for each count in `epochs`: the last
+    count's result, named `name`, with {"by_epochs": {e: that race's ratio}} beside it."""
+    results = {e: race(e) for e in epochs}
+    last = results[epochs[-1]]
+    return {**last, "name": name, "by_epochs": {str(e): {"ratio": r["ratio"], "cpu_ratio": r["cpu_ratio"],
+                                                         "wall_s": r["wall_s"]} for e, r in results.items()}}
 
 
 def check_same_trainable(ours, peer_model) -> int:

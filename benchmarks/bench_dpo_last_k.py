@@ -1,0 +1,42 @@
+"""DPO training with the same trainable set on both sides: the top `last_k` blocks and the final norm (the LM
+head is tied to the input embeddings, so it stays frozen with them). Both sides compute the reference
+log-probs once before training (timed apart, not in the ratio); alignkit's reference pass also fills its
+frozen-prefix cache (alignkit.prefix), so its training steps run the top blocks only, while TRL's DPOTrainer
+runs its frozen blocks (`requires_grad=False`) at every step. One race per epoch count (1, 2, 4)
+(bench_dpo.run: the same rows, token ids, batch, length, loss and optimizer on both sides).
+
+    .venv/bin/python benchmarks/bench_dpo_last_k.py             # SmolLM2-135M, last 4 blocks
+    .venv/bin/python benchmarks/bench_dpo_last_k.py --quick     # tiny random model
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_dpo  # noqa: E402
+import common  # noqa: E402
+
+EPOCHS = (1, 2, 4)
+LAST_K = 4
+
+
+def run(quick: bool = False, repeats: int = 3, *, epochs: tuple[int, ...] = EPOCHS, last_k: int = LAST_K,
+        n_rows: int | None = None, **kwargs) -> dict:
+    """bench_dpo.run with `trainable='last_k'` at each epoch count; the result of the longest, with every
+    count's ratio under `by_epochs`."""
+    return common.by_epochs(lambda e: bench_dpo.run(quick, repeats, trainable="last_k", last_k=1 if quick else last_k,
+                                                    epochs=e, n_rows=n_rows or (16 if quick else 24), **kwargs),
+                            epochs, "dpo_last_k")
+
+
+def main() -> None:
+    parser = common.bench_parser(__doc__, "tiny random model")
+    parser.add_argument("--last-k", type=int, default=LAST_K)
+    parser.add_argument("--n-rows", type=int, help="pairs per repeat (default 24; 16 with --quick)")
+    args = parser.parse_args()
+    common.finish(run(args.quick, args.repeats, last_k=args.last_k, n_rows=args.n_rows, model=args.model), args.json)
+
+
+if __name__ == "__main__":
+    main()
