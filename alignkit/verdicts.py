@@ -6,7 +6,8 @@ Every question the study asks of an interval ends in one of three verdicts:
   undecided     neither: the verdict then carries the minimum detectable effect (MDE) at this n and the n that
                 would decide the question.
 
-MARGINS holds one margin per kind of quantity, stated here and nowhere else (the book renders this table).
+MARGINS holds one margin per kind of quantity, stated here and nowhere else (the book renders this table;
+alignkit/report/text/readings.yaml says what each kind covers).
 The MDE is the true effect that a two-sided 5% test detects with 80% power at this n: (z_0.975 + z_0.8) · se.
 Standard errors shrink as 1/sqrt(n), so the n needed for an effect d is n · (MDE / d)²: at the observed effect
 when it lies outside the margin, else at the margin (the n at which an effect as large as the margin would be
@@ -31,18 +32,6 @@ MARGINS = {
     "reward_per_token": 0.0012,
 }
 """Margin of no practical effect per kind of quantity, in the quantity's own units."""
-
-MARGIN_MEANING = {
-    "proportion": "accuracy, win rate, agreement, AUC, calibration error, a share: 3 percentage points",
-    "reward": "a reward or score difference: 0.12, which moves a Bradley-Terry preference probability from "
-              "0.5 to sigmoid(0.12) = 0.53, the proportion margin",
-    "nats": "a log-ratio or a KL divergence of a whole answer: 0.1 nats",
-    "correlation": "a Spearman or Pearson correlation: 0.1",
-    "tokens": "an answer-length difference: 5 tokens",
-    "reward_per_token": "a slope of reward on length: 0.0012 a token, so 100 tokens move the reward by less than "
-                        "the reward margin",
-}
-"""What each margin means, for the book's table of margins."""
 
 VERDICTS = ("shown", "shown_absent", "undecided")
 
@@ -114,12 +103,14 @@ def n_for_half_width(sd: float, half_width: float) -> int:
 @dataclass(frozen=True)
 class Verdict:
     """One question's verdict: which (VERDICTS), its side ('above' / 'below' the null, for shown), the margin,
-    and for undecided the MDE at this n and the n that would decide, with what that n is computed at
+    the null and the kind of quantity, and for undecided the MDE at this n and the n that would decide, with what that n is computed at
     ('observed' effect or 'margin')."""
 
     verdict: str
     side: str | None
     margin: float
+    null: float = 0.0
+    kind: str = "proportion"
     mde: float | None = None
     n: int | None = None
     n_needed: int | None = None
@@ -141,13 +132,13 @@ def verdict(ci, null: float, kind: str, *, n: int | None = None, estimate: float
     if found == "shown":
         side = "above" if ci[0] > null else "below"
     if found != "undecided":
-        return Verdict(found, side, m, n=n)
+        return Verdict(found, side, m, null, kind, n=n)
     low, high = ci
     now = mde(se_from_ci(ci))
     observed = abs((estimate if estimate is not None else (low + high) / 2) - null)
     at, effect = ("observed", observed) if observed > m else ("margin", m)
     needed = n_to_detect(n, now, effect) if n else None
-    return Verdict(found, None, m, mde=now, n=n, n_needed=needed, at=at)
+    return Verdict(found, None, m, null, kind, mde=now, n=n, n_needed=needed, at=at)
 
 
 def count(verdicts) -> dict:

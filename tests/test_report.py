@@ -254,7 +254,10 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
     for question in evidence.QUESTIONS:
         table = evidence.evidence(cfg, question, numbers)
-        assert list(table.columns) == ["measure", "value", "n", "source", "reading"] and len(table)
+        assert list(table.columns) == ["measure", "value", "n", "source", "reading", "verdict"] and len(table)
+        assert (table[table.value == NOT_RUN].verdict == "").all()  # a step that has not run has no verdict
+    # only the data's own row (PKU-SafeRLHF's two labels) is read without a run
+    assert evidence.verdicts_by_question(numbers).loc["total"].sum() == 1
     assert (evidence.evidence(cfg, "dpo_limits", numbers)["value"] == NOT_RUN).all()
     assert (evidence.sources(cfg)["status"] == NOT_RUN).all()
 
@@ -317,13 +320,17 @@ def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(t
     readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
     assert readings["RM accuracy, test [95% CI]"].startswith("CI holds the length rule")
     assert readings["RM accuracy on length-matched pairs (±10%) [95% CI]"].startswith("CI holds 0.5")
-    assert readings["untrained model on the same length-matched pairs"].startswith("training added nothing")
+    gain = "trained − untrained accuracy on the same length-matched pairs [95% CI]"
+    assert readings[gain].startswith("no gain from training shown")  # 0.615 vs 0.615 on the same 39 pairs
     numbers.update({"rm.test_ci": [0.60, 0.70], "rm.length_matched_ci": [0.55, 0.70],
                     "rm.length_matched_acc": 0.64})
     readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
     assert readings["RM accuracy, test [95% CI]"].startswith("above the length rule")
     assert readings["RM accuracy on length-matched pairs (±10%) [95% CI]"].startswith("signal beyond length")
-    assert readings["untrained model on the same length-matched pairs"].startswith("trained model higher")
+    assert readings[gain].startswith("no gain from training shown")  # 0.64 vs 0.615 on 39 pairs: within noise
+    numbers.update({"rm.length_matched_acc": 0.9, "rm.untrained_length_matched_acc": 0.4})
+    readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
+    assert readings[gain].startswith("training raised it")  # a point estimate above is not enough: the interval is
 
 
 def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):

@@ -29,6 +29,7 @@ from alignkit.experiments.bon import expected_pick
 from alignkit.infer import score_texts
 from alignkit.models import RewardModel, load_tokenizer
 from alignkit.stats import bootstrap_ci
+from alignkit.verdicts import n_for_half_width
 
 GOLD_FILE = "alpacaeval_bon11.json"
 """The gold best-of-n set's file name in $ALIGNKIT_DATA_DIR."""
@@ -126,6 +127,17 @@ def rule_spread(lengths, gold, n: int) -> dict:
     return {"n": n, "prompts": len(gold),
             "sd_longest_minus_random": float((expected_pick(lengths, gold, n) - random_pick).std(ddof=1)),
             "sd_oracle_minus_random": float((expected_pick(gold, gold, n) - random_pick).std(ddof=1))}
+
+
+def sizing(rows: list[dict], half_width: float = 0.05) -> dict:
+    """The prompts a best-of-k run needs for a 95% interval of RM − random at n = k no wider than ±`half_width`,
+    from the data alone: `rule_spread` over all `rows` (longest and oracle bound what a reward model's pick can
+    spread), and `alignkit.verdicts.n_for_half_width` at the larger of the two standard deviations."""
+    lengths = np.array([[len(o) for o in r["outputs"]] for r in rows], float)
+    gold = np.array([r["gold"] for r in rows], float)
+    spread = rule_spread(lengths, gold, lengths.shape[1])
+    sd = max(spread["sd_longest_minus_random"], spread["sd_oracle_minus_random"])
+    return {**spread, "half_width": half_width, "prompts_needed": n_for_half_width(sd, half_width)}
 
 
 def gold_bon_experiment(rm_dir: Path, rows: list[dict], eval_lengths: tuple[int, int], *, batch_size: int = 16,

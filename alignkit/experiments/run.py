@@ -44,7 +44,7 @@ from alignkit.data.tokenize import ENCODING
 from alignkit.errors import AlignkitError
 from alignkit.experiments.bon import bon_experiment, bon_generation, bon_prompts
 from alignkit.experiments.calibration import calibration_summary
-from alignkit.experiments.gold_bon import GOLD_FILE, gold_bon_experiment, load_gold, pick_prompts
+from alignkit.experiments.gold_bon import GOLD_FILE, gold_bon_experiment, load_gold, pick_prompts, sizing
 from alignkit.experiments.length import length_debiasing
 from alignkit.experiments.safety import load_heads, safety_experiment, save_heads
 from alignkit.experiments.safety_pairs import SAFER_FILE, safety_pairs_experiment
@@ -283,8 +283,10 @@ def run_rm_only(cfg, name: str, *, force: bool = False) -> dict:
         return saved
     batch, lengths = cfg.generation.score_batch_size, cfg.data.eval_lengths()
     if name == "gold_bon":
-        rows = pick_prompts(load_gold(data), cfg.gold_bon.prompts, cfg.seed)
-        record, table = gold_bon_experiment(rm_dir, rows, lengths, batch_size=batch, seed=cfg.seed, **SETTINGS[name])
+        every = load_gold(data)
+        record, table = gold_bon_experiment(rm_dir, pick_prompts(every, cfg.gold_bon.prompts, cfg.seed), lengths,
+                                            batch_size=batch, seed=cfg.seed, **SETTINGS[name])
+        record["sizing"] = sizing(every)
     else:
         record, table = safety_pairs_experiment(rm_dir, data, lengths, pairs=cfg.safety_pairs.pairs, seed=cfg.seed,
                                                 batch_size=batch, **SETTINGS[name])
