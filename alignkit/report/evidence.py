@@ -18,7 +18,7 @@ from alignkit.report import readings
 from alignkit.report.chapters import generation_verdict
 from alignkit.report.experiments import bon_goodhart
 from alignkit import verdicts
-from alignkit.report.readings import NOT_RUN, both, ci_vs, judge, verdict_cell, words
+from alignkit.report.readings import NOT_RUN, both, ci_vs, judge, said, verdict_cell, words
 from alignkit.report.variants import LABELS, variant_evidence_reading, variants_numbers
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
@@ -396,6 +396,20 @@ def evidence(cfg, question: str, numbers: dict | None = None) -> pd.DataFrame:
                           "source": s, "reading": NOT_RUN if v == NOT_RUN else r,
                           "verdict": verdict_cell(d) if d is not None and v != NOT_RUN else ""}
                          for m, v, s, r, d in rows]).astype({"n": "Int64"})
+
+
+def robustness_sentence(numbers: dict) -> tuple[str, str]:
+    """Chapter 7's closing reading of over-fitting and distribution shift at this scale: the train − test
+    accuracy gap and the out-of-distribution − in-distribution gap, each read from its interval with its
+    verdict, in English and Chinese."""
+    n = numbers
+    gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
+    ood, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
+    return tuple(words("qa_lessons", lang=lang, gap=interval(gap, gap_ci, signed=True),
+                       gap_words=said("ev_overfitting", gap_ci, 0.0, "proportion", lang, n=n["rm.test_n"], estimate=gap),
+                       ood=interval(ood, ood_ci, signed=True),
+                       ood_words=said("ev_ood_gap", ood_ci, 0.0, "proportion", lang, n=n["ood.n"], estimate=ood))
+                 for lang in ("en", "zh"))
 
 
 def verdicts_by_question(numbers: dict) -> pd.DataFrame:
