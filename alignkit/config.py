@@ -225,7 +225,10 @@ class GenerationConfig:
     """torch CPU threads for generation and scoring (None = torch's default)."""
     kl_prompts: int | None = None
     """On how many of the held-out test prompts (a seeded sample; None = all) to measure KL(DPO || base) along
-    the DPO model's responses (`alignkit.infer.sequence_kl`); 0 = not measured."""
+    the DPO model's responses (`alignkit.infer.sequence_kl`), on the first seed's answers; 0 = not measured."""
+    seeds: int = 1
+    """Sampling seeds: each model answers every prompt once per seed (seed, seed + 1000, seed + 2000, ...), so the
+    win rate's interval covers the sampling noise as well as the prompts."""
 
 
 @dataclass
@@ -358,5 +361,7 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
+    if cfg.generation.seeds < 1:
+        raise AlignkitError(f"generation.seeds must be a positive number of sampling seeds, got {cfg.generation.seeds!r}")
     check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants, cfg.gold_bon, cfg.safety_pairs)
     return cfg

@@ -185,8 +185,13 @@ def generation_table(summary: dict) -> pd.DataFrame:
         if not s:
             continue
         lc = s["length_controlled"]
+        spread = s.get("seed_spread") or {}
         columns[split] = {
-            "n": s["n"], "win rate [95% CI]": (s["win_rate"], s["win_rate_ci95"]),
+            "n": s["n"], "sampling seeds": s.get("seeds", 1),
+            "win rate over prompts and seeds [95% CI]": (s["win_rate"], s["win_rate_ci95"]),
+            "win rate per seed": ", ".join(number(v) for v in (s.get("win_rate_per_seed") or {}).values()),
+            "between-seed spread: min – max (sd)": f"{number(spread.get('min'))} – {number(spread.get('max'))} "
+                                                   f"({number(spread.get('sd'))})" if spread else None,
             "mean RM score, base": s["mean_score_base"], "mean RM score, DPO": s["mean_score_dpo"],
             "mean tokens, base": s["mean_length_base"], "mean tokens, DPO": s["mean_length_dpo"],
             "share at the token limit, base": number(s["hit_limit_base"], percent=True),
@@ -252,7 +257,10 @@ def generation_reading(summary: dict) -> tuple[str, str]:
     cap = max(s["hit_limit_base"], s["hit_limit_dpo"])
     out = []
     for lang in ("en", "zh"):
-        out.append(words("generation_reading", lang=lang, n=number(s["n"]), win=interval(s["win_rate"], s["win_rate_ci95"]),
+        spread = s.get("seed_spread") or {}
+        out.append(words("generation_reading", lang=lang, n=number(s["n"]), seeds=number(s.get("seeds", 1)),
+                         seed_min=number(spread.get("min")), seed_max=number(spread.get("max")),
+                         seed_sd=number(spread.get("sd")), win=interval(s["win_rate"], s["win_rate_ci95"]),
                          win_words=said("win", s["win_rate_ci95"], 0.5, "proportion", lang, n=s["n"],
                                         estimate=s["win_rate"]),
                          lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),

@@ -95,7 +95,7 @@ def key_numbers(cfg) -> dict:
         for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin", "n",
                     "logratio_chosen", "logratio_chosen_ci95"):
             n[f"dpo.{split}.{key}"] = _get(dpo, split, key)
-    for key in ("n", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
+    for key in ("n", "seeds", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
                 "mean_length_dpo", "mean_length_difference_ci95", "score_length_spearman"):
         n[f"gen.{key}"] = _get(gen, "test", key)
     n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")

@@ -117,7 +117,7 @@ def _values(cfg, n: dict, lang: str) -> dict:
                                acc=interval(n["rm.length_matched_acc"], n["rm.length_matched_ci"]),
                                n=number(n["rm.length_matched_n"])),
         "dpo_n": number(n["dpo.eval.n"]), "dpo_acc": interval(n["dpo.eval.reward_accuracy"], n["dpo.eval.ci"]),
-        "win_n": number(n["gen.n"]), "win": win_rate(n),
+        "win_n": number(n["gen.n"]), "seeds": number(n["gen.seeds"]), "win": win_rate(n),
         "win_reading": said("win", n["gen.win_rate_ci95"], 0.5, "proportion", n["gen.n"], n["gen.win_rate"]),
         "lc": length_controlled(n),
         "lc_reading": said("length_controlled", n["gen.lc_effect_ci"], 0.0, "reward", n["gen.n"], n["gen.lc_effect"]),
