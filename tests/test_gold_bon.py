@@ -12,7 +12,7 @@ import pytest
 from alignkit.errors import AlignkitError, DataError
 from alignkit.experiments import run as runner
 from alignkit.experiments.bon import expected_pick
-from alignkit.experiments.gold_bon import gold_curves, load_gold, pick_prompts, rule_spread
+from alignkit.experiments.gold_bon import gold_curves, load_gold, pick_prompts, rule_spread, sizing
 from alignkit.experiments.safety_pairs import safety_pairs_summary
 from alignkit.io import reuse
 from alignkit.stats import bootstrap_ci, cluster_mean_ci
@@ -68,7 +68,9 @@ def test_gold_curves_rules_and_paired_differences():
     rm, gold, length = [[0.1, 0.5, 0.3], [0, 1, 2]], [[0.2, 0.0, 1.0], [1, 1, 0]], [[30, 10, 20], [1, 2, 3]]
     one, _, three = gold_curves(rm, length, gold, [1, 2, 3], n_resamples=200)
     assert one["rm"] == one["random"] == one["longest"] == one["oracle"] == pytest.approx((0.4 + 2 / 3) / 2)
-    assert one["rm_minus_random"] == pytest.approx(0.0) and one["proxy_gain"] == pytest.approx(0.0)
+    # at n = 1 every rule is a random answer: the differences are exactly 0, not a rounding error a CI could read
+    assert one["rm_minus_random"] == one["rm_minus_longest"] == one["proxy_gain"] == 0.0
+    assert one["rm_minus_random_ci95"] == [0.0, 0.0] and one["proxy_gain_ci95"] == [0.0, 0.0]
     assert three["rm"] == 0 and three["longest"] == pytest.approx(0.1) and three["oracle"] == 1.0
     assert three["rm_minus_random"] == pytest.approx(-(0.4 + 2 / 3) / 2)
     assert three["rm_minus_longest"] == pytest.approx(-0.1)
@@ -83,6 +85,14 @@ def test_gold_curves_rules_and_paired_differences():
         gold_curves(rm, length, [[0.2, 0.0]], [1])
     spread = rule_spread(length, gold, 3)
     assert spread["sd_oracle_minus_random"] == pytest.approx(np.std([0.6, 1 / 3], ddof=1))
+    # sizing from the rows alone: lengths by characters ("aaa" is the longest of prompt a), the larger sd
+    rows = [{"outputs": ["a" * 30, "a" * 10, "a" * 20], "gold": [0.2, 0.0, 1.0]},
+            {"outputs": ["a", "aa", "aaa"], "gold": [1, 1, 0]}]
+    sized = sizing(rows, half_width=0.05)
+    longest_sd = np.std([0.2 - 0.4, 0 - 2 / 3], ddof=1)
+    assert sized["sd_longest_minus_random"] == pytest.approx(longest_sd)
+    sd = max(longest_sd, np.std([0.6, 1 / 3], ddof=1))
+    assert sized["prompts_needed"] == int(np.ceil((1.959964 * sd / 0.05) ** 2))
 
 
 def test_cluster_interval_resamples_whole_prompts():

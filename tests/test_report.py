@@ -185,10 +185,15 @@ def test_seed_claims_are_read_from_the_intervals():
     from alignkit.report.landing import claims
     n = {"gen.win_rate": 0.3, "gen.win_rate_ci95": [0.2, 0.4], "gen.n": 100, "rm.longer_wins_acc": 0.6,
          "rm.test_acc": 0.7, "rm.test_ci": [0.65, 0.75], "rm.length_matched_acc": 0.6, "rm.length_matched_ci": [0.45, 0.7],
-         "gen.dpo_outside": 0.01, "rm.length_matched_n": 40}
+         "gen.dpo_outside": 0.01, "rm.length_matched_n": 40, "rm.test_n": 169}
     assert [c["status"] for c in claims(n)] == ["held", "failed", "failed"]
-    n.update({"gen.win_rate_ci95": [0.45, 0.6], "rm.test_ci": [0.5, 0.59], "gen.dpo_outside": 0.3})
+    assert "undecided" not in claims(n)[0]["evidence"]  # a decided claim carries no "would decide" note
+    n.update({"gen.win_rate": 0.52, "gen.win_rate_ci95": [0.45, 0.6], "rm.test_ci": [0.5, 0.59], "gen.dpo_outside": 0.3})
     assert [c["status"] for c in claims(n)] == ["undecided", "held", "held"]
+    # the undecided claim says what would decide it: [0.45, 0.6] at n = 100, MDE 2.801585 * 0.15 / 3.919928 =
+    # 0.10721; 0.52 lies inside the margin, so at the margin: 100 * (0.10721 / 0.03)^2 = 1277.001 -> 1,278
+    assert claims(n)[0]["evidence"].endswith("[undecided: the smallest effect detectable at n = 100 is 0.107; "
+                                             "n ≈ 1,278 would decide it (at the margin)]")
     n.update({"gen.win_rate_ci95": None, "rm.test_ci": None, "gen.dpo_outside": None})
     assert [c["status"] for c in claims(n)] == [None, None, None]
 

@@ -99,11 +99,14 @@ def gold_curves(rm, lengths, gold, n_values, *, seed: int = 0, n_resamples: int 
     k = rm.shape[1]
     if not n_values or min(n_values) < 1 or max(n_values) > k:
         raise ValueError(f"best-of-n for n in {list(n_values)} needs 1 <= n <= k = {k}")
-    random_pick, proxy_random = gold.mean(1), rm.mean(1)
+    # a random answer is best-of-1 by any rule; one array for all of them keeps every difference at n = 1 exactly 0
+    random_pick, proxy_random = expected_pick(rm, gold, 1), expected_pick(rm, rm, 1)
     out = []
     for n in n_values:
         per = {"rm": expected_pick(rm, gold, n), "longest": expected_pick(lengths, gold, n),
                "oracle": expected_pick(gold, gold, n), "random": random_pick}
+        if n == 1:
+            per.update(rm=random_pick, longest=random_pick, oracle=random_pick)
         row = {"n": n, "k": k, "prompts": len(gold)}
         for name, values in per.items():
             row[name], row[f"{name}_ci95"] = _mean_ci(values, seed=seed, n_resamples=n_resamples)

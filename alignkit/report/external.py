@@ -50,7 +50,7 @@ def gold_table(gold: dict, n_values=TABLE_N) -> pd.DataFrame:
         for other in ("random", "longest"):
             key = f"rm_minus_{other}"
             cells[f"RM − {other} [95% CI]"] = interval(row[key], row[f"{key}_ci95"], signed=True)
-            cells[f"verdict, RM − {other}"] = "" if row["n"] == 1 and other == "random" else \
+            cells[f"verdict, RM − {other}"] = "" if row["n"] == 1 else \
                 verdict_cell(judge(row[f"{key}_ci95"], 0.0, "proportion", n=row["prompts"], estimate=row[key]))
         cells["RM score gain of its pick (proxy) [95% CI]"] = interval(row["proxy_gain"], row["proxy_gain_ci95"],
                                                                        signed=True)

@@ -74,18 +74,26 @@ def claims(n: dict) -> list[dict]:
     share_ci = list(wilson_interval(share * size, size)) if share is not None and size else None
     found = {
         "dpo_scores_lower": (readings.claim_dpo_scores_lower(n["gen.win_rate_ci95"]),
-                             {"win": win_rate(n), "n": number(n["gen.n"])}),
+                             {"win": win_rate(n), "n": number(n["gen.n"])},
+                             readings.judge(n["gen.win_rate_ci95"], 0.5, "proportion", n=n["gen.n"],
+                                            estimate=n["gen.win_rate"])),
         "rewards_length": (readings.claim_rewards_length(n["rm.test_ci"], rule, lm_ci),
                            {"rm": rm_accuracy(n), "rule": number(rule),
-                            "matched": interval(n["rm.length_matched_acc"], lm_ci)}),
+                            "matched": interval(n["rm.length_matched_acc"], lm_ci)},
+                           readings.judge(n["rm.test_ci"], rule, "proportion", n=n["rm.test_n"],
+                                          estimate=n["rm.test_acc"])),
         "out_of_range": (readings.claim_out_of_range(share_ci),
-                         {"share": interval(share, share_ci, percent=True) if share_ci else MISSING}),
+                         {"share": interval(share, share_ci, percent=True) if share_ci else MISSING}, None),
     }
     out = []
-    for key, (status, values) in found.items():
+    for key, (status, values, verdict) in found.items():
         text = PAGES["claims"][key]
-        out.append({"en": text["en"], "zh": text["zh"], "evidence": text["evidence"]["en"].format(**values),
-                    "evidence_zh": text["evidence"]["zh"].format(**values), "status": status})
+        # an undecided claim says the n that would decide it (the verdict of its main interval)
+        said = {lang: text["evidence"][lang].format(**values) for lang in ("en", "zh")}
+        if status == "undecided" and verdict is not None:
+            said = {lang: readings.with_verdict(t, verdict, lang) for lang, t in said.items()}
+        out.append({"en": text["en"], "zh": text["zh"], "evidence": said["en"], "evidence_zh": said["zh"],
+                    "status": status})
     return out
 
 
