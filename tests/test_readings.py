@@ -35,7 +35,7 @@ def test_verdicts_in_words_carry_the_margin_and_the_n_that_would_decide():
     assert r.judge(None, 0.5, "proportion") is None and r.judge([0.4, 0.6], None, "proportion") is None
     assert r.verdict_phrase(None) == "not run yet"
     # a sentence's reading carries its verdict in brackets; nothing is added without one
-    assert r.said("chance", [0.52, 0.6], 0.5, "proportion", n=100) == "above chance [shown]"
+    assert r.said("chance", [0.52, 0.6], 0.5, "proportion", size=100) == "above chance [shown]"
     assert r.with_verdict("text", None) == "text"
     margins = r.margins_table()
     assert margins.loc["proportion", "margin"] == "± 0.03" and margins.loc["nats", "margin"] == "± 0.1"

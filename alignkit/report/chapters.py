@@ -261,13 +261,13 @@ def generation_reading(summary: dict) -> tuple[str, str]:
         out.append(words("generation_reading", lang=lang, n=number(s["n"]), seeds=number(s.get("seeds", 1)),
                          seed_min=number(spread.get("min")), seed_max=number(spread.get("max")),
                          seed_sd=number(spread.get("sd")), win=interval(s["win_rate"], s["win_rate_ci95"]),
-                         win_words=said("win", s["win_rate_ci95"], 0.5, "proportion", lang, n=s["n"],
+                         win_words=said("win", s["win_rate_ci95"], 0.5, "proportion", lang, size=s["n"],
                                         estimate=s["win_rate"]),
                          lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
-                         lc_words=said("length_controlled", lc["dpo_effect_ci95"], 0.0, "reward", lang, n=s["n"],
+                         lc_words=said("length_controlled", lc["dpo_effect_ci95"], 0.0, "reward", lang, size=s["n"],
                                        estimate=lc["dpo_effect"]),
                          length_words=said("length_change", s["mean_length_difference_ci95"], 0.0, "tokens", lang,
-                                           n=s["n"]),
+                                           size=s["n"]),
                          len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
                          cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True))).strip())
     return out[0], out[1]

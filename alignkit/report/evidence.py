@@ -406,9 +406,9 @@ def robustness_sentence(numbers: dict) -> tuple[str, str]:
     gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
     ood, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
     return tuple(words("qa_lessons", lang=lang, gap=interval(gap, gap_ci, signed=True),
-                       gap_words=said("ev_overfitting", gap_ci, 0.0, "proportion", lang, n=n["rm.test_n"], estimate=gap),
+                       gap_words=said("ev_overfitting", gap_ci, 0.0, "proportion", lang, size=n["rm.test_n"], estimate=gap),
                        ood=interval(ood, ood_ci, signed=True),
-                       ood_words=said("ev_ood_gap", ood_ci, 0.0, "proportion", lang, n=n["ood.n"], estimate=ood))
+                       ood_words=said("ev_ood_gap", ood_ci, 0.0, "proportion", lang, size=n["ood.n"], estimate=ood))
                  for lang in ("en", "zh"))
 
 

@@ -74,7 +74,7 @@ def gold_reading(gold: dict) -> tuple[str, str]:
     out = []
     for lang in ("en", "zh"):
         def said(key, other):
-            return readings.said(key, top[f"rm_minus_{other}_ci95"], 0.0, "proportion", lang, n=top["prompts"],
+            return readings.said(key, top[f"rm_minus_{other}_ci95"], 0.0, "proportion", lang, size=top["prompts"],
                                  estimate=top[f"rm_minus_{other}"])
         out.append(" ".join((
             words("gold_bon_reading", lang=lang, prompts=number(gold["prompts"]), k=number(gold["k"]),
@@ -116,7 +116,7 @@ def safety_pairs_reading(pairs: dict) -> tuple[str, str]:
     out = []
     for lang in ("en", "zh"):
         def said(key, part, null):
-            return readings.said(key, part["ci95"], null, "proportion", lang, n=pairs["n"], estimate=part["value"])
+            return readings.said(key, part["ci95"], null, "proportion", lang, size=pairs["n"], estimate=part["value"])
         out.append(words("safety_pairs_reading", lang=lang, n=number(pairs["n"]), prompts=number(pairs["prompts"]),
                          rm=interval(pairs["rm"]["value"], pairs["rm"]["ci95"]),
                          rm_words=said("safety_pairs_rm", pairs["rm"], 0.5),

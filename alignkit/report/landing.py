@@ -112,7 +112,7 @@ def _values(cfg, n: dict, lang: str) -> dict:
     cap = n["gen.hit_limit"]
 
     def said(key, ci, null, kind, size, estimate, **values):
-        return readings.said(key, ci, null, kind, lang, n=size, estimate=estimate, **values)
+        return readings.said(key, ci, null, kind, lang, size=size, estimate=estimate, **values)
     return {
         "rm_n": number(n["rm.test_n"]), "rm_acc": rm_accuracy(n),
         "rm_chance": said("rm_vs_chance", n["rm.test_ci"], 0.5, "proportion", n["rm.test_n"], n["rm.test_acc"]),

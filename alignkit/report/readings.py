@@ -193,11 +193,11 @@ def with_verdict(text: str, v: verdicts.Verdict | None, lang: str = "en") -> str
     return text if v is None else f"{text} [{verdict_phrase(v, lang)}]"
 
 
-def said(key: str, ci, null, kind: str, lang: str = "en", *, n=None, estimate=None, **values) -> str:
-    """The words of reading `key` for where `ci` lies against `null`, followed by the interval's verdict
-    against the margin of `kind` (`with_verdict`)."""
-    return with_verdict(words(key, ci_vs(ci, null), lang, **values), judge(ci, null, kind, n=n, estimate=estimate),
-                        lang)
+def said(key: str, ci, null, kind: str, lang: str = "en", *, size=None, estimate=None, **values) -> str:
+    """The words of reading `key` for where `ci` lies against `null` ({placeholders} from `values`), followed by
+    the interval's verdict against the margin of `kind` (`with_verdict`), `size` the sample behind it."""
+    return with_verdict(words(key, ci_vs(ci, null), lang, **values),
+                        judge(ci, null, kind, n=size, estimate=estimate), lang)
 
 
 def margins_table() -> pd.DataFrame:

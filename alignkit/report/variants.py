@@ -196,7 +196,7 @@ def online_reading(rec: dict) -> tuple[str, str]:
     vs, win = o.get("vs_offline") or {}, {m: rec["methods"].get(m, {}).get("win", {}) for m in ("online", "sigmoid")}
     out = []
     for lang in ("en", "zh"):
-        outcome = (said("exp_online_vs_offline", vs["ci95"], 0.0, "proportion", lang, n=vs.get("n"),
+        outcome = (said("exp_online_vs_offline", vs["ci95"], 0.0, "proportion", lang, size=vs.get("n"),
                         estimate=vs.get("difference")) if vs else words("exp_online_no_offline", lang=lang))
         out.append(words(
             "online_reading", lang=lang, prompts=number(o["prompts"]), ties=number(o["ties"]),
