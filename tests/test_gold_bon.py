@@ -4,6 +4,7 @@ enumeration of subsets, the curves and the paired differences, the clustered int
 both steps on the tiny random model."""
 import itertools
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,8 @@ from alignkit.experiments.safety_pairs import safety_pairs_summary
 from alignkit.io import reuse
 from alignkit.stats import bootstrap_ci, cluster_mean_ci
 from conftest import tiny_config
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def brute_force(proxy, judge, n):
@@ -170,3 +173,51 @@ def test_gold_bon_and_safety_pairs_steps_on_the_tiny_model(tiny_model_dir, tmp_p
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(tmp_path))
     with pytest.raises(AlignkitError, match=r"alpacaeval_bon11.json not found.*ALIGNKIT_DATA_DIR"):
         runner.run_experiment(cfg, "gold_bon", force=True)
+
+
+# ----------------------------------------------------------------------------- the report layer
+
+def _gold_summary(rm_follows_gold: bool) -> dict:
+    """A gold best-of-n summary of 60 prompts x 11 answers: gold uniform, lengths unrelated; the RM's score is
+    the gold (a perfect RM) or its negative (the worst one)."""
+    rng = np.random.default_rng(1)
+    gold = rng.random((60, 11))
+    rm = gold if rm_follows_gold else -gold
+    curves = gold_curves(rm, rng.integers(100, 2000, (60, 11)), gold, range(1, 12), n_resamples=200)
+    return {"prompts": 60, "k": 11, "answers": 660, "curves": curves, "mean_response_tokens": 300.0,
+            "cut": {"answers": 6, "share": 0.01, "max_length": 2048}, "seconds": {"score": 66.0},
+            "seconds_per_answer": 0.1, "config": {"n_resamples": 200},
+            "sizing": {"sd_longest_minus_random": 0.25, "sd_oracle_minus_random": 0.27, "half_width": 0.05,
+                       "prompts_needed": 113}}
+
+
+def test_gold_tables_readings_and_figure_take_their_categories_from_the_numbers():
+    from alignkit.report import external, readings
+    good, bad = _gold_summary(True), _gold_summary(False)
+    table = external.gold_table(good)
+    assert list(table.index) == [1, 2, 4, 8, 11] and (table["n (prompts)"] == 60).all()
+    assert table.loc[1, "verdict, RM − random"] == "" and table.loc[11, "verdict, RM − random"].startswith("shown /")
+    assert table.loc[11, "RM's pick [95% CI]"] == table.loc[11, "oracle (best by the judge) [95% CI]"]  # RM = gold
+    en, zh = external.gold_reading(good)
+    assert readings.words("gold_vs_random", "above") in en and "RewardBench" in en and "31.1" in en
+    assert "the judge confirms the proxy's gain" in en and CJK.search(zh)
+    en, _ = external.gold_reading(bad)  # the RM ranks by the negative gold: its pick is the worst answer
+    assert readings.words("gold_vs_random", "below") in en and "over-optimisation measured" in en
+    assert external.gold_goodhart(bad)[0] == "judge_falls"
+    size = external.gold_run_size(good)
+    assert size.loc["answers cut at the evaluation length", "value"] == "6 (1.0% at 2048 tokens)"
+    external.gold_figure(good)
+
+
+def test_safety_pairs_table_and_reading():
+    from alignkit.report import external, readings
+    pairs = {"n": 400, "prompts": 250, "disagree": 120, "cut": {"pairs": 0, "share": 0.0, "max_length": 2048},
+             "rm": {"value": 0.44, "ci95": [0.39, 0.49]}, "length_rule": {"value": 0.46, "ci95": [0.41, 0.51]},
+             "rm_minus_length_rule": {"value": -0.02, "ci95": [-0.025, 0.02]}}
+    table = external.safety_pairs_table(pairs)
+    assert table.iloc[0]["reading"].startswith(readings.words("safety_pairs_rm", "below"))
+    assert table.iloc[0]["verdict"].startswith("shown /")
+    assert table.iloc[2]["verdict"].startswith("shown absent")  # [-0.025, 0.02] inside 0 ± 0.03
+    en, zh = external.safety_pairs_reading(pairs)
+    assert "level with the length rule" in en and "[shown absent" in en and "not distinguishable from chance" in en
+    assert CJK.search(zh)

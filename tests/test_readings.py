@@ -143,6 +143,7 @@ def test_kinds_list_exactly_what_a_reading_returns(function):
         r.claim_out_of_range: {r.claim_out_of_range(ci) for ci in ([0.1, 0.2], [0.0, 0.05], [0.0, 0.5])},
         r.meets_aim: {r.meets_aim(2, 1), r.meets_aim(1, 2)}, r.adopted: {r.adopted(True), r.adopted(False)},
         r.temperature_effect: {r.temperature_effect(t) for t in ([2.0], [0.5], [None], [0.5, 2.0])},
+        r.safety_tradeoff: {r.safety_tradeoff(s, h) for s, h in (([1, 2], [-2, -1]), ([1, 2], [-1, 1]), ([-1, 1], [0, 0]))},
         r.goodhart: {r.goodhart([[0, 0], p], [[0, 0], j]) for p, j in (([1, 2], [-2, -1]), ([1, 2], [-1, 1]),
                                                                        ([1, 2], [1, 2]), ([-1, 1], [1, 2]))},
     }[function]
@@ -308,6 +309,7 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
     likelihood falls), Q5 online − offline DPO and KL(DPO ‖ base), Q7 the chosen answers' held-out log-ratio."""
     from alignkit.config import load_config
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "run")})
     out = cfg.out
@@ -319,7 +321,7 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
                                                                                "per_token": 0.01}}})):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(json.dumps(record))
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     rows = evidence.evidence(cfg, "variants", numbers).set_index("measure")
     assert rows.loc["DPO: RM win rate vs base [95% CI]", "reading"] == \
         f"{r.words('ev_judge', 'above')}; {r.words('ev_variant_chosen', 'above')}" + r.SPLIT + \
@@ -345,8 +347,8 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
         "held-out log π/π_ref of the chosen answers, nats [95% CI]", "reading"] == r.both("exp_chosen_change", "holds")
     # a run without the online round, and one without the variants step: those rows read "not run yet"
     (out / "experiments/dpo_variants/summary.json").write_text(json.dumps(_variants([0, 0], [0, 0], online=False)))
-    policy = evidence.evidence(cfg, "dpo_policy", evidence.key_numbers(cfg)).set_index("measure")
+    policy = evidence.evidence(cfg, "dpo_policy", qa_numbers.key_numbers(cfg)).set_index("measure")
     assert policy.loc["online − offline DPO win rate vs base, same held-out prompts [95% CI]", "value"] == NOT_RUN
     (out / "experiments/dpo_variants/summary.json").unlink()
-    rows = evidence.evidence(cfg, "variants", evidence.key_numbers(cfg))
+    rows = evidence.evidence(cfg, "variants", qa_numbers.key_numbers(cfg))
     assert rows.value.iloc[0] == NOT_RUN and rows.reading.iloc[0] == NOT_RUN and len(rows) == 2

@@ -252,10 +252,11 @@ def test_cjk_labels_render_without_missing_glyphs():
 
 def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
     for question in evidence.QUESTIONS:
         table = evidence.evidence(cfg, question, numbers)
@@ -264,7 +265,7 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     # only the data's own row (PKU-SafeRLHF's two labels) is read without a run
     assert evidence.verdicts_by_question(numbers).loc["total"].sum() == 1
     assert (evidence.evidence(cfg, "dpo_limits", numbers)["value"] == NOT_RUN).all()
-    assert (evidence.sources(cfg)["status"] == NOT_RUN).all()
+    assert (qa_numbers.sources(cfg)["status"] == NOT_RUN).all()
 
 
 def test_loss_shapes_back_the_variants_answer():
@@ -291,9 +292,10 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
     (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
     the train gap is real; +1.5 tokens is within noise."""
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     numbers.update({"dpo.eval.reward_accuracy": 0.544, "dpo.eval.n": 169, "dpo.train.reward_accuracy": 0.799,
                     "dpo.train.n": 169, "gen.mean_length_base": 92.1, "gen.mean_length_dpo": 93.6,
                     "gen.mean_length_difference_ci95": [-0.4, 3.3]})
@@ -316,9 +318,10 @@ def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(t
     """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     numbers.update({"rm.test_acc": 0.621, "rm.test_ci": [0.546, 0.691], "rm.longer_wins_acc": 0.577,
                     "rm.length_matched_acc": 0.615, "rm.length_matched_n": 39,
                     "rm.length_matched_ci": [0.459, 0.751], "rm.untrained_length_matched_acc": 0.615})
@@ -343,9 +346,10 @@ def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
     before and after temperature scaling; the rows before them are unchanged, each new row has its n."""
     from alignkit.config import load_config
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     before = {q: evidence.evidence(cfg, q, numbers) for q in ("length_bias", "robustness")}
     assert (before["length_bias"]["value"].tail(3) == NOT_RUN).all()  # chapter 6 has not run
     numbers.update({"exp.length_n": 169, "exp.corrected_acc": 0.60, "exp.corrected_ci": [0.52, 0.67],
@@ -366,7 +370,7 @@ def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
     robust = evidence.evidence(cfg, "robustness", numbers).set_index("measure")
     change = robust.loc["ECE change, after − before [95% CI]"]
     assert change["n"] == 169 and change["reading"].startswith("temperature scaling lowers the ECE")
-    assert list(evidence.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]
+    assert list(qa_numbers.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]
 
 
 def test_every_notebook_is_valid_with_unique_cell_ids():

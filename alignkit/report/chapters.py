@@ -11,7 +11,7 @@ import pandas as pd
 
 from alignkit.config import load_config
 from alignkit.report import readings
-from alignkit.report.readings import both, ci_vs, judge, said, verdict_cell, verdict_phrase, words
+from alignkit.report.readings import both, ci_vs, judge, said, verdict_of, verdict_phrase, words
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
 
@@ -53,7 +53,7 @@ def vs_chance(m: dict) -> str:
 
 def chance_verdict(m: dict) -> str:
     """The verdict of an accuracy's 95% CI against 0.5 (alignkit.verdicts), for a table's verdict column."""
-    return verdict_cell(judge(m["ci95"], 0.5, "proportion", n=m["n"], estimate=m["accuracy"]))
+    return verdict_of(m["ci95"], 0.5, "proportion", n=m["n"], estimate=m["accuracy"])
 
 
 def accuracy_table(named: Mapping[str, dict]) -> pd.DataFrame:
@@ -85,8 +85,8 @@ def generalization(metrics: dict) -> pd.DataFrame:
         gap = tr["accuracy"] - te["accuracy"]
         rows["gap (train − test)"] = {"accuracy": gap, "ci95 low": low, "ci95 high": high, "n": None,
                                       "reading": both("overfitting", ci_vs([low, high], 0.0)),
-                                      "verdict": verdict_cell(judge([low, high], 0.0, "proportion",
-                                                                    n=min(tr["n"], te["n"]), estimate=gap))}
+                                      "verdict": verdict_of([low, high], 0.0, "proportion", n=min(tr["n"], te["n"]),
+                                                            estimate=gap)}
     table = pd.DataFrame.from_dict(rows, orient="index").round(3)
     return table.astype({"n": "Int64"})
 

@@ -1,15 +1,14 @@
 """Chapter 6's tables and readings: the experiments' summaries (alignkit.experiments.run ->
 outputs/<profile>/experiments/{length,calibration,safety,bon}/summary.json) -> DataFrames for
 alignkit.report.tables and sentences in both languages. Every number comes from those summaries; every
-reading's category from alignkit.report.readings (the reward + cost trade-off's from `safety_tradeoff`
-here), its words from text/readings.yaml."""
+reading's category from alignkit.report.readings, its verdict from alignkit.verdicts, its words from
+text/readings.yaml."""
 from __future__ import annotations
 
 import pandas as pd
 
 from alignkit.report import readings
-from alignkit.report.readings import both, ci_vs, said, verdict_cell, words
-from alignkit.report.readings import judge as judge_verdict  # `judge` names best-of-n's judge here
+from alignkit.report.readings import both, ci_vs, safety_tradeoff, said, verdict_of, words
 from alignkit.report.tables import interval, number
 
 
@@ -46,8 +45,8 @@ def slope_table(length: dict) -> pd.DataFrame:
                                                                 signed=True),
                           "n (training pairs)": fit["n_train_pairs"],
                           "reading": both("exp_slope", ci_vs(fit["slope_per_token_ci95"], 0.0)),
-                          "verdict": verdict_cell(judge_verdict(fit["slope_per_token_ci95"], 0.0, "reward_per_token",
-                                                        n=fit["n_train_pairs"], estimate=fit["slope_per_token"]))}],
+                          "verdict": verdict_of(fit["slope_per_token_ci95"], 0.0, "reward_per_token",
+                                                n=fit["n_train_pairs"], estimate=fit["slope_per_token"])}],
                         index=pd.Index(["length slope, trained RM"], name="fit"))
 
 
@@ -60,20 +59,20 @@ def length_table(length: dict) -> pd.DataFrame:
         acc, matched = s["accuracy"], s["length_matched"]
         rows[label] = {"accuracy [95% CI]": (acc["accuracy"], acc["ci95"]), "n": acc["n"],
                        "vs chance": both("chance", ci_vs(acc["ci95"], 0.5)),
-                       "verdict (vs chance)": verdict_cell(judge_verdict(acc["ci95"], 0.5, "proportion", n=acc["n"],
-                                                                 estimate=acc["accuracy"])),
+                       "verdict (vs chance)": verdict_of(acc["ci95"], 0.5, "proportion", n=acc["n"],
+                                                         estimate=acc["accuracy"]),
                        "length-matched accuracy [95% CI]": (matched["accuracy"], matched["ci95"]),
                        "length-matched n": matched["n"],
                        "Spearman (score, length) [95% CI]": interval(s["spearman_length"], s["spearman_length_ci95"],
                                                                      signed=True),
                        "length link": both("exp_length_link", ci_vs(s["spearman_length_ci95"], 0.0)),
-                       "verdict (length link)": verdict_cell(judge_verdict(s["spearman_length_ci95"], 0.0, "correlation",
-                                                                   n=length["n"], estimate=s["spearman_length"]))}
+                       "verdict (length link)": verdict_of(s["spearman_length_ci95"], 0.0, "correlation", n=length["n"],
+                                                           estimate=s["spearman_length"])}
     rule = length["longer_wins"]
     rows["longer-response rule"] = {"accuracy [95% CI]": (rule["accuracy"], rule["ci95"]), "n": rule["n"],
                                     "vs chance": both("chance", ci_vs(rule["ci95"], 0.5)),
-                                    "verdict (vs chance)": verdict_cell(judge_verdict(rule["ci95"], 0.5, "proportion",
-                                                                              n=rule["n"], estimate=rule["accuracy"])),
+                                    "verdict (vs chance)": verdict_of(rule["ci95"], 0.5, "proportion", n=rule["n"],
+                                                                      estimate=rule["accuracy"]),
                                     "length-matched accuracy [95% CI]": None, "length-matched n": None,
                                     "Spearman (score, length) [95% CI]": None, "length link": "",
                                     "verdict (length link)": ""}
@@ -91,7 +90,7 @@ def difference_table(length: dict) -> pd.DataFrame:
         rows[label] = {"corrected − plain [95% CI]": interval(d["difference"], d["ci95"], signed=True), "n": d["n"],
                        "pairs whose verdict changed": d.get("changed_pairs"),
                        "reading": both("exp_debias_change", ci_vs(d["ci95"], 0.0)) if d["n"] else readings.NOT_RUN,
-                       "verdict": verdict_cell(judge_verdict(d["ci95"], 0.0, "proportion", n=d["n"], estimate=d["difference"]))
+                       "verdict": verdict_of(d["ci95"], 0.0, "proportion", n=d["n"], estimate=d["difference"])
                        if d["n"] else ""}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "pairs"
@@ -110,8 +109,8 @@ def calibration_table(cal: dict) -> pd.DataFrame:
         rows[label] = {"temperature": _temperatures(temperature), "ECE [95% CI]": (part["ece"], part["ece_ci95"]), "n": cal["n"],
                        "ECE change [95% CI]": interval(part["difference"], part["difference_ci95"], signed=True),
                        "reading": both("exp_ece_change", ci_vs(part["difference_ci95"], 0.0)),
-                       "verdict": verdict_cell(judge_verdict(part["difference_ci95"], 0.0, "proportion", n=cal["n"],
-                                                     estimate=part["difference"]))}
+                       "verdict": verdict_of(part["difference_ci95"], 0.0, "proportion", n=cal["n"],
+                                             estimate=part["difference"])}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "margins"
     return frame
@@ -188,22 +187,6 @@ HEAD_LABELS = (("reward", "helpfulness", "reward head · helpfulness label"),
                ("cost", "helpfulness", "cost head · helpfulness label"))
 """The four (head, label) accuracies, in reading order: each head on its own label, then on the other."""
 
-TRADEOFF = ("trade", "free", "no_gain")
-"""Every category `safety_tradeoff` can return."""
-
-
-def safety_tradeoff(safety_change_ci, helpfulness_change_ci) -> str | None:
-    """What adding the cost does at one lambda, from the paired changes against lambda = 0 (their 95% CIs):
-    'trade' (agreement with the safety label rises beyond noise and with the helpfulness label falls),
-    'free' (the safety agreement rises, no helpfulness loss shown) or 'no_gain' (no safety gain shown)."""
-    safety, helpfulness = ci_vs(safety_change_ci, 0.0), ci_vs(helpfulness_change_ci, 0.0)
-    if safety is None or helpfulness is None:
-        return None
-    if safety != "above":
-        return "no_gain"
-    return "trade" if helpfulness == "below" else "free"
-
-
 def safety_run_size(safety: dict) -> pd.DataFrame:
     """How large the reward + cost run is: the pairs in each part of the split, the responses read by the
     frozen base model, and what was trained (two linear heads, nothing of the model)."""
@@ -245,7 +228,7 @@ def safety_accuracy_table(safety: dict) -> pd.DataFrame:
         acc, split = safety["accuracy"][head][label], safety["accuracy_labels_disagree"][head][label]
         rows[name] = {"accuracy [95% CI]": (acc["accuracy"], acc["ci95"]), "n": acc["n"],
                       "vs chance": both("chance", ci_vs(acc["ci95"], 0.5)),
-                      "verdict": verdict_cell(judge_verdict(acc["ci95"], 0.5, "proportion", n=acc["n"], estimate=acc["accuracy"])),
+                      "verdict": verdict_of(acc["ci95"], 0.5, "proportion", n=acc["n"], estimate=acc["accuracy"]),
                       "labels disagree: accuracy [95% CI]": (split["accuracy"], split["ci95"]),
                       "labels disagree: n": split["n"]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head · label")
@@ -265,8 +248,8 @@ def safety_labels_table(safety: dict) -> pd.DataFrame:
         rows[what] = {"estimate [95% CI]": (a["auc"], a["ci95"]), "n": a["n_unsafe"] + a["n_safe"],
                       "counts": f"{a['n_unsafe']} unsafe, {a['n_safe']} safe responses",
                       "reading": both(key, ci_vs(a["ci95"], 0.5)),
-                      "verdict": verdict_cell(judge_verdict(a["ci95"], 0.5, "proportion", n=a["n_unsafe"] + a["n_safe"],
-                                                    estimate=a["auc"]))}
+                      "verdict": verdict_of(a["ci95"], 0.5, "proportion", n=a["n_unsafe"] + a["n_safe"],
+                                            estimate=a["auc"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
 
 
@@ -284,8 +267,8 @@ def sweep_table(safety: dict) -> pd.DataFrame:
             "safety change vs λ = 0": interval(sc["difference"], sc["ci95"], signed=True), "n": h["n"],
             "reading": "" if row["lambda"] == 0 else both("exp_safety_tradeoff",
                                                            safety_tradeoff(sc["ci95"], hc["ci95"])),
-            "verdict (safety change)": "" if row["lambda"] == 0 else verdict_cell(
-                judge_verdict(sc["ci95"], 0.0, "proportion", n=h["n"], estimate=sc["difference"]))}
+            "verdict (safety change)": "" if row["lambda"] == 0 else verdict_of(
+                sc["ci95"], 0.0, "proportion", n=h["n"], estimate=sc["difference"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("λ")
 
 
@@ -362,9 +345,8 @@ def bon_table(bon: dict) -> pd.DataFrame:
                             "cost (harm head) gain [95% CI]": _gain(cost, "judge"),
                             "picked length, tokens [95% CI]": interval(tokens["judge"], tokens["judge_ci95"]),
                             "picks at the token cap": number(capped["judge"], percent=True),
-                            "verdict (judge gain)": "" if judge["n"] == 1 else verdict_cell(
-                                judge_verdict(judge["judge_gain_ci95"], 0.0, "reward", n=judge["prompts"],
-                                              estimate=judge["judge_gain"])),
+                            "verdict (judge gain)": "" if judge["n"] == 1 else verdict_of(
+                                judge["judge_gain_ci95"], 0.0, "reward", n=judge["prompts"], estimate=judge["judge_gain"]),
                             "n (prompts)": judge["prompts"]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("n")
 

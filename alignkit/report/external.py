@@ -1,6 +1,7 @@
 """Chapter 6's two readings of the reward model against labels it never trained on: best-of-n judged by
 GPT-4-turbo's preferences (experiments/gold_bon/summary.json) and PKU-SafeRLHF's safety pairs
-(experiments/safety_pairs/summary.json). Tables for alignkit.report.tables and sentences in both languages;
+(experiments/safety_pairs/summary.json). Tables for alignkit.report.tables, sentences in both languages and
+the gold best-of-n figure;
 every number from those summaries, every category from alignkit.report.readings, every verdict from
 alignkit.verdicts, the words from text/readings.yaml."""
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from alignkit.report import readings
-from alignkit.report.readings import both, ci_vs, judge, verdict_cell, words
+from alignkit.report.figures import bilingual, set_theme
+from alignkit.report.readings import both, ci_vs, verdict_of, words
 from alignkit.report.tables import interval, number
 
 TABLE_N = (1, 2, 4, 8, 11)
@@ -51,7 +53,7 @@ def gold_table(gold: dict, n_values=TABLE_N) -> pd.DataFrame:
             key = f"rm_minus_{other}"
             cells[f"RM − {other} [95% CI]"] = interval(row[key], row[f"{key}_ci95"], signed=True)
             cells[f"verdict, RM − {other}"] = "" if row["n"] == 1 else \
-                verdict_cell(judge(row[f"{key}_ci95"], 0.0, "proportion", n=row["prompts"], estimate=row[key]))
+                verdict_of(row[f"{key}_ci95"], 0.0, "proportion", n=row["prompts"], estimate=row[key])
         cells["RM score gain of its pick (proxy) [95% CI]"] = interval(row["proxy_gain"], row["proxy_gain_ci95"],
                                                                        signed=True)
         cells["n (prompts)"] = row["prompts"]
@@ -104,8 +106,7 @@ def safety_pairs_table(pairs: dict) -> pd.DataFrame:
         part = pairs[key]
         rows[label] = {"value [95% CI]": interval(part["value"], part["ci95"], signed=null == 0.0), "n": pairs["n"],
                        "reading": both(reading, ci_vs(part["ci95"], null)),
-                       "verdict": verdict_cell(judge(part["ci95"], null, "proportion", n=pairs["n"],
-                                                     estimate=part["value"]))}
+                       "verdict": verdict_of(part["ci95"], null, "proportion", n=pairs["n"], estimate=part["value"])}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "PKU-SafeRLHF safety pairs"
     return frame
@@ -127,3 +128,42 @@ def safety_pairs_reading(pairs: dict) -> tuple[str, str]:
                          diff_words=said("safety_pairs_vs_rule", pairs["rm_minus_length_rule"], 0.0),
                          disagree=number(pairs["disagree"]), cut=number(pairs["cut"]["share"], percent=True)))
     return out[0], out[1]
+
+
+def gold_figure(gold: dict):
+    """Chapter 6's gold best-of-n: left, the win rate against the reference answer (GPT-4-turbo's preference)
+    of each pick rule against n (bands: bootstrap 95% CIs over prompts); right, Goodhart's question, the reward
+    model's own score gain of its pick over a random answer (proxy, left axis) beside the gold's gain RM − random
+    (right axis), against n. `gold` is experiments/gold_bon/summary.json."""
+    import matplotlib.pyplot as plt
+    set_theme()
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    rows = gold["curves"]
+    ns = [row["n"] for row in rows]
+    labels = {"oracle": bilingual("oracle (best by the judge)", "oracle（按评判者最佳）"),
+              "rm": bilingual("reward model's pick", "奖励模型所选"),
+              "longest": bilingual("longest answer", "最长回答"), "random": bilingual("random answer", "随机回答")}
+    for key, label in labels.items():
+        line, = axes[0].plot(ns, [row[key] for row in rows], marker="o", ms=3, label=label)
+        axes[0].fill_between(ns, [row[f"{key}_ci95"][0] for row in rows], [row[f"{key}_ci95"][1] for row in rows],
+                             alpha=0.15, color=line.get_color())
+    axes[0].set_ylabel(bilingual("win rate vs the reference (GPT-4-turbo)", "对参考回答的胜率（GPT-4-turbo）", sep="\n"))
+    axes[0].legend(fontsize=8)
+    proxy, = axes[1].plot(ns, [row["proxy_gain"] for row in rows], marker="o", ms=3, color="tab:blue",
+                          label=bilingual("proxy: RM score gain", "代理：奖励分数提升"))
+    axes[1].fill_between(ns, [row["proxy_gain_ci95"][0] for row in rows], [row["proxy_gain_ci95"][1] for row in rows],
+                         alpha=0.15, color=proxy.get_color())
+    axes[1].set_ylabel(bilingual("RM score gain over a random answer", "相对随机回答的奖励分数提升", sep="\n"))
+    twin = axes[1].twinx()
+    gain, = twin.plot(ns, [row["rm_minus_random"] for row in rows], marker="s", ms=3, color="tab:orange",
+                      label=bilingual("gold: win-rate gain", "金标准：胜率提升"))
+    twin.fill_between(ns, [row["rm_minus_random_ci95"][0] for row in rows],
+                      [row["rm_minus_random_ci95"][1] for row in rows], alpha=0.15, color=gain.get_color())
+    twin.axhline(0, ls="--", c="grey", lw=1)
+    twin.set_ylabel(bilingual("win-rate gain, RM − random", "胜率提升（奖励模型 − 随机）", sep="\n"))
+    axes[1].legend(handles=[proxy, gain], fontsize=8, loc="upper left")
+    for ax in axes:
+        ax.set_xlabel(bilingual("n (answers the pick is made from)", "n（从中挑选的回答数）", sep="\n"))
+        ax.set_xticks(ns)
+    fig.tight_layout()
+    return fig

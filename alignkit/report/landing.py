@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from alignkit.report import evidence, readings
+from alignkit.report import evidence, qa_numbers, readings
 from alignkit.report.readings import words
 from alignkit.report.tables import MISSING, TEXT, display_path, interval, number, tab_set
 from alignkit.stats import wilson_interval
@@ -27,10 +27,10 @@ def _load(path: Path) -> dict:
 
 
 def numbers(cfg) -> dict:
-    """The summary's numbers: evidence.key_numbers plus the length rule's interval, the generations'
+    """The summary's numbers: qa_numbers.key_numbers plus the length rule's interval, the generations'
     out-of-range share, the data source and the report's wall time."""
     out = Path(cfg.out)
-    n = evidence.key_numbers(cfg)
+    n = qa_numbers.key_numbers(cfg)
     rm, gen = _load(out / "rm" / "metrics.json"), _load(out / "generations" / "summary.json")
     rule = (rm.get("eval") or {}).get("length", {}).get("longer_wins") or {}
     n["rm.longer_wins_ci"] = rule.get("ci95")

@@ -96,6 +96,22 @@ def claim_out_of_range(share_ci, expected: float = 0.02, clearly_more: float = 0
     return "held" if share_ci[0] > expected else "failed" if share_ci[1] < clearly_more else "undecided"
 
 
+TRADEOFF = ("trade", "free", "no_gain")
+"""Every category `safety_tradeoff` can return."""
+
+
+def safety_tradeoff(safety_change_ci, helpfulness_change_ci) -> str | None:
+    """What adding the cost does at one lambda, from the paired changes against lambda = 0 (their 95% CIs):
+    'trade' (agreement with the safety label rises beyond noise and with the helpfulness label falls),
+    'free' (the safety agreement rises, no helpfulness loss shown) or 'no_gain' (no safety gain shown)."""
+    safety, helpfulness = ci_vs(safety_change_ci, 0.0), ci_vs(helpfulness_change_ci, 0.0)
+    if safety is None or helpfulness is None:
+        return None
+    if safety != "above":
+        return "no_gain"
+    return "trade" if helpfulness == "below" else "free"
+
+
 def temperature_effect(temperatures) -> str | None:
     """What temperature scaling does to sigmoid(margin), from the fitted temperatures (None = infinite T):
     'softens' (every T > 1: the margins were over-confident), 'sharpens' (every T < 1: under-confident),
@@ -188,6 +204,11 @@ def verdict_cell(v: verdicts.Verdict | None) -> str:
     return verdict_phrase(v, "en") + SPLIT + verdict_phrase(v, "zh")
 
 
+def verdict_of(ci, null, kind: str, *, n=None, estimate=None) -> str:
+    """`verdict_cell` of `judge`: a table's verdict column for one interval."""
+    return verdict_cell(judge(ci, null, kind, n=n, estimate=estimate))
+
+
 def with_verdict(text: str, v: verdicts.Verdict | None, lang: str = "en") -> str:
     """A sentence's reading followed by its verdict in brackets (nothing added without a verdict)."""
     return text if v is None else f"{text} [{verdict_phrase(v, lang)}]"
@@ -243,7 +264,7 @@ KINDS = {ci_vs: ("above", "below", "holds"), reproduced: ("same", "different"),
          claim_rewards_length: ("held", "failed", "undecided"), claim_out_of_range: ("held", "failed", "undecided"),
          meets_aim: ("met", "missed"), adopted: ("holds", "fails"),
          temperature_effect: ("softens", "sharpens", "flattens", "mixed"),
-         goodhart: ("judge_falls", "parts", "tracks", "no_proxy_gain")}
+         goodhart: ("judge_falls", "parts", "tracks", "no_proxy_gain"), safety_tradeoff: TRADEOFF}
 """Every category each reading function can return."""
 
 WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, "win": ci_vs,
@@ -259,6 +280,7 @@ WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, 
          "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
          "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
          "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs,
-         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "bon_judge": ci_vs, "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
+         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "exp_safety_tradeoff": safety_tradeoff, "bon_judge": ci_vs,
+         "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
          "ev_goodhart": goodhart}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from alignkit.report.readings import SPLIT, both, ci_vs, judge, said, verdict_cell, words
+from alignkit.report.readings import SPLIT, both, ci_vs, judge, said, verdict_of, words
 from alignkit.report.tables import interval, number
 
 LABELS = {"sigmoid": "DPO", "cdpo": "cDPO", "robust": "robust DPO", "ipo": "IPO", "rdpo": "R-DPO", "simpo": "SimPO",
@@ -88,11 +88,10 @@ def variants_table(rec: dict) -> pd.DataFrame:
             "KL(policy ‖ base), nats [95% CI]": interval(m["kl"]["mean"], m["kl"]["ci95"]),
             "n prompts": m["win"]["n"],
             "reading": both("exp_variant_outcome", _outcome(m)),
-            "verdict (win rate)": verdict_cell(judge(m["win"]["win_rate_ci95"], 0.5, "proportion", n=m["win"]["n"],
-                                                     estimate=m["win"]["win_rate"])),
-            "verdict (Δ log p chosen)": verdict_cell(judge(m["chosen_change"]["ci95"], 0.0, "nats",
-                                                           n=m["chosen_change"].get("n"),
-                                                           estimate=m["chosen_change"].get("mean")))}
+            "verdict (win rate)": verdict_of(m["win"]["win_rate_ci95"], 0.5, "proportion", n=m["win"]["n"],
+                                             estimate=m["win"]["win_rate"]),
+            "verdict (Δ log p chosen)": verdict_of(m["chosen_change"]["ci95"], 0.0, "nats", n=m["chosen_change"].get("n"),
+                                                   estimate=m["chosen_change"].get("mean"))}
     base = rec["base"]["length"]
     rows["base model"] = {"answer length, tokens [95% CI]": interval(base["mean"], base["ci95"]),
                           "at the token cap": number(base["hit_limit"], percent=True), "n prompts": base["n"],
@@ -182,8 +181,8 @@ def online_table(rec: dict) -> pd.DataFrame:
                                                                              signed=True),
             "n held-out prompts (paired)": vs.get("n"),
             "reading": both("exp_online_vs_offline", online_outcome(vs)) if vs else both("exp_online_no_offline"),
-            "verdict": verdict_cell(judge(vs.get("ci95"), 0.0, "proportion", n=vs.get("n"),
-                                          estimate=vs.get("difference"))) if vs else ""}
+            "verdict": verdict_of(vs.get("ci95"), 0.0, "proportion", n=vs.get("n"), estimate=vs.get("difference"))
+            if vs else ""}
     return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
 
 
