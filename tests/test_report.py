@@ -41,8 +41,12 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     assert "logratio" in dpo["train_history"][0] and len(dpo["eval"]["logratio_ci95"]) == 2
     assert _images(out / "notebooks" / "04_dpo.ipynb") == 3
     assert "KL(DPO ‖ base) per response" in (out / "notebooks" / "05_dpo_inference.ipynb").read_text()
-    # chapter 6 ran both experiments on chapter 3's scores, reward + cost and best-of-n, drew its five figures;
-    # chapter 7 cites them
+    # chapter 5 answered under the tiny profile's two seeds and shows the spread between them
+    gen = json.loads((out / "generations" / "summary.json").read_text())["test"]
+    assert gen["seeds"] == 2 and len(gen["win_rate_per_seed"]) == 2
+    assert "between-seed spread" in (out / "notebooks" / "05_dpo_inference.ipynb").read_text()
+    # chapter 6 ran both experiments on chapter 3's scores, reward + cost, best-of-n, the gold best-of-n and the
+    # safety pairs, drew its six figures; chapter 7 cites them
     for name in ("length", "calibration"):
         assert json.loads((out / "experiments" / name / "summary.json").read_text())["n"] > 0, name
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
@@ -50,8 +54,13 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
     assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online"  # the tiny profile's: all
     assert variants["online"]["pairs"] > 0 and variants["online"]["vs_offline"]["n"] == variants["sizes"]["prompts"]
-    assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
+    gold = json.loads((out / "experiments" / "gold_bon" / "summary.json").read_text())
+    assert gold["k"] == 11 and gold["answers"] == 11 * gold["prompts"] > 0 and len(gold["curves"]) == 11
+    assert json.loads((out / "experiments" / "safety_pairs" / "summary.json").read_text())["n"] > 0
+    assert _images(out / "notebooks" / "06_experiments.ipynb") == 6
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
+    assert "gold best-of-n (GPT-4-turbo), largest n: RM pick − random answer" in qa
+    assert "Margins of no practical effect" in qa and "shown absent" in qa and "At this scale, over-fitting" in qa
     assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa
     assert "best-of-n, largest n: independent judge (helpfulness head) gain" in qa
     assert "online − offline DPO win rate vs base, same held-out prompts" in qa and "online DPO: RM win rate vs base" in qa
