@@ -219,5 +219,5 @@ def test_safety_pairs_table_and_reading():
     assert table.iloc[0]["verdict"].startswith("shown /")
     assert table.iloc[2]["verdict"].startswith("shown absent")  # [-0.025, 0.02] inside 0 ± 0.03
     en, zh = external.safety_pairs_reading(pairs)
-    assert "level with the length rule" in en and "[shown absent" in en and "not distinguishable from chance" in en
+    assert "not shown different from the length rule" in en and "[shown absent" in en and "not distinguishable from chance" in en
     assert CJK.search(zh)
