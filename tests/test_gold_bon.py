@@ -84,6 +84,11 @@ def test_gold_curves_rules_and_paired_differences():
         for key in ("rm", "random", "rm_minus_random", "rm_minus_longest"):
             low, high = row[f"{key}_ci95"]
             assert low <= row[key] + 1e-12 and row[key] - 1e-12 <= high
+    # on data where summation order shows (floats), n = 1 is still exactly 0: one arithmetic for every baseline
+    rng = np.random.default_rng(0)
+    first = gold_curves(rng.normal(size=(5, 11)), rng.integers(1, 999, (5, 11)), rng.random((5, 11)), [1],
+                        n_resamples=50)[0]
+    assert first["rm_minus_random_ci95"] == first["rm_minus_longest_ci95"] == first["proxy_gain_ci95"] == [0.0, 0.0]
     with pytest.raises(ValueError, match="one shape"):
         gold_curves(rm, length, [[0.2, 0.0]], [1])
     spread = rule_spread(length, gold, 3)
