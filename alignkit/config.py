@@ -4,8 +4,9 @@ papermill parameters are applied on top, each checked against the field's type.
 
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
 `data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
-(`safety`, `best_of_n`, `dpo_variants`) live in `alignkit.experiment_config` and are re-exported here. Keys of the old
-layout (`train.lr`, `data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
+(`safety`, `best_of_n`, `dpo_variants`, `gold_bon`, `safety_pairs`) live in `alignkit.experiment_config` and
+are re-exported here. Keys of the old layout (`train.lr`, `data.train_path`) are refused with the new key's
+name. Loading a config never imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,8 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.experiment_config import (  # noqa: F401  (re-exported: `from alignkit.config import ...` keeps working)
-    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, SafetyConfig, check_experiment_configs)
+    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, GoldBestOfNConfig, SafetyConfig, SafetyPairsConfig,
+    check_experiment_configs)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BLANK = {"", "none", "null"}
@@ -229,7 +231,10 @@ class GenerationConfig:
     """torch CPU threads for generation and scoring (None = torch's default)."""
     kl_prompts: int | None = None
     """On how many of the held-out test prompts (a seeded sample; None = all) to measure KL(DPO || base) along
-    the DPO model's responses (`alignkit.infer.sequence_kl`); 0 = not measured."""
+    the DPO model's responses (`alignkit.infer.sequence_kl`), on the first seed's answers; 0 = not measured."""
+    seeds: int = 1
+    """Sampling seeds: each model answers every prompt once per seed (seed, seed + 1000, seed + 2000, ...), so the
+    win rate's interval covers the sampling noise as well as the prompts."""
 
 
 @dataclass
@@ -248,6 +253,8 @@ class RunConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     dpo_variants: DPOVariantsConfig = field(default_factory=DPOVariantsConfig)
+    gold_bon: GoldBestOfNConfig = field(default_factory=GoldBestOfNConfig)
+    safety_pairs: SafetyPairsConfig = field(default_factory=SafetyPairsConfig)
 
     @property
     def out(self) -> Path:
@@ -360,5 +367,7 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
-    check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants)
+    if cfg.generation.seeds < 1:
+        raise AlignkitError(f"generation.seeds must be a positive number of sampling seeds, got {cfg.generation.seeds!r}")
+    check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants, cfg.gold_bon, cfg.safety_pairs)
     return cfg

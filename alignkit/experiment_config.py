@@ -1,5 +1,5 @@
-"""Typed configs of the experiments of chapter 6 (reward + cost, best-of-n sampling, DPO and its variants) and
-their checks.
+"""Typed configs of the experiments of chapter 6 (reward + cost, best-of-n sampling, DPO and its variants, gold
+best-of-n, the safety pairs out of domain) and their checks.
 `alignkit.config` holds them in its `RunConfig` and re-exports every name here, so `from alignkit.config
 import DPOVariantsConfig` keeps working. No torch, like the rest of the config layer."""
 from __future__ import annotations
@@ -30,6 +30,24 @@ class BestOfNConfig:
     """Response budget of these samples (None = generation.max_new_tokens)."""
 
 
+@dataclass
+class GoldBestOfNConfig:
+    """Best-of-n judged by a gold judge (chapter 6): the reward model scores the 11 answers of each prompt of
+    `alpacaeval_bon11.json` (AlpacaEval prompts, Tulu-2-DPO-13B answers, GPT-4-turbo preferences)."""
+
+    prompts: int | None = None
+    """Prompts read: a seeded sample of the 403 (None = all)."""
+
+
+@dataclass
+class SafetyPairsConfig:
+    """The reward model out of its domain on purpose (chapter 6): PKU-SafeRLHF pairs where exactly one answer
+    is safe (`pku_saferlhf_safer_pairs.json`), the safer answer counted as the better one."""
+
+    pairs: int | None = None
+    """Pairs read: a seeded sample of the 3,107 (None = all)."""
+
+
 VARIANT_METHODS = ("sigmoid", "cdpo", "robust", "ipo", "rdpo", "simpo", "orpo", "kto", "online")
 """What `dpo_variants.methods` may name: DPO ('sigmoid'), cDPO and the other `dpo.loss` objectives, KTO, and
 'online' (DPO's loss on on-policy pairs: the base policy's own samples labelled by chapter 1's reward model)."""
@@ -54,8 +72,13 @@ class DPOVariantsConfig:
     """Their response budget (None = generation.max_new_tokens)."""
 
 
-def check_experiment_configs(safety: SafetyConfig, bon: BestOfNConfig, v: DPOVariantsConfig) -> None:
+def check_experiment_configs(safety: SafetyConfig, bon: BestOfNConfig, v: DPOVariantsConfig,
+                             gold: GoldBestOfNConfig | None = None, ood: SafetyPairsConfig | None = None) -> None:
     """Refuse impossible experiment settings, naming the option and what it must be."""
+    for name, value in (("gold_bon.prompts", getattr(gold, "prompts", None)),
+                        ("safety_pairs.pairs", getattr(ood, "pairs", None))):
+        if value is not None and value < 2:
+            raise AlignkitError(f"{name} must be at least 2 (an interval needs two), or null for all; got {value!r}")
     if safety.max_pairs is not None and safety.max_pairs < 8:
         raise AlignkitError(f"safety.max_pairs must be at least 8 (a prompt-disjoint train, validation and test part), "
                             f"or null for all pairs; got {safety.max_pairs!r}")

@@ -79,6 +79,31 @@ def bootstrap_ci(values, statistic, *, n_resamples: int = 1000, seed: int = 0, l
     return float(low), float(high)
 
 
+def cluster_mean_ci(values, groups, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+                    ) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of `values` when rows come in clusters (`groups`, one label per row,
+    e.g. the prompt of each pair): whole clusters are resampled with replacement, in the order each label first
+    appears, and the mean is taken over all rows of the drawn clusters. With one row per cluster this is
+    `bootstrap_ci` of the mean, resample for resample."""
+    values = np.asarray(values, float)
+    labels, index = np.unique(np.asarray(groups), return_index=True)
+    order = np.argsort(index)  # clusters in order of first appearance
+    codes = np.searchsorted(labels, np.asarray(groups))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    codes = rank[codes]
+    sums = np.bincount(codes, weights=values, minlength=len(labels))
+    counts = np.bincount(codes, minlength=len(labels)).astype(float)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_resamples):
+        drawn = rng.integers(0, len(labels), len(labels))
+        stats.append(float(sums[drawn].sum() / counts[drawn].sum()))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def mean_ci(values, *, seed: int = 0, n_resamples: int = 1000) -> dict:
     """{'mean', 'ci95' (percentile bootstrap over the values), 'n'} of a sequence of numbers."""
     v = np.asarray(values, float)

@@ -85,8 +85,15 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     summary = compare_profile(cfg)
     table = load_generations(cfg)
     assert set(table.model) == {"base", "dpo"} and set(table.split) == {"test", "train"}
-    assert len(table) == 2 * (cfg.generation.test_prompts + cfg.generation.train_prompts)
+    seeds = cfg.generation.seeds
+    assert seeds == 2 and sorted(table.seed.unique()) == [cfg.seed, cfg.seed + 1000]
+    assert len(table) == 2 * seeds * (cfg.generation.test_prompts + cfg.generation.train_prompts)
     assert summary["test"]["n"] == cfg.generation.test_prompts and "verdict" not in summary  # words: report layer
+    assert summary["test"]["seeds"] == seeds and len(summary["test"]["win_rate_per_seed"]) == seeds
+    assert summary["decoding"]["sampling_seeds"] == [cfg.seed, cfg.seed + 1000]
+    # the two seeds draw different answers to the same prompts
+    test_rows = table[(table.split == "test") & (table.model == "base")]
+    assert test_rows.groupby("prompt_id").response.nunique().gt(1).any()
     assert summary["decoding"]["seed"] == cfg.seed
     saved = json.loads((tmp_path / "out" / "generations" / "summary.json").read_text())
     assert saved["test"]["win_rate"] == summary["test"]["win_rate"]
@@ -109,3 +116,38 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     all_train = load_pairs(str(cfg.out / "data" / "train.jsonl"), "ALIGNKIT")[0]
     trained_on = {p.prompt_id for p in seeded_sample(all_train, 12, cfg.seed)}
     assert set(table[table.split == "train"].prompt_id) <= trained_on < {p.prompt_id for p in all_train}
+
+
+def _generations(rows):
+    """A hand-made generations table: (prompt_id, seed, base score, dpo score) on the test split, 10 tokens each."""
+    import pandas as pd
+    out = []
+    for pid, seed, base, dpo in rows:
+        for model, score in (("base", base), ("dpo", dpo)):
+            out.append({"split": "test", "prompt_id": pid, "seed": seed, "model": model, "prompt": pid,
+                        "response": f"{pid}{seed}{model}", "response_tokens": 10 + (model == "dpo"),
+                        "hit_limit": False, "score": score})
+    return pd.DataFrame(out)
+
+
+def test_win_rate_over_prompts_and_seeds_by_hand():
+    """Prompt a: DPO wins under seed 0, loses under seed 1 (per prompt 0.5); prompt b: wins, then a tie (0.75).
+    Win rate (0.5 + 0.75) / 2 = 0.625; per seed 1.0 and 0.25, spread sd = 0.75 / sqrt(2) = 0.530."""
+    import numpy as np
+    from alignkit.stats import mean_ci, paired_comparison
+    from alignkit.study.generations import summarize_generations, wide
+    table = _generations([("a", 0, 1.0, 2.0), ("a", 1, 1.0, 0.0), ("b", 0, 0.0, 1.0), ("b", 1, 0.0, 0.0)])
+    s = summarize_generations(table, seed=0)["test"]
+    assert s["n"] == 2 and s["seeds"] == 2 and s["win_rate"] == pytest.approx(0.625)
+    assert s["win_rate_per_seed"] == {"0": 1.0, "1": 0.25}
+    assert s["seed_spread"]["min"] == 0.25 and s["seed_spread"]["max"] == 1.0
+    assert s["seed_spread"]["sd"] == pytest.approx(0.75 / np.sqrt(2))
+    assert s["win_rate_ci95"] == mean_ci([0.5, 0.75], seed=0)["ci95"]  # resampled over prompts, seeds inside
+    # scores and lengths: each prompt's mean over its seeds (a: base 1, DPO 1; b: base 0, DPO 0.5)
+    assert s["mean_score_dpo"] == pytest.approx(0.75) and s["mean_difference"] == pytest.approx(0.25)
+    assert wide(table).win.tolist() == [1.0, 0.0, 1.0, 0.5]
+    # one seed: the same numbers as the paired comparison over prompts
+    one = _generations([("a", 0, 1.0, 2.0), ("b", 0, 0.0, -1.0), ("c", 0, 0.5, 0.7)])
+    s = summarize_generations(one, seed=3)["test"]
+    c = paired_comparison([1.0, 0.0, 0.5], [2.0, -1.0, 0.7], [10] * 3, [11] * 3, seed=3)
+    assert s["win_rate"] == c["win_rate"] and s["win_rate_ci95"] == c["win_rate_ci95"] and s["seed_spread"]["sd"] == 0.0

@@ -20,18 +20,31 @@ def test_ci_vs_a_null_on_both_sides_of_each_bound():
     assert r.ci_vs(None, 0.5) is None and r.ci_vs([0.4, None], 0.5) is None and r.ci_vs([0.4, 0.6], None) is None
 
 
-def test_length_trend_bands():
-    assert [r.length_trend(x) for x in (0.51, 0.5, 0.21, 0.2, -0.2, -0.21)] == \
-        ["strong", "moderate", "moderate", "flat", "flat", "falls"]
-    assert r.length_trend(None) is None
+def test_verdicts_in_words_carry_the_margin_and_the_n_that_would_decide():
+    """[0.45, 0.55] at n = 100: MDE 0.0715 (2.801585 * 0.1 / 3.919928), decided at the margin by
+    100 * (0.0715 / 0.03)^2 = 568 (tests/test_verdicts.py); [0.48, 0.52] lies inside 0.5 ± 0.03."""
+    undecided = r.judge([0.45, 0.55], 0.5, "proportion", n=100, estimate=0.5)
+    assert r.verdict_phrase(undecided) == ("undecided: the smallest effect detectable at n = 100 is 0.071; "
+                                           "n ≈ 568 would decide it (at the margin)")
+    assert "568" in r.verdict_phrase(undecided, "zh") and CJK.search(r.verdict_phrase(undecided, "zh"))
+    absent = r.judge([0.48, 0.52], 0.5, "proportion", n=100)
+    assert r.verdict_cell(absent).startswith("shown absent: the interval lies inside 0.500 ± 0.03 / 显示不存在")
+    assert r.verdict_phrase(r.judge([0.52, 0.6], 0.5, "proportion", n=100)) == "shown"
+    assert r.verdict_phrase(r.judge([0.45, 0.55], 0.5, "proportion")).startswith("undecided: the smallest effect "
+                                                                                 "detectable at this size is 0.071")
+    assert r.judge(None, 0.5, "proportion") is None and r.judge([0.4, 0.6], None, "proportion") is None
+    assert r.verdict_phrase(None) == "not run yet"
+    # a sentence's reading carries its verdict in brackets; nothing is added without one
+    assert r.said("chance", [0.52, 0.6], 0.5, "proportion", size=100) == "above chance [shown]"
+    assert r.with_verdict("text", None) == "text"
+    margins = r.margins_table()
+    assert margins.loc["proportion", "margin"] == "± 0.03" and margins.loc["nats", "margin"] == "± 0.1"
+    assert len(margins) == len(r.verdicts.MARGINS) and all(" / " in c for c in margins.covers)
 
 
 def test_simple_readings():
-    assert r.gain(0.62, 0.615) == "higher" and r.gain(0.615, 0.615) == "not_higher"
-    assert r.label_conflict(0.11) == "sizeable" and r.label_conflict(0.10) == "rare"
     assert r.reproduced(0.6035, 0.6035) == "same" and r.reproduced(0.6035, 0.6036) == "different"
     assert r.reproduced(None, 0.6) == "different" and r.reproduced(0.6, None) is None
-    assert r.chosen_likelihood(-0.01) == "fell" and r.chosen_likelihood(0.0) == "rose"
     assert r.reference_pass("cache") == "cached" and r.reference_pass("live") == "every_step"
     assert r.training_set(None) == "eval_only" and r.training_set("x.json") == "train"
     assert r.token_cap(0.51) == "capped" and r.token_cap(0.5) == "free" and r.token_cap(None) is None
@@ -119,10 +132,9 @@ def test_kinds_list_exactly_what_a_reading_returns(function):
     """The categories in KINDS are the ones the tests above reach (so the words test covers them all)."""
     reached = {
         r.ci_vs: {r.ci_vs([0.6, 0.7], 0.5), r.ci_vs([0.3, 0.4], 0.5), r.ci_vs([0.4, 0.6], 0.5)},
-        r.length_trend: {r.length_trend(x) for x in (0.6, 0.3, 0.0, -0.3)},
-        r.gain: {r.gain(1, 0), r.gain(0, 1)}, r.label_conflict: {r.label_conflict(0.5), r.label_conflict(0.0)},
+        r.verdict_category: {r.verdict_category(r.judge(ci, 0.5, "proportion", n=n))
+                             for ci, n in (([0.6, 0.7], 9), ([0.49, 0.51], 9), ([0.4, 0.6], 9), ([0.4, 0.6], None))},
         r.reproduced: {r.reproduced(1, 1), r.reproduced(1, 0)},
-        r.chosen_likelihood: {r.chosen_likelihood(-1), r.chosen_likelihood(1)},
         r.reference_pass: {r.reference_pass("cache"), r.reference_pass("live")},
         r.training_set: {r.training_set(None), r.training_set("x")}, r.token_cap: {r.token_cap(0.9), r.token_cap(0.1)},
         r.length_explains: {r.length_explains([1, 2], 3, 1), r.length_explains([1, 2], 1, 3), r.length_explains([-1, 2], 1, 3)},
@@ -131,6 +143,7 @@ def test_kinds_list_exactly_what_a_reading_returns(function):
         r.claim_out_of_range: {r.claim_out_of_range(ci) for ci in ([0.1, 0.2], [0.0, 0.05], [0.0, 0.5])},
         r.meets_aim: {r.meets_aim(2, 1), r.meets_aim(1, 2)}, r.adopted: {r.adopted(True), r.adopted(False)},
         r.temperature_effect: {r.temperature_effect(t) for t in ([2.0], [0.5], [None], [0.5, 2.0])},
+        r.safety_tradeoff: {r.safety_tradeoff(s, h) for s, h in (([1, 2], [-2, -1]), ([1, 2], [-1, 1]), ([-1, 1], [0, 0]))},
         r.goodhart: {r.goodhart([[0, 0], p], [[0, 0], j]) for p, j in (([1, 2], [-2, -1]), ([1, 2], [-1, 1]),
                                                                        ([1, 2], [1, 2]), ([-1, 1], [1, 2]))},
     }[function]
@@ -296,6 +309,7 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
     likelihood falls), Q5 online − offline DPO and KL(DPO ‖ base), Q7 the chosen answers' held-out log-ratio."""
     from alignkit.config import load_config
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "run")})
     out = cfg.out
@@ -307,7 +321,7 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
                                                                                "per_token": 0.01}}})):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(json.dumps(record))
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     rows = evidence.evidence(cfg, "variants", numbers).set_index("measure")
     assert rows.loc["DPO: RM win rate vs base [95% CI]", "reading"] == \
         f"{r.words('ev_judge', 'above')}; {r.words('ev_variant_chosen', 'above')}" + r.SPLIT + \
@@ -333,8 +347,8 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
         "held-out log π/π_ref of the chosen answers, nats [95% CI]", "reading"] == r.both("exp_chosen_change", "holds")
     # a run without the online round, and one without the variants step: those rows read "not run yet"
     (out / "experiments/dpo_variants/summary.json").write_text(json.dumps(_variants([0, 0], [0, 0], online=False)))
-    policy = evidence.evidence(cfg, "dpo_policy", evidence.key_numbers(cfg)).set_index("measure")
+    policy = evidence.evidence(cfg, "dpo_policy", qa_numbers.key_numbers(cfg)).set_index("measure")
     assert policy.loc["online − offline DPO win rate vs base, same held-out prompts [95% CI]", "value"] == NOT_RUN
     (out / "experiments/dpo_variants/summary.json").unlink()
-    rows = evidence.evidence(cfg, "variants", evidence.key_numbers(cfg))
+    rows = evidence.evidence(cfg, "variants", qa_numbers.key_numbers(cfg))
     assert rows.value.iloc[0] == NOT_RUN and rows.reading.iloc[0] == NOT_RUN and len(rows) == 2

@@ -41,8 +41,12 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     assert "logratio" in dpo["train_history"][0] and len(dpo["eval"]["logratio_ci95"]) == 2
     assert _images(out / "notebooks" / "04_dpo.ipynb") == 3
     assert "KL(DPO ‖ base) per response" in (out / "notebooks" / "05_dpo_inference.ipynb").read_text()
-    # chapter 6 ran both experiments on chapter 3's scores, reward + cost and best-of-n, drew its five figures;
-    # chapter 7 cites them
+    # chapter 5 answered under the tiny profile's two seeds and shows the spread between them
+    gen = json.loads((out / "generations" / "summary.json").read_text())["test"]
+    assert gen["seeds"] == 2 and len(gen["win_rate_per_seed"]) == 2
+    assert "between-seed spread" in (out / "notebooks" / "05_dpo_inference.ipynb").read_text()
+    # chapter 6 ran both experiments on chapter 3's scores, reward + cost, best-of-n, the gold best-of-n and the
+    # safety pairs, drew its six figures; chapter 7 cites them
     for name in ("length", "calibration"):
         assert json.loads((out / "experiments" / name / "summary.json").read_text())["n"] > 0, name
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
@@ -50,8 +54,13 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
     assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online"  # the tiny profile's: all
     assert variants["online"]["pairs"] > 0 and variants["online"]["vs_offline"]["n"] == variants["sizes"]["prompts"]
-    assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
+    gold = json.loads((out / "experiments" / "gold_bon" / "summary.json").read_text())
+    assert gold["k"] == 11 and gold["answers"] == 11 * gold["prompts"] > 0 and len(gold["curves"]) == 11
+    assert json.loads((out / "experiments" / "safety_pairs" / "summary.json").read_text())["n"] > 0
+    assert _images(out / "notebooks" / "06_experiments.ipynb") == 6
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
+    assert "gold best-of-n (GPT-4-turbo), largest n: RM pick − random answer" in qa
+    assert "Margins of no practical effect" in qa and "shown absent" in qa and "At this scale, over-fitting" in qa
     assert "length-corrected − plain RM accuracy, same pairs" in qa and "ECE change, after − before" in qa
     assert "best-of-n, largest n: independent judge (helpfulness head) gain" in qa
     assert "online − offline DPO win rate vs base, same held-out prompts" in qa and "online DPO: RM win rate vs base" in qa
@@ -185,10 +194,15 @@ def test_seed_claims_are_read_from_the_intervals():
     from alignkit.report.landing import claims
     n = {"gen.win_rate": 0.3, "gen.win_rate_ci95": [0.2, 0.4], "gen.n": 100, "rm.longer_wins_acc": 0.6,
          "rm.test_acc": 0.7, "rm.test_ci": [0.65, 0.75], "rm.length_matched_acc": 0.6, "rm.length_matched_ci": [0.45, 0.7],
-         "gen.dpo_outside": 0.01, "rm.length_matched_n": 40}
+         "gen.dpo_outside": 0.01, "rm.length_matched_n": 40, "rm.test_n": 169}
     assert [c["status"] for c in claims(n)] == ["held", "failed", "failed"]
-    n.update({"gen.win_rate_ci95": [0.45, 0.6], "rm.test_ci": [0.5, 0.59], "gen.dpo_outside": 0.3})
+    assert "undecided" not in claims(n)[0]["evidence"]  # a decided claim carries no "would decide" note
+    n.update({"gen.win_rate": 0.52, "gen.win_rate_ci95": [0.45, 0.6], "rm.test_ci": [0.5, 0.59], "gen.dpo_outside": 0.3})
     assert [c["status"] for c in claims(n)] == ["undecided", "held", "held"]
+    # the undecided claim says what would decide it: [0.45, 0.6] at n = 100, MDE 2.801585 * 0.15 / 3.919928 =
+    # 0.10721; 0.52 lies inside the margin, so at the margin: 100 * (0.10721 / 0.03)^2 = 1277.001 -> 1,278
+    assert claims(n)[0]["evidence"].endswith("[undecided: the smallest effect detectable at n = 100 is 0.107; "
+                                             "n ≈ 1,278 would decide it (at the margin)]")
     n.update({"gen.win_rate_ci95": None, "rm.test_ci": None, "gen.dpo_outside": None})
     assert [c["status"] for c in claims(n)] == [None, None, None]
 
@@ -247,16 +261,20 @@ def test_cjk_labels_render_without_missing_glyphs():
 
 def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     assert numbers["rm.test_acc"] is None and numbers["gen.win_rate"] is None
     for question in evidence.QUESTIONS:
         table = evidence.evidence(cfg, question, numbers)
-        assert list(table.columns) == ["measure", "value", "n", "source", "reading"] and len(table)
+        assert list(table.columns) == ["measure", "value", "n", "source", "reading", "verdict"] and len(table)
+        assert (table[table.value == NOT_RUN].verdict == "").all()  # a step that has not run has no verdict
+    # only the data's own row (PKU-SafeRLHF's two labels) is read without a run
+    assert evidence.verdicts_by_question(numbers).loc["total"].sum() == 1
     assert (evidence.evidence(cfg, "dpo_limits", numbers)["value"] == NOT_RUN).all()
-    assert (evidence.sources(cfg)["status"] == NOT_RUN).all()
+    assert (qa_numbers.sources(cfg)["status"] == NOT_RUN).all()
 
 
 def test_loss_shapes_back_the_variants_answer():
@@ -283,9 +301,10 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
     (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
     the train gap is real; +1.5 tokens is within noise."""
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     numbers.update({"dpo.eval.reward_accuracy": 0.544, "dpo.eval.n": 169, "dpo.train.reward_accuracy": 0.799,
                     "dpo.train.n": 169, "gen.mean_length_base": 92.1, "gen.mean_length_dpo": 93.6,
                     "gen.mean_length_difference_ci95": [-0.4, 3.3]})
@@ -308,22 +327,27 @@ def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(t
     """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.config import load_config
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     numbers.update({"rm.test_acc": 0.621, "rm.test_ci": [0.546, 0.691], "rm.longer_wins_acc": 0.577,
                     "rm.length_matched_acc": 0.615, "rm.length_matched_n": 39,
                     "rm.length_matched_ci": [0.459, 0.751], "rm.untrained_length_matched_acc": 0.615})
     readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
     assert readings["RM accuracy, test [95% CI]"].startswith("CI holds the length rule")
     assert readings["RM accuracy on length-matched pairs (±10%) [95% CI]"].startswith("CI holds 0.5")
-    assert readings["untrained model on the same length-matched pairs"].startswith("training added nothing")
+    gain = "trained − untrained accuracy on the same length-matched pairs [95% CI]"
+    assert readings[gain].startswith("no gain from training shown")  # 0.615 vs 0.615 on the same 39 pairs
     numbers.update({"rm.test_ci": [0.60, 0.70], "rm.length_matched_ci": [0.55, 0.70],
                     "rm.length_matched_acc": 0.64})
     readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
     assert readings["RM accuracy, test [95% CI]"].startswith("above the length rule")
     assert readings["RM accuracy on length-matched pairs (±10%) [95% CI]"].startswith("signal beyond length")
-    assert readings["untrained model on the same length-matched pairs"].startswith("trained model higher")
+    assert readings[gain].startswith("no gain from training shown")  # 0.64 vs 0.615 on 39 pairs: within noise
+    numbers.update({"rm.length_matched_acc": 0.9, "rm.untrained_length_matched_acc": 0.4})
+    readings = _readings(evidence.evidence(cfg, "length_bias", numbers))
+    assert readings[gain].startswith("training raised it")  # a point estimate above is not enough: the interval is
 
 
 def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
@@ -331,9 +355,10 @@ def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
     before and after temperature scaling; the rows before them are unchanged, each new row has its n."""
     from alignkit.config import load_config
     from alignkit.report import evidence
+    from alignkit.report import qa_numbers
     from alignkit.report.readings import NOT_RUN
     cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
-    numbers = evidence.key_numbers(cfg)
+    numbers = qa_numbers.key_numbers(cfg)
     before = {q: evidence.evidence(cfg, q, numbers) for q in ("length_bias", "robustness")}
     assert (before["length_bias"]["value"].tail(3) == NOT_RUN).all()  # chapter 6 has not run
     numbers.update({"exp.length_n": 169, "exp.corrected_acc": 0.60, "exp.corrected_ci": [0.52, 0.67],
@@ -354,7 +379,7 @@ def test_qa_cites_the_experiments_as_extra_rows_read_by_category(tmp_path):
     robust = evidence.evidence(cfg, "robustness", numbers).set_index("measure")
     change = robust.loc["ECE change, after − before [95% CI]"]
     assert change["n"] == 169 and change["reading"].startswith("temperature scaling lowers the ECE")
-    assert list(evidence.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]
+    assert list(qa_numbers.sources(cfg)["step"])[-2:] == ["length debiasing (ch. 6)", "calibration (ch. 6)"]
 
 
 def test_every_notebook_is_valid_with_unique_cell_ids():

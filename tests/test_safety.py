@@ -225,7 +225,7 @@ def _safety_summary(safety_change_ci, helpfulness_change_ci, cost_auc_ci):
 
 
 def test_tradeoff_category_comes_from_the_change_intervals():
-    from alignkit.report.experiments import TRADEOFF, safety_tradeoff
+    from alignkit.report.readings import TRADEOFF, safety_tradeoff
     assert safety_tradeoff([0.02, 0.2], [-0.2, -0.01]) == "trade"
     assert safety_tradeoff([0.02, 0.2], [-0.2, 0.0]) == "free"  # touching 0 is no loss shown
     assert safety_tradeoff([0.0, 0.2], [-0.2, -0.01]) == "no_gain"

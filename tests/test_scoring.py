@@ -50,6 +50,22 @@ def test_summary_length_diagnostics_on_a_length_scorer():
     assert list(paired(table).margin) == [5.0, -5.0, 5.0]
 
 
+def test_spearman_with_length_carries_an_interval_over_pairs():
+    """Both answers of every pair count; pairs move together. A score that is the length has rho 1 in every
+    resample (the interval [1, 1]); its negative -1; a score unrelated to length an interval around 0."""
+    from alignkit.study.scores import spearman_length_ci
+    pairs = pd.DataFrame({"tokens_better": [10, 30, 50, 70], "tokens_worse": [20, 40, 60, 80]})
+    exact = pairs.assign(score_better=pairs.tokens_better * 0.1, score_worse=pairs.tokens_worse * 0.1)
+    assert spearman_length_ci(exact, n_resamples=50) == [1.0, 1.0]
+    flipped = exact.assign(score_better=-exact.score_better, score_worse=-exact.score_worse)
+    assert spearman_length_ci(flipped, n_resamples=50) == [-1.0, -1.0]
+    rng = np.random.default_rng(0)
+    many = pd.DataFrame({"tokens_better": rng.integers(1, 500, 200), "tokens_worse": rng.integers(1, 500, 200),
+                         "score_better": rng.normal(size=200), "score_worse": rng.normal(size=200)})
+    low, high = spearman_length_ci(many, n_resamples=200)
+    assert low < 0 < high and high - low < 0.3
+
+
 def test_interrupted_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "scores.jsonl"
     atomic_write_text(target, "old\n")

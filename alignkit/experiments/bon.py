@@ -66,6 +66,20 @@ def _sorted_by_proxy(proxy: np.ndarray, judge: np.ndarray) -> tuple[np.ndarray, 
     return p, j
 
 
+def expected_pick(scores_proxy, scores_judge, n: int) -> np.ndarray:
+    """(P,) per prompt, the judge score of the proxy's pick among n of the k samples, averaged exactly over
+    all C(k, n) n-subsets: with the samples sorted by proxy (ascending), the j-th (0-based) is the subset's
+    maximum with probability C(j, n - 1) / C(k, n) (`selection_weights`). Proxy ties are handled
+    deterministically: tied samples share their mean judge score (`_sorted_by_proxy`), which is the expected
+    judge score of a uniform pick among them. `scores_proxy`, `scores_judge`: (P, k)."""
+    proxy, judge = np.asarray(scores_proxy, float), np.asarray(scores_judge, float)
+    if proxy.ndim != 2 or proxy.shape != judge.shape:
+        raise ValueError(f"proxy and judge scores must be (prompts, samples) arrays of one shape, got "
+                         f"{proxy.shape} and {judge.shape}")
+    _, j = _sorted_by_proxy(proxy, judge)
+    return j @ selection_weights(proxy.shape[1], n)
+
+
 def best_of_n(scores_proxy, scores_judge, n_values, seed: int = 0, *, n_resamples: int = 1000) -> list[dict]:
     """Best-of-n curves from k samples per prompt.
 

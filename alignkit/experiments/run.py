@@ -22,8 +22,14 @@ On DPO-family fine-tunes of the base policy, reused while the policy, chapter 1'
                `dpo_variants.methods`), each read on held-out pairs and answering held-out prompts; also writes
                experiments/dpo_variants/pairs.parquet (one row per split x method x strength x pair) and
                answers.parquet (one row per model x prompt)
-Each profile's sizes are in its YAML (the `safety`, `best_of_n` and `dpo_variants` sections, each commented);
-chapter 6 shows them for the run it reads.
+On chapter 1's reward model and a given data set, reused while the reward model's weights, the data file, the
+evaluation encoding, the seed and the experiment's section are the same (each also writes scores.parquet):
+  gold_bon     best-of-n judged by GPT-4-turbo's preferences (alpacaeval_bon11.json): the RM scores 11 answers
+               per prompt; the RM's pick, the longest, the oracle and a random answer for n = 1..11
+  safety_pairs the RM out of its domain: PKU-SafeRLHF pairs where exactly one answer is safe, the RM against
+               the length rule
+Each profile's sizes are in its YAML (the `safety`, `best_of_n`, `dpo_variants`, `gold_bon` and `safety_pairs`
+sections, each commented); chapter 6 shows them for the run it reads.
 """
 from __future__ import annotations
 
@@ -38,8 +44,10 @@ from alignkit.data.tokenize import ENCODING
 from alignkit.errors import AlignkitError
 from alignkit.experiments.bon import bon_experiment, bon_generation, bon_prompts
 from alignkit.experiments.calibration import calibration_summary
+from alignkit.experiments.gold_bon import GOLD_FILE, gold_bon_experiment, load_gold, pick_prompts, sizing
 from alignkit.experiments.length import length_debiasing
 from alignkit.experiments.safety import load_heads, safety_experiment, save_heads
+from alignkit.experiments.safety_pairs import SAFER_FILE, safety_pairs_experiment
 from alignkit.experiments.variants import variants_experiment, variants_generation
 from alignkit.infer import decoding_settings
 from alignkit.io import atomic_path, atomic_write_json, file_fingerprint, reuse, stamped
@@ -56,6 +64,8 @@ SETTINGS = {
                "lambdas": [0, 0.25, 0.5, 1, 2, 4, 8], "n_resamples": 1000},
     "bon": {"n_resamples": 1000},
     "dpo_variants": {"val_fraction": 0.2, "label_smoothing": 0.1, "n_resamples": 1000},
+    "gold_bon": {"n_resamples": 1000},
+    "safety_pairs": {"n_resamples": 1000},
 }
 """Each experiment's own settings. They are part of its identity, so changing one recomputes it."""
 
@@ -236,6 +246,57 @@ def run_variants(cfg, *, force: bool = False) -> dict:
     return record
 
 
+GIVEN_DATA = {"gold_bon": (GOLD_FILE, "the gold best-of-n set (RewardBench's bon_eval/alpaca_eval_n=16: 403 "
+                                      "prompts x 11 answers with AlpacaEval 2's GPT-4-turbo preferences)"),
+              "safety_pairs": (SAFER_FILE, "PKU-SafeRLHF's safety pairs ({prompt, response: [safer, less safe]})")}
+"""The file each reward-model-only experiment reads from $ALIGNKIT_DATA_DIR, and what it holds."""
+
+
+def _given_data(cfg, name: str) -> Path:
+    """$ALIGNKIT_DATA_DIR/<the file of `name`>; a clear error naming the file and the fix when it is absent."""
+    file, what = GIVEN_DATA[name]
+    path = data_file(file)
+    if path is None:
+        raise AlignkitError(f"{file} not found: the {name} experiment reads {what} from $ALIGNKIT_DATA_DIR. Put the "
+                            f"file there (the shared data folder has it) and set ALIGNKIT_DATA_DIR, or leave "
+                            f"'{name}' out of profile {cfg.profile}'s chapter 6")
+    return path
+
+
+def rm_only_identity(cfg, name: str, rm_dir: Path, data: Path) -> dict:
+    """What `gold_bon` and `safety_pairs` depend on: the reward model's weights, the data file's bytes, the
+    encoding and evaluation lengths, the seed, the experiment's config section and its own settings."""
+    return {"experiment": name, "rm": model_identity(str(rm_dir)), "data": file_fingerprint(data),
+            "encoding": ENCODING, "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
+            name: dataclasses.asdict(getattr(cfg, name)), **SETTINGS[name]}
+
+
+def run_rm_only(cfg, name: str, *, force: bool = False) -> dict:
+    """`gold_bon` or `safety_pairs`: chapter 1's reward model scores a given data set. Reused from
+    experiments/<name>/summary.json (with scores.parquet beside it) while `rm_only_identity` is unchanged."""
+    rm_dir, _ = _require_rm_and_split(cfg, (f"{name}'s scorer", f"{name}'s run"))
+    data = _given_data(cfg, name)
+    identity = rm_only_identity(cfg, name, rm_dir, data)
+    folder = cfg.out / "experiments" / name
+    saved = None if force else reuse(folder / "summary.json", identity, beside=("scores.parquet",))
+    if saved is not None:
+        return saved
+    batch, lengths = cfg.generation.score_batch_size, cfg.data.eval_lengths()
+    if name == "gold_bon":
+        every = load_gold(data)
+        record, table = gold_bon_experiment(rm_dir, pick_prompts(every, cfg.gold_bon.prompts, cfg.seed), lengths,
+                                            batch_size=batch, seed=cfg.seed, **SETTINGS[name])
+        record["sizing"] = sizing(every)
+    else:
+        record, table = safety_pairs_experiment(rm_dir, data, lengths, pairs=cfg.safety_pairs.pairs, seed=cfg.seed,
+                                                batch_size=batch, **SETTINGS[name])
+    with atomic_path(folder / "scores.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    record = stamped(record, identity)
+    atomic_write_json(folder / "summary.json", record)
+    return record
+
+
 def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
     train, test = tables["trained-train"], tables["trained-test"]
     if name == "length":
@@ -245,7 +306,8 @@ def _compute(name: str, tables: dict[str, pd.DataFrame], seed: int) -> dict:
 
 
 def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
-    """Experiment `name` ('length', 'calibration', 'safety', 'bon' or 'dpo_variants') on a profile. It is reused from
+    """Experiment `name` ('length', 'calibration', 'safety', 'bon', 'dpo_variants', 'gold_bon' or 'safety_pairs')
+    on a profile. It is reused from
     outputs/<profile>/experiments/<name>/summary.json while its identity is unchanged; `force=True` recomputes
     it. Returns the record, including its `config` and `identity`."""
     if name not in SETTINGS:
@@ -256,6 +318,8 @@ def run_experiment(cfg, name: str, *, force: bool = False) -> dict:
         return run_bon(cfg, force=force)
     if name == "dpo_variants":
         return run_variants(cfg, force=force)
+    if name in GIVEN_DATA:
+        return run_rm_only(cfg, name, force=force)
     scores_summary, paths = _require_scores(cfg)
     identity = experiment_identity(cfg, name, scores_summary)
     path = cfg.out / "experiments" / name / "summary.json"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from alignkit.config import load_config
 from alignkit.report import readings
-from alignkit.report.readings import both, ci_vs, words
+from alignkit.report.readings import both, ci_vs, judge, said, verdict_of, verdict_phrase, words
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
 
@@ -51,10 +51,16 @@ def vs_chance(m: dict) -> str:
     return both("chance", ci_vs(m["ci95"], 0.5))
 
 
+def chance_verdict(m: dict) -> str:
+    """The verdict of an accuracy's 95% CI against 0.5 (alignkit.verdicts), for a table's verdict column."""
+    return verdict_of(m["ci95"], 0.5, "proportion", n=m["n"], estimate=m["accuracy"])
+
+
 def accuracy_table(named: Mapping[str, dict]) -> pd.DataFrame:
-    """{label: {'accuracy', 'n', 'ci95'}} -> one row each with its CI and its reading against chance."""
+    """{label: {'accuracy', 'n', 'ci95'}} -> one row each with its CI, its reading against chance and its verdict."""
     return pd.DataFrame.from_dict({label: {"accuracy": m["accuracy"], "ci95 low": m["ci95"][0],
-                                           "ci95 high": m["ci95"][1], "n": m["n"], "reading": vs_chance(m)}
+                                           "ci95 high": m["ci95"][1], "n": m["n"], "reading": vs_chance(m),
+                                           "verdict": chance_verdict(m)}
                                    for label, m in named.items()}, orient="index").round(3)
 
 
@@ -63,22 +69,24 @@ def generalization(metrics: dict) -> pd.DataFrame:
     test, and the train - test gap with its CI; each row read against chance and against each other."""
     rows = {}
 
-    def add(label, m, reading=""):
+    def add(label, m):
         rows[label] = {"accuracy": m["accuracy"], "ci95 low": m["ci95"][0], "ci95 high": m["ci95"][1],
-                       "n": m["n"], "reading": reading}
+                       "n": m["n"], "reading": vs_chance(m), "verdict": chance_verdict(m)}
     if "eval_untrained" in metrics:
-        add("untrained · test", metrics["eval_untrained"], vs_chance(metrics["eval_untrained"]))
-    add("trained · test", metrics["eval"], vs_chance(metrics["eval"]))
+        add("untrained · test", metrics["eval_untrained"])
+    add("trained · test", metrics["eval"])
     lw = metrics["eval"].get("length", {}).get("longer_wins")
     if lw:
-        add("longer-response rule · test", lw, vs_chance(lw))
+        add("longer-response rule · test", lw)
     if "train" in metrics:
-        add("trained · train", metrics["train"], vs_chance(metrics["train"]))
+        add("trained · train", metrics["train"])
         tr, te = metrics["train"], metrics["eval"]
         low, high = difference_ci(tr["accuracy"] * tr["n"], tr["n"], te["accuracy"] * te["n"], te["n"])
-        reading = both("overfitting", ci_vs([low, high], 0.0))
-        rows["gap (train − test)"] = {"accuracy": tr["accuracy"] - te["accuracy"], "ci95 low": low,
-                                      "ci95 high": high, "n": None, "reading": reading}
+        gap = tr["accuracy"] - te["accuracy"]
+        rows["gap (train − test)"] = {"accuracy": gap, "ci95 low": low, "ci95 high": high, "n": None,
+                                      "reading": both("overfitting", ci_vs([low, high], 0.0)),
+                                      "verdict": verdict_of([low, high], 0.0, "proportion", n=min(tr["n"], te["n"]),
+                                                            estimate=gap)}
     table = pd.DataFrame.from_dict(rows, orient="index").round(3)
     return table.astype({"n": "Int64"})
 
@@ -177,8 +185,13 @@ def generation_table(summary: dict) -> pd.DataFrame:
         if not s:
             continue
         lc = s["length_controlled"]
+        spread = s.get("seed_spread") or {}
         columns[split] = {
-            "n": s["n"], "win rate [95% CI]": (s["win_rate"], s["win_rate_ci95"]),
+            "n": s["n"], "sampling seeds": s.get("seeds", 1),
+            "win rate over prompts and seeds [95% CI]": (s["win_rate"], s["win_rate_ci95"]),
+            "win rate per seed": ", ".join(number(v) for v in (s.get("win_rate_per_seed") or {}).values()),
+            "between-seed spread: min – max (sd)": f"{number(spread.get('min'))} – {number(spread.get('max'))} "
+                                                   f"({number(spread.get('sd'))})" if spread else None,
             "mean RM score, base": s["mean_score_base"], "mean RM score, DPO": s["mean_score_dpo"],
             "mean tokens, base": s["mean_length_base"], "mean tokens, DPO": s["mean_length_dpo"],
             "share at the token limit, base": number(s["hit_limit_base"], percent=True),
@@ -244,11 +257,17 @@ def generation_reading(summary: dict) -> tuple[str, str]:
     cap = max(s["hit_limit_base"], s["hit_limit_dpo"])
     out = []
     for lang in ("en", "zh"):
-        out.append(words("generation_reading", lang=lang, n=number(s["n"]), win=interval(s["win_rate"], s["win_rate_ci95"]),
-                         win_words=words("win", ci_vs(s["win_rate_ci95"], 0.5), lang),
+        spread = s.get("seed_spread") or {}
+        out.append(words("generation_reading", lang=lang, n=number(s["n"]), seeds=number(s.get("seeds", 1)),
+                         seed_min=number(spread.get("min")), seed_max=number(spread.get("max")),
+                         seed_sd=number(spread.get("sd")), win=interval(s["win_rate"], s["win_rate_ci95"]),
+                         win_words=said("win", s["win_rate_ci95"], 0.5, "proportion", lang, size=s["n"],
+                                        estimate=s["win_rate"]),
                          lc=interval(lc["dpo_effect"], lc["dpo_effect_ci95"], signed=True),
-                         lc_words=words("length_controlled", ci_vs(lc["dpo_effect_ci95"], 0.0), lang),
-                         length_words=words("length_change", ci_vs(s["mean_length_difference_ci95"], 0.0), lang),
+                         lc_words=said("length_controlled", lc["dpo_effect_ci95"], 0.0, "reward", lang, size=s["n"],
+                                       estimate=lc["dpo_effect"]),
+                         length_words=said("length_change", s["mean_length_difference_ci95"], 0.0, "tokens", lang,
+                                           size=s["n"]),
                          len_base=number(s["mean_length_base"]), len_dpo=number(s["mean_length_dpo"]),
                          cap=words("token_cap", readings.token_cap(cap), lang, share=number(cap, percent=True))).strip())
     return out[0], out[1]
@@ -293,6 +312,7 @@ def sweep_frame(rows: list[dict]) -> pd.DataFrame:
             "length rule": interval(r["length_rule"]["accuracy"], r["length_rule"]["ci95"]),
             "RM − rule": interval(diff["difference"], diff["ci95"], signed=True),
             "reading": words("sweep_vs_rule", category) if category else "",
+            "verdict": verdict_phrase(judge(diff["ci95"], 0.0, "proportion", n=diff["n"], estimate=diff["difference"])),
             "steps": r["steps"], "time (s)": round(r["sweep_s"]), "date": r["date"]})
     return pd.DataFrame(out)
 

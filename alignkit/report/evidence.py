@@ -1,148 +1,23 @@
-"""Chapter 7's evidence: the numbers the analysis Q&A cites, read from the artifacts chapters 1-6 wrote.
-
-`key_numbers(cfg)` flattens them into one dict (None where a step has not run); `evidence(cfg, question)`
-returns the small table printed above each answer: measure, value, where it comes from, and a reading
-decided from the value (a claim that does not hold on this run is not printed as if it did).
+"""Chapter 7's evidence: the numbers the analysis Q&A cites (alignkit.report.qa_numbers.key_numbers) as the
+small table printed above each answer, `evidence(cfg, question)`: measure, value, where it comes from, a reading
+decided from the value (a claim that does not hold on this run is not printed as if it did) and its verdict
+(alignkit.verdicts); the verdicts counted per question; the closing sentences read from intervals.
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-from alignkit import losses
-from alignkit.data.sources import data_file
+from alignkit import losses, verdicts
 from alignkit.report import readings
-from alignkit.report.chapters import generation_verdict
-from alignkit.report.experiments import bon_goodhart
-from alignkit.report.readings import NOT_RUN, both, ci_vs
-from alignkit.report.variants import LABELS, variant_evidence_reading, variants_numbers
+from alignkit.report.qa_numbers import key_numbers
+from alignkit.report.readings import NOT_RUN, both, ci_vs, judge, said, verdict_cell, words
+from alignkit.report.variants import LABELS, variant_evidence_reading
 from alignkit.report.tables import interval, number
 from alignkit.stats import difference_ci, wilson_interval
-from alignkit.study.evals import label_disagreement
 
 QUESTIONS = ("applications", "robustness", "length_bias", "pluralistic", "dpo_policy", "dpo_vs_rlhf",
              "dpo_limits", "variants")
-
-
-ARTIFACTS = {"reward model (ch. 1)": "rm/metrics.json", "eval-only runs (ch. 2)": "evals/trained-ood",
-             "scores (ch. 3)": "scores/summary.json", "DPO (ch. 4)": "dpo/metrics.json",
-             "generations (ch. 5)": "generations/summary.json",
-             "best-of-n (ch. 6)": "experiments/bon/summary.json",
-             "DPO variants and the online round (ch. 6)": "experiments/dpo_variants/summary.json",
-             "length debiasing (ch. 6)": "experiments/length/summary.json",
-             "calibration (ch. 6)": "experiments/calibration/summary.json"}
-
-
-def sources(cfg) -> pd.DataFrame:
-    """Which earlier chapters' artifacts exist for this config (a missing one reads "not run yet")."""
-    return pd.DataFrame([{"step": step, "artifact": str(Path(cfg.out) / rel),
-                          "status": both("artifact", "found" if (Path(cfg.out) / rel).exists() else "missing")}
-                         for step, rel in ARTIFACTS.items()])
-
-
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _get(tree, *keys):
-    for key in keys:
-        if not isinstance(tree, dict) or tree.get(key) is None:
-            return None
-        tree = tree[key]
-    return tree
-
-
-def key_numbers(cfg) -> dict:
-    """Every number the Q&A uses, by source: rm (chapter 1), evals (2), scores (3), dpo (4),
-    generations (5), exp (the experiments, 6), data. A missing artifact gives None values, never an error."""
-    out = Path(cfg.out)
-    rm, scores = _load(out / "rm" / "metrics.json"), _load(out / "scores" / "summary.json")
-    dpo, gen = _load(out / "dpo" / "metrics.json"), _load(out / "generations" / "summary.json")
-    ood_files = sorted((out / "evals" / "trained-ood").glob("rm_eval/*/metrics.json"))
-    ood = _load(ood_files[0]) if ood_files else None
-    pku = data_file("pku_saferlhf_500.jsonl")
-    chosen_tokens = None
-    if (out / "scores" / "trained-test.parquet").exists():
-        table = pd.read_parquet(out / "scores" / "trained-test.parquet")
-        chosen_tokens = float(table[table.side == "better"].response_tokens.mean())
-    n = {
-        "rm.test_acc": _get(rm, "eval", "accuracy"), "rm.test_ci": _get(rm, "eval", "ci95"),
-        "rm.test_n": _get(rm, "eval", "n"), "rm.train_acc": _get(rm, "train", "accuracy"),
-        "rm.train_n": _get(rm, "train", "n"), "rm.untrained_acc": _get(rm, "eval_untrained", "accuracy"),
-        "rm.untrained_ci": _get(rm, "eval_untrained", "ci95"),
-        "rm.longer_wins_acc": _get(rm, "eval", "longer_wins_accuracy"),
-        "rm.length_matched_acc": _get(rm, "eval", "length_matched_accuracy"),
-        "rm.length_matched_n": _get(rm, "eval", "length", "length_matched", "n"),
-        "rm.length_matched_ci": _get(rm, "eval", "length", "length_matched", "ci95"),
-        "rm.untrained_length_matched_acc": _get(rm, "eval_untrained", "length_matched_accuracy"),
-        "rm.wall_time_s": _get(rm, "wall_time_s"), "rm.steps": _get(rm, "steps"),
-        "ood.acc": _get(ood, "eval", "accuracy"), "ood.ci": _get(ood, "eval", "ci95"), "ood.n": _get(ood, "eval", "n"),
-        "scores.test_auc": _get(scores, "trained-test", "auc"),
-        "scores.spearman_trained": _get(scores, "trained-test", "score_vs_length", "spearman"),
-        "scores.spearman_untrained": _get(scores, "untrained-test", "score_vs_length", "spearman"),
-        "data.chosen_tokens_test": chosen_tokens,
-        "dpo.steps": _get(dpo, "steps"), "dpo.wall_time_s": _get(dpo, "wall_time_s"),
-        "dpo.reference": getattr(getattr(cfg, "dpo", None), "reference", None),
-    }
-    for split in ("train", "eval"):
-        for key in ("loss", "reward_accuracy", "rewards_chosen", "rewards_rejected", "reward_margin", "n",
-                    "logratio_chosen", "logratio_chosen_ci95"):
-            n[f"dpo.{split}.{key}"] = _get(dpo, split, key)
-    for key in ("n", "win_rate", "win_rate_ci95", "mean_score_base", "mean_score_dpo", "mean_length_base",
-                "mean_length_dpo", "mean_length_difference_ci95", "score_length_spearman"):
-        n[f"gen.{key}"] = _get(gen, "test", key)
-    n["gen.lc_effect"] = _get(gen, "test", "length_controlled", "dpo_effect")
-    n["gen.lc_effect_ci"] = _get(gen, "test", "length_controlled", "dpo_effect_ci95")
-    n.update({f"gen.kl_{k}": _get(gen, "test", "kl_dpo_base", key) for k, key in
-              (("mean", "mean"), ("ci", "ci95"), ("n", "n"))})
-    n["gen.verdict"] = (generation_verdict(gen, "en") + " / " + generation_verdict(gen, "zh")) if _get(gen, "test") else None
-    n.update(_experiment_numbers(out))
-    disagreement = label_disagreement(pku) if pku else {}
-    n["data.helpful_vs_safer_disagree"] = disagreement.get("disagree")
-    n["data.helpful_vs_safer_ci"] = disagreement.get("ci95")
-    n["data.helpful_vs_safer_n"] = disagreement.get("n")
-    return n
-
-
-def _bon_numbers(bon: dict | None) -> dict:
-    """Best-of-n at its largest n: the proxy's, the judge's and the cost head's gain over a random sample with
-    CIs, the size of the run, and the Goodhart reading's category."""
-    rows = {k: (_get(bon, "curves", k) or [None])[-1] for k in ("judge", "cost")}
-    judges = _get(bon, "curves", "judge") or []
-    size = None if not judges else f"{bon['prompts']} × {bon['samples']}, n = {judges[-1]['n']} " \
-                                   f"(KL_BoN {judges[-1]['kl_bon']:.2f} nats)"
-    out = {"exp.bon_size": size, "exp.bon_prompts": _get(bon, "prompts"),
-           "exp.bon_goodhart": bon_goodhart(bon)[0] if judges else None}
-    for name, row, key in (("proxy", rows["judge"], "proxy"), ("judge", rows["judge"], "judge"),
-                           ("cost", rows["cost"], "judge")):
-        out[f"exp.bon_{name}_gain"], out[f"exp.bon_{name}_ci"] = _get(row, f"{key}_gain"), _get(row, f"{key}_gain_ci95")
-    return out
-
-
-def _experiment_numbers(out: Path) -> dict:
-    """Chapter 6's numbers: the length-corrected RM (accuracy, paired difference to the plain RM,
-    length-matched accuracy), the ECE before and after cross-fitted temperature scaling, each with its CI, and
-    best-of-n's gains (`_bon_numbers`)."""
-    length = _load(out / "experiments" / "length" / "summary.json")
-    cal = _load(out / "experiments" / "calibration" / "summary.json")
-    return {**_bon_numbers(_load(out / "experiments" / "bon" / "summary.json")),
-            **variants_numbers(_load(out / "experiments" / "dpo_variants" / "summary.json")),
-            "exp.length_n": _get(length, "n"),
-            "exp.corrected_acc": _get(length, "corrected", "accuracy", "accuracy"),
-            "exp.corrected_ci": _get(length, "corrected", "accuracy", "ci95"),
-            "exp.debias_diff": _get(length, "difference", "all", "difference"),
-            "exp.debias_diff_ci": _get(length, "difference", "all", "ci95"),
-            "exp.corrected_matched_acc": _get(length, "corrected", "length_matched", "accuracy"),
-            "exp.corrected_matched_ci": _get(length, "corrected", "length_matched", "ci95"),
-            "exp.length_matched_n": _get(length, "corrected", "length_matched", "n"),
-            "exp.calibration_n": _get(cal, "n"),
-            "exp.ece_before": _get(cal, "before", "ece"), "exp.ece_before_ci": _get(cal, "before", "ece_ci95"),
-            "exp.ece_after": _get(cal, "cross_fitted", "ece"), "exp.ece_after_ci": _get(cal, "cross_fitted", "ece_ci95"),
-            "exp.ece_diff": _get(cal, "cross_fitted", "difference"),
-            "exp.ece_diff_ci": _get(cal, "cross_fitted", "difference_ci95")}
 
 
 def _fmt(value) -> str:
@@ -169,7 +44,12 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
         "OOD − in-distribution accuracy [95% CI]": "ood.n",
         "'longer response wins' rule accuracy, test": "rm.test_n", "RM accuracy, test [95% CI]": "rm.test_n",
         "RM accuracy on length-matched pairs (±10%) [95% CI]": "rm.length_matched_n",
-        "untrained model on the same length-matched pairs": "rm.length_matched_n",
+        "trained − untrained accuracy on the same length-matched pairs [95% CI]": "rm.length_matched_n",
+        "Spearman(score, response length), trained RM [95% CI]": "rm.test_n",
+        "safety pairs (PKU-SafeRLHF, the safer answer preferred): RM accuracy [95% CI]": "exp.safety_pairs_n",
+        "safety pairs: RM − 'longer answer wins' rule, same pairs [95% CI]": "exp.safety_pairs_n",
+        "gold best-of-n (GPT-4-turbo), largest n: RM pick − random answer, win rate [95% CI]": "exp.gold_prompts",
+        "gold best-of-n, largest n: RM pick − longest answer, win rate [95% CI]": "exp.gold_prompts",
         "mean response tokens: base → DPO": "gen.n", "length-controlled DPO effect on RM score [95% CI]": "gen.n",
         "PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]": "data.helpful_vs_safer_n",
         "RM accuracy on helpfulness labels of another dataset": "ood.n",
@@ -193,129 +73,164 @@ N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accura
 """The sample size behind each measure (for a comparison of two samples, the smaller / held-out one)."""
 
 
-def _rows(n: dict, question: str) -> list[tuple[str, object, str, str]]:
-    """(measure, value, source, reading) rows for one question; each reading's category from
-    alignkit.report.readings, its words from text/readings.yaml."""
+Row = tuple  # (measure, value, source, reading, verdict: alignkit.verdicts.Verdict | None)
+
+
+def _read(measure, value, source, key, ci, null, kind, size, **values) -> Row:
+    """A row read from an interval: the words of `key` for where `ci` lies against `null`, and the verdict
+    against the margin of `kind` (alignkit.verdicts), `size` the sample behind the interval."""
+    estimate = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], list) else None
+    return (measure, value, source, both(key, ci_vs(ci, null), **values),
+            judge(ci, null, kind, n=size, estimate=estimate))
+
+
+def _rows(n: dict, question: str) -> list[Row]:
+    """(measure, value, source, reading, verdict) rows for one question; each reading's category from
+    alignkit.report.readings, its words from text/readings.yaml, its verdict from alignkit.verdicts."""
     if question == "applications":
         return [
-            ("RM accuracy, held-out test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1 · rm/metrics.json",
-             both("ev_chance", ci_vs(n["rm.test_ci"], 0.5))),
-            ("untrained RM accuracy, same pairs [95% CI]", (n["rm.untrained_acc"], n["rm.untrained_ci"]),
-             "ch. 1", both("ev_chance", ci_vs(n["rm.untrained_ci"], 0.5))),
-            ("DPO-vs-base win rate judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]),
-             "ch. 5 · generations/summary.json", both("ev_preference", ci_vs(n["gen.win_rate_ci95"], 0.5))),
+            _read("RM accuracy, held-out test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1 · rm/metrics.json",
+                  "ev_chance", n["rm.test_ci"], 0.5, "proportion", n["rm.test_n"]),
+            _read("untrained RM accuracy, same pairs [95% CI]", (n["rm.untrained_acc"], n["rm.untrained_ci"]), "ch. 1",
+                  "ev_chance", n["rm.untrained_ci"], 0.5, "proportion", n["rm.test_n"]),
+            _read("DPO-vs-base win rate judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]),
+                  "ch. 5 · generations/summary.json", "ev_preference", n["gen.win_rate_ci95"], 0.5, "proportion",
+                  n["gen.n"]),
         ]
     if question == "robustness":
         gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
         ood_gap, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
         return [
-            ("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2", both("ev_overfitting", ci_vs(gap_ci, 0.0))),
-            ("accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]", (n["ood.acc"], n["ood.ci"]), "ch. 2",
-             both("ev_chance", ci_vs(n["ood.ci"], 0.5))),
-            ("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2", both("ev_ood_gap", ci_vs(ood_ci, 0.0))),
-            ("Spearman(score, response length), trained RM", n["scores.spearman_trained"], "ch. 3",
-             both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
-            ("best-of-n: prompts × samples, largest n", n["exp.bon_size"], "ch. 6 · experiments/bon", ""),
-            ("best-of-n, largest n: reward-model (proxy) gain over a random sample [95% CI]",
-             (n["exp.bon_proxy_gain"], n["exp.bon_proxy_ci"]), "ch. 6", ""),
+            _read("train − test accuracy [95% CI]", (gap, gap_ci), "ch. 2", "ev_overfitting", gap_ci, 0.0,
+                  "proportion", n["rm.test_n"]),
+            _read("accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]", (n["ood.acc"], n["ood.ci"]), "ch. 2",
+                  "ev_chance", n["ood.ci"], 0.5, "proportion", n["ood.n"]),
+            _read("OOD − in-distribution accuracy [95% CI]", (ood_gap, ood_ci), "ch. 2", "ev_ood_gap", ood_ci, 0.0,
+                  "proportion", n["ood.n"]),
+            _read("Spearman(score, response length), trained RM [95% CI]",
+                  (n["scores.spearman_trained"], n["scores.spearman_trained_ci"]), "ch. 3", "length_trend",
+                  n["scores.spearman_trained_ci"], 0.0, "correlation", n["rm.test_n"]),
+            _read("safety pairs (PKU-SafeRLHF, the safer answer preferred): RM accuracy [95% CI]",
+                  (n["exp.safety_pairs_rm"], n["exp.safety_pairs_rm_ci"]), "ch. 6 · experiments/safety_pairs",
+                  "safety_pairs_rm", n["exp.safety_pairs_rm_ci"], 0.5, "proportion", n["exp.safety_pairs_n"]),
+            _read("safety pairs: RM − 'longer answer wins' rule, same pairs [95% CI]",
+                  (n["exp.safety_pairs_diff"], n["exp.safety_pairs_diff_ci"]), "ch. 6", "safety_pairs_vs_rule",
+                  n["exp.safety_pairs_diff_ci"], 0.0, "proportion", n["exp.safety_pairs_n"]),
+            _read("gold best-of-n (GPT-4-turbo), largest n: RM pick − random answer, win rate [95% CI]",
+                  (n["exp.gold_rm_random"], n["exp.gold_rm_random_ci"]), "ch. 6 · experiments/gold_bon",
+                  "gold_vs_random", n["exp.gold_rm_random_ci"], 0.0, "proportion", n["exp.gold_prompts"]),
+            _read("gold best-of-n, largest n: RM pick − longest answer, win rate [95% CI]",
+                  (n["exp.gold_rm_longest"], n["exp.gold_rm_longest_ci"]), "ch. 6", "gold_vs_longest",
+                  n["exp.gold_rm_longest_ci"], 0.0, "proportion", n["exp.gold_prompts"]),
+            ("best-of-n: prompts × samples, largest n", n["exp.bon_size"], "ch. 6 · experiments/bon", "", None),
+            _read("best-of-n, largest n: reward-model (proxy) gain over a random sample [95% CI]",
+                  (n["exp.bon_proxy_gain"], n["exp.bon_proxy_ci"]), "ch. 6", "exp_bon_proxy", n["exp.bon_proxy_ci"],
+                  0.0, "reward", n["exp.bon_prompts"]),
             ("best-of-n, largest n: independent judge (helpfulness head) gain [95% CI]",
-             (n["exp.bon_judge_gain"], n["exp.bon_judge_ci"]), "ch. 6", both("ev_goodhart", n["exp.bon_goodhart"])),
-            ("best-of-n, largest n: cost head (harm) gain [95% CI]", (n["exp.bon_cost_gain"], n["exp.bon_cost_ci"]),
-             "ch. 6", both("exp_bon_cost", ci_vs(n["exp.bon_cost_ci"], 0.0))),
+             (n["exp.bon_judge_gain"], n["exp.bon_judge_ci"]), "ch. 6", both("ev_goodhart", n["exp.bon_goodhart"]),
+             judge(n["exp.bon_judge_ci"], 0.0, "reward", n=n["exp.bon_prompts"], estimate=n["exp.bon_judge_gain"])),
+            _read("best-of-n, largest n: cost head (harm) gain [95% CI]", (n["exp.bon_cost_gain"], n["exp.bon_cost_ci"]),
+                  "ch. 6", "exp_bon_cost", n["exp.bon_cost_ci"], 0.0, "reward", n["exp.bon_prompts"]),
             ("ECE of σ(r_w − r_l), held-out [95% CI]", (n["exp.ece_before"], n["exp.ece_before_ci"]),
-             "ch. 6 · experiments/calibration", ""),
+             "ch. 6 · experiments/calibration", "", None),
             ("ECE after cross-fitted temperature scaling [95% CI]", (n["exp.ece_after"], n["exp.ece_after_ci"]),
-             "ch. 6", ""),
-            ("ECE change, after − before [95% CI]", (n["exp.ece_diff"], n["exp.ece_diff_ci"]), "ch. 6",
-             both("ev_calibration", ci_vs(n["exp.ece_diff_ci"], 0.0))),
+             "ch. 6", "", None),
+            _read("ECE change, after − before [95% CI]", (n["exp.ece_diff"], n["exp.ece_diff_ci"]), "ch. 6",
+                  "ev_calibration", n["exp.ece_diff_ci"], 0.0, "proportion", n["exp.calibration_n"]),
         ]
     if question == "length_bias":
+        gain, gain_ci = _accuracy_gap(n["rm.length_matched_acc"], n["rm.length_matched_n"],
+                                      n["rm.untrained_length_matched_acc"], n["rm.length_matched_n"])
         return [
-            ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", both("ev_baseline")),
-            ("RM accuracy, test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1",
-             both("ev_length_rule", ci_vs(n["rm.test_ci"], n["rm.longer_wins_acc"]))),
-            ("RM accuracy on length-matched pairs (±10%) [95% CI]",
-             (n["rm.length_matched_acc"], n["rm.length_matched_ci"]), "ch. 1",
-             both("ev_length_matched", ci_vs(n["rm.length_matched_ci"], 0.5))),
-            ("untrained model on the same length-matched pairs", n["rm.untrained_length_matched_acc"], "ch. 1",
-             both("ev_training_gain", readings.gain(n["rm.length_matched_acc"], n["rm.untrained_length_matched_acc"]))),
+            ("'longer response wins' rule accuracy, test", n["rm.longer_wins_acc"], "ch. 1", both("ev_baseline"), None),
+            _read("RM accuracy, test [95% CI]", (n["rm.test_acc"], n["rm.test_ci"]), "ch. 1", "ev_length_rule",
+                  n["rm.test_ci"], n["rm.longer_wins_acc"], "proportion", n["rm.test_n"]),
+            _read("RM accuracy on length-matched pairs (±10%) [95% CI]",
+                  (n["rm.length_matched_acc"], n["rm.length_matched_ci"]), "ch. 1", "ev_length_matched",
+                  n["rm.length_matched_ci"], 0.5, "proportion", n["rm.length_matched_n"]),
+            _read("trained − untrained accuracy on the same length-matched pairs [95% CI]", (gain, gain_ci), "ch. 1",
+                  "ev_training_gain", gain_ci, 0.0, "proportion", n["rm.length_matched_n"]),
             ("Spearman(score, length): untrained → trained",
-             (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3",
-             both("length_trend", readings.length_trend(n["scores.spearman_trained"]))),
-            ("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
-             both("ev_length_change", ci_vs(n["gen.mean_length_difference_ci95"], 0.0))),
-            ("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]), "ch. 5",
-             both("ev_length_controlled", ci_vs(n["gen.lc_effect_ci"], 0.0))),
-            ("length-corrected RM accuracy, test [95% CI]", (n["exp.corrected_acc"], n["exp.corrected_ci"]),
-             "ch. 6 · experiments/length", both("ev_chance", ci_vs(n["exp.corrected_ci"], 0.5))),
-            ("length-corrected − plain RM accuracy, same pairs [95% CI]", (n["exp.debias_diff"], n["exp.debias_diff_ci"]),
-             "ch. 6", both("ev_debias_change", ci_vs(n["exp.debias_diff_ci"], 0.0))),
-            ("length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]",
-             (n["exp.corrected_matched_acc"], n["exp.corrected_matched_ci"]), "ch. 6",
-             both("ev_length_matched", ci_vs(n["exp.corrected_matched_ci"], 0.5))),
+             (n["scores.spearman_untrained"], n["scores.spearman_trained"]), "ch. 3", "", None),
+            _read("mean response tokens: base → DPO", (n["gen.mean_length_base"], n["gen.mean_length_dpo"]), "ch. 5",
+                  "ev_length_change", n["gen.mean_length_difference_ci95"], 0.0, "tokens", n["gen.n"]),
+            _read("length-controlled DPO effect on RM score [95% CI]", (n["gen.lc_effect"], n["gen.lc_effect_ci"]),
+                  "ch. 5", "ev_length_controlled", n["gen.lc_effect_ci"], 0.0, "reward", n["gen.n"]),
+            _read("length-corrected RM accuracy, test [95% CI]", (n["exp.corrected_acc"], n["exp.corrected_ci"]),
+                  "ch. 6 · experiments/length", "ev_chance", n["exp.corrected_ci"], 0.5, "proportion", n["exp.length_n"]),
+            _read("length-corrected − plain RM accuracy, same pairs [95% CI]", (n["exp.debias_diff"], n["exp.debias_diff_ci"]),
+                  "ch. 6", "ev_debias_change", n["exp.debias_diff_ci"], 0.0, "proportion", n["exp.length_n"]),
+            _read("length-corrected RM accuracy on length-matched pairs (±10%) [95% CI]",
+                  (n["exp.corrected_matched_acc"], n["exp.corrected_matched_ci"]), "ch. 6", "ev_length_matched",
+                  n["exp.corrected_matched_ci"], 0.5, "proportion", n["exp.length_matched_n"]),
         ]
     if question == "pluralistic":
         return [
-            ("PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]",
-             (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]), "data",
-             both("label_conflict", readings.label_conflict(n["data.helpful_vs_safer_disagree"]))),
-            ("RM accuracy on helpfulness labels of another dataset", n["ood.acc"], "ch. 2", both("ev_see_robustness")),
+            _read("PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]",
+                  (n["data.helpful_vs_safer_disagree"], n["data.helpful_vs_safer_ci"]), "data", "label_conflict",
+                  n["data.helpful_vs_safer_ci"], 0.1, "proportion", n["data.helpful_vs_safer_n"]),
+            ("RM accuracy on helpfulness labels of another dataset", n["ood.acc"], "ch. 2", both("ev_see_robustness"),
+             None),
         ]
     if question == "dpo_policy":
         ratio = None if None in (n["data.chosen_tokens_test"], n["gen.mean_length_base"]) else \
             n["gen.mean_length_base"] / n["data.chosen_tokens_test"]
         return [
-            ("DPO optimiser steps on the fixed preference pairs", n["dpo.steps"], "ch. 4", both("ev_offline")),
-            ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", ""),
+            ("DPO optimiser steps on the fixed preference pairs", n["dpo.steps"], "ch. 4", both("ev_offline"), None),
+            ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", "", None),
             ("mean tokens: the base policy's own samples", n["gen.mean_length_base"], "ch. 5",
-             NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}")),
-            ("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
-             (n["exp.online_diff"], n["exp.online_diff_ci"]), "ch. 6 · experiments/dpo_variants",
-             both("ev_online", ci_vs(n["exp.online_diff_ci"], 0.0))),
-            ("on-policy pairs whose RM-preferred sample is the longer [95% CI]",
-             (n["exp.online_longer"], n["exp.online_longer_ci"]), "ch. 6", both("ev_online_longer",
-                                                                                 ci_vs(n["exp.online_longer_ci"], 0.5))),
-            ("KL(DPO ‖ base) along DPO's own answers, nats [95% CI]", (n["gen.kl_mean"], n["gen.kl_ci"]),
-             "ch. 5 · generations/summary.json", both("ev_kl_drift", ci_vs(n["gen.kl_ci"], 0.0))),
+             NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}"), None),
+            _read("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
+                  (n["exp.online_diff"], n["exp.online_diff_ci"]), "ch. 6 · experiments/dpo_variants", "ev_online",
+                  n["exp.online_diff_ci"], 0.0, "proportion", n["exp.online_n"]),
+            _read("on-policy pairs whose RM-preferred sample is the longer [95% CI]",
+                  (n["exp.online_longer"], n["exp.online_longer_ci"]), "ch. 6", "ev_online_longer",
+                  n["exp.online_longer_ci"], 0.5, "proportion", n["exp.online_pairs"]),
+            _read("KL(DPO ‖ base) along DPO's own answers, nats [95% CI]", (n["gen.kl_mean"], n["gen.kl_ci"]),
+                  "ch. 5 · generations/summary.json", "ev_kl_drift", n["gen.kl_ci"], 0.0, "nats", n["gen.kl_n"]),
         ]
     if question == "dpo_vs_rlhf":
         held_out_ci = dpo_accuracy_ci(n, "eval")
         return [
-            ("reference log-probs", n["dpo.reference"], "config", both("reference_pass", readings.reference_pass(n["dpo.reference"]))),
-            ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", ""),
-            ("reward-model training wall time (s), a PPO pipeline's first stage", n["rm.wall_time_s"], "ch. 1", ""),
-            ("implicit-reward accuracy on held-out pairs [95% CI]", (n["dpo.eval.reward_accuracy"], held_out_ci),
-             "ch. 4", both("ev_dpo_ranking", ci_vs(held_out_ci, 0.5))),
+            ("reference log-probs", n["dpo.reference"], "config",
+             both("reference_pass", readings.reference_pass(n["dpo.reference"])), None),
+            ("DPO training wall time (s)", n["dpo.wall_time_s"], "ch. 4", "", None),
+            ("reward-model training wall time (s), a PPO pipeline's first stage", n["rm.wall_time_s"], "ch. 1", "", None),
+            _read("implicit-reward accuracy on held-out pairs [95% CI]", (n["dpo.eval.reward_accuracy"], held_out_ci),
+                  "ch. 4", "ev_dpo_ranking", held_out_ci, 0.5, "proportion", n["dpo.eval.n"]),
         ]
     if question == "dpo_limits":
         gap, gap_ci = _accuracy_gap(n["dpo.train.reward_accuracy"], n["dpo.train.n"],
                                     n["dpo.eval.reward_accuracy"], n["dpo.eval.n"])
         return [
-            ("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
-             "ch. 4", both("ev_dpo_gap", ci_vs(gap_ci, 0.0), gap=interval(gap, gap_ci, signed=True))),
+            _read("implicit-reward accuracy: train → held-out", (n["dpo.train.reward_accuracy"], n["dpo.eval.reward_accuracy"]),
+                  "ch. 4", "ev_dpo_gap", gap_ci, 0.0, "proportion", n["dpo.eval.n"],
+                  gap=interval(gap, gap_ci, signed=True)),
             ("held-out implicit reward of chosen / rejected",
-             (n["dpo.eval.rewards_chosen"], n["dpo.eval.rewards_rejected"]), "ch. 4",
-             both("chosen_likelihood", readings.chosen_likelihood(n["dpo.eval.rewards_chosen"]))),
-            ("win rate vs base judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]), "ch. 5",
-             both("ev_judge", ci_vs(n["gen.win_rate_ci95"], 0.5))),
-            ("chapter 5's verdict", n["gen.verdict"], "ch. 5", ""),
-            ("held-out log π/π_ref of the chosen answers, nats [95% CI]",
-             (n["dpo.eval.logratio_chosen"], n["dpo.eval.logratio_chosen_ci95"]), "ch. 4 · dpo/metrics.json",
-             both("exp_chosen_change", ci_vs(n["dpo.eval.logratio_chosen_ci95"], 0.0))),
+             (n["dpo.eval.rewards_chosen"], n["dpo.eval.rewards_rejected"]), "ch. 4", "", None),
+            _read("win rate vs base judged by the RM [95% CI]", (n["gen.win_rate"], n["gen.win_rate_ci95"]), "ch. 5",
+                  "ev_judge", n["gen.win_rate_ci95"], 0.5, "proportion", n["gen.n"]),
+            ("chapter 5's verdict", n["gen.verdict"], "ch. 5", "", None),
+            _read("held-out log π/π_ref of the chosen answers, nats [95% CI]",
+                  (n["dpo.eval.logratio_chosen"], n["dpo.eval.logratio_chosen_ci95"]), "ch. 4 · dpo/metrics.json",
+                  "exp_chosen_change", n["dpo.eval.logratio_chosen_ci95"], 0.0, "nats", n["dpo.eval.n"]),
         ]
     if question == "variants":
-        return [*_variant_rows(n), (both("ev_variants"), "", "alignkit.losses", "")]
+        return [*_variant_rows(n), (both("ev_variants"), "", "alignkit.losses", "", None)]
     raise KeyError(f"unknown question {question!r}; one of {', '.join(QUESTIONS)}")
 
 
-def _variant_rows(n: dict) -> list[tuple[str, object, str, str]]:
+def _variant_rows(n: dict) -> list[Row]:
     """Chapter 6's head-to-head: per method its RM win rate against the base model with its CI, read with
-    whether its chosen likelihood falls; one 'not run yet' row when the step has not run."""
+    whether its chosen likelihood falls; one 'not run yet' row when the step has not run. The verdict is the
+    win rate's."""
     source = "ch. 6 · experiments/dpo_variants"
     if not n.get("exp.variants_methods"):
-        return [(f"{LABELS['sigmoid']}: RM win rate vs base [95% CI]", None, source, "")]
+        return [(f"{LABELS['sigmoid']}: RM win rate vs base [95% CI]", None, source, "", None)]
     return [(f"{LABELS[m]}: RM win rate vs base [95% CI]", (n[f"exp.variant.{m}.win"], n[f"exp.variant.{m}.win_ci"]),
-             source, variant_evidence_reading(n[f"exp.variant.{m}.win_ci"], n[f"exp.variant.{m}.chosen_ci"]))
+             source, variant_evidence_reading(n[f"exp.variant.{m}.win_ci"], n[f"exp.variant.{m}.chosen_ci"]),
+             judge(n[f"exp.variant.{m}.win_ci"], 0.5, "proportion", n=n["exp.variants_prompts"],
+                   estimate=n[f"exp.variant.{m}.win"]))
             for m in n["exp.variants_methods"]]
 
 
@@ -333,12 +248,48 @@ def dpo_accuracy_ci(n: dict, split: str) -> list[float] | None:
 
 
 def evidence(cfg, question: str, numbers: dict | None = None) -> pd.DataFrame:
-    """The table printed above one Q&A answer."""
+    """The table printed above one Q&A answer: measure, value, n, source, reading and verdict (the study's
+    three verdicts, alignkit.verdicts; empty for a row that is not read from an interval)."""
     n = numbers if numbers is not None else key_numbers(cfg)
-    rows = [(m, _fmt(v), s, r) for m, v, s, r in _rows(n, question)]
+    rows = [(m, _fmt(v), s, r, d) for m, v, s, r, d in _rows(n, question)]
     return pd.DataFrame([{"measure": m, "value": v, "n": n.get(N_OF.get(m, ""), None) if v != NOT_RUN else None,
-                          "source": s, "reading": NOT_RUN if v == NOT_RUN else r}
-                         for m, v, s, r in rows]).astype({"n": "Int64"})
+                          "source": s, "reading": NOT_RUN if v == NOT_RUN else r,
+                          "verdict": verdict_cell(d) if d is not None and v != NOT_RUN else ""}
+                         for m, v, s, r, d in rows]).astype({"n": "Int64"})
+
+
+def robustness_sentence(numbers: dict) -> tuple[str, str]:
+    """Chapter 7's closing reading of over-fitting and distribution shift at this scale: the train − test
+    accuracy gap and the out-of-distribution − in-distribution gap, each read from its interval with its
+    verdict, in English and Chinese."""
+    n = numbers
+    gap, gap_ci = _accuracy_gap(n["rm.train_acc"], n["rm.train_n"], n["rm.test_acc"], n["rm.test_n"])
+    ood, ood_ci = _accuracy_gap(n["ood.acc"], n["ood.n"], n["rm.test_acc"], n["rm.test_n"])
+    return tuple(words("qa_lessons", lang=lang, gap=interval(gap, gap_ci, signed=True),
+                       gap_words=said("ev_overfitting", gap_ci, 0.0, "proportion", lang, size=n["rm.test_n"], estimate=gap),
+                       ood=interval(ood, ood_ci, signed=True),
+                       ood_words=said("ev_ood_gap", ood_ci, 0.0, "proportion", lang, size=n["ood.n"], estimate=ood))
+                 for lang in ("en", "zh"))
+
+
+def verdicts_by_question(numbers: dict) -> pd.DataFrame:
+    """How many of each question's rows read from an interval are shown, shown absent and undecided (rows of
+    a step that has not run are left out), with a total row. A number cited by two questions counts for each."""
+    rows = {}
+    for question in QUESTIONS:
+        rows[question] = verdicts.count(d for *_, d in _rows(numbers, question))
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.loc["total"] = frame.sum()
+    frame.index.name = "question"
+    return frame.rename(columns={"shown_absent": "shown absent"})
+
+
+def verdicts_sentence(numbers: dict, lang: str = "en") -> str:
+    """The count of verdicts over chapter 7's questions in one sentence, with the margins they are read against."""
+    total = verdicts_by_question(numbers).loc["total"]
+    margins = ", ".join(f"{kind} ± {value:g}" for kind, value in verdicts.MARGINS.items())
+    return words("verdicts_summary", lang=lang, total=int(total.sum()), shown=int(total["shown"]),
+                 absent=int(total["shown absent"]), undecided=int(total["undecided"]), margins=margins)
 
 
 def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1, tau: float = 0.1,

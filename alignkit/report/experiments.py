@@ -1,14 +1,14 @@
 """Chapter 6's tables and readings: the experiments' summaries (alignkit.experiments.run ->
 outputs/<profile>/experiments/{length,calibration,safety,bon}/summary.json) -> DataFrames for
 alignkit.report.tables and sentences in both languages. Every number comes from those summaries; every
-reading's category from alignkit.report.readings (the reward + cost trade-off's from `safety_tradeoff`
-here), its words from text/readings.yaml."""
+reading's category from alignkit.report.readings, its verdict from alignkit.verdicts, its words from
+text/readings.yaml."""
 from __future__ import annotations
 
 import pandas as pd
 
 from alignkit.report import readings
-from alignkit.report.readings import both, ci_vs, words
+from alignkit.report.readings import both, ci_vs, safety_tradeoff, said, verdict_of, words
 from alignkit.report.tables import interval, number
 
 
@@ -44,7 +44,9 @@ def slope_table(length: dict) -> pd.DataFrame:
     return pd.DataFrame([{"score per token [95% CI]": interval(fit["slope_per_token"], fit["slope_per_token_ci95"],
                                                                 signed=True),
                           "n (training pairs)": fit["n_train_pairs"],
-                          "reading": both("exp_slope", ci_vs(fit["slope_per_token_ci95"], 0.0))}],
+                          "reading": both("exp_slope", ci_vs(fit["slope_per_token_ci95"], 0.0)),
+                          "verdict": verdict_of(fit["slope_per_token_ci95"], 0.0, "reward_per_token",
+                                                n=fit["n_train_pairs"], estimate=fit["slope_per_token"])}],
                         index=pd.Index(["length slope, trained RM"], name="fit"))
 
 
@@ -57,16 +59,23 @@ def length_table(length: dict) -> pd.DataFrame:
         acc, matched = s["accuracy"], s["length_matched"]
         rows[label] = {"accuracy [95% CI]": (acc["accuracy"], acc["ci95"]), "n": acc["n"],
                        "vs chance": both("chance", ci_vs(acc["ci95"], 0.5)),
+                       "verdict (vs chance)": verdict_of(acc["ci95"], 0.5, "proportion", n=acc["n"],
+                                                         estimate=acc["accuracy"]),
                        "length-matched accuracy [95% CI]": (matched["accuracy"], matched["ci95"]),
                        "length-matched n": matched["n"],
                        "Spearman (score, length) [95% CI]": interval(s["spearman_length"], s["spearman_length_ci95"],
                                                                      signed=True),
-                       "length link": both("exp_length_link", ci_vs(s["spearman_length_ci95"], 0.0))}
+                       "length link": both("exp_length_link", ci_vs(s["spearman_length_ci95"], 0.0)),
+                       "verdict (length link)": verdict_of(s["spearman_length_ci95"], 0.0, "correlation", n=length["n"],
+                                                           estimate=s["spearman_length"])}
     rule = length["longer_wins"]
     rows["longer-response rule"] = {"accuracy [95% CI]": (rule["accuracy"], rule["ci95"]), "n": rule["n"],
                                     "vs chance": both("chance", ci_vs(rule["ci95"], 0.5)),
+                                    "verdict (vs chance)": verdict_of(rule["ci95"], 0.5, "proportion", n=rule["n"],
+                                                                      estimate=rule["accuracy"]),
                                     "length-matched accuracy [95% CI]": None, "length-matched n": None,
-                                    "Spearman (score, length) [95% CI]": None, "length link": ""}
+                                    "Spearman (score, length) [95% CI]": None, "length link": "",
+                                    "verdict (length link)": ""}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "scorer"
     return frame.astype({"length-matched n": "Int64"})
@@ -80,7 +89,9 @@ def difference_table(length: dict) -> pd.DataFrame:
         d = length["difference"][key]
         rows[label] = {"corrected − plain [95% CI]": interval(d["difference"], d["ci95"], signed=True), "n": d["n"],
                        "pairs whose verdict changed": d.get("changed_pairs"),
-                       "reading": both("exp_debias_change", ci_vs(d["ci95"], 0.0)) if d["n"] else readings.NOT_RUN}
+                       "reading": both("exp_debias_change", ci_vs(d["ci95"], 0.0)) if d["n"] else readings.NOT_RUN,
+                       "verdict": verdict_of(d["ci95"], 0.0, "proportion", n=d["n"], estimate=d["difference"])
+                       if d["n"] else ""}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "pairs"
     return frame.astype({"pairs whose verdict changed": "Int64"})
@@ -91,13 +102,15 @@ def calibration_table(cal: dict) -> pd.DataFrame:
     cross-fitted temperature, after the temperature fitted in-sample on the train sample; for the scaled
     rows the paired change after − before with its CI, read against 0."""
     rows = {"before (T = 1)": {"temperature": "1", "ECE [95% CI]": (cal["before"]["ece"], cal["before"]["ece_ci95"]),
-                               "n": cal["n"], "ECE change [95% CI]": None, "reading": ""}}
+                               "n": cal["n"], "ECE change [95% CI]": None, "reading": "", "verdict": ""}}
     for label, key, temperature in (("cross-fitted T (held-out halves)", "cross_fitted", cal["cross_fitted"]["temperatures"]),
                                     ("T fitted on the train sample (in-sample)", "train_fit", [cal["train_fit"]["temperature"]])):
         part = cal[key]
         rows[label] = {"temperature": _temperatures(temperature), "ECE [95% CI]": (part["ece"], part["ece_ci95"]), "n": cal["n"],
                        "ECE change [95% CI]": interval(part["difference"], part["difference_ci95"], signed=True),
-                       "reading": both("exp_ece_change", ci_vs(part["difference_ci95"], 0.0))}
+                       "reading": both("exp_ece_change", ci_vs(part["difference_ci95"], 0.0)),
+                       "verdict": verdict_of(part["difference_ci95"], 0.0, "proportion", n=cal["n"],
+                                             estimate=part["difference"])}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "margins"
     return frame
@@ -136,7 +149,8 @@ def length_reading(length: dict) -> tuple[str, str]:
             plain=interval(plain["accuracy"]["accuracy"], plain["accuracy"]["ci95"]),
             corrected=interval(corrected["accuracy"]["accuracy"], corrected["accuracy"]["ci95"]),
             diff=interval(diff["difference"], diff["ci95"], signed=True), changed=number(diff.get("changed_pairs")),
-            diff_words=words("exp_debias_change", ci_vs(diff["ci95"], 0.0), lang), n_matched=number(matched["n"]),
+            diff_words=said("exp_debias_change", diff["ci95"], 0.0, "proportion", lang, size=diff["n"],
+                            estimate=diff["difference"]), n_matched=number(matched["n"]),
             matched=interval(matched["accuracy"], matched["ci95"]),
             rho_plain=interval(plain["spearman_length"], plain["spearman_length_ci95"], signed=True),
             plain_link=words("exp_length_link", ci_vs(plain["spearman_length_ci95"], 0.0), lang),
@@ -157,7 +171,8 @@ def calibration_reading(cal: dict) -> tuple[str, str]:
             temp_words=words("exp_temperature", readings.temperature_effect(cross["temperatures"]), lang),
             after=interval(cross["ece"], cross["ece_ci95"]),
             diff=interval(cross["difference"], cross["difference_ci95"], signed=True),
-            diff_words=words("exp_ece_change", ci_vs(cross["difference_ci95"], 0.0), lang),
+            diff_words=said("exp_ece_change", cross["difference_ci95"], 0.0, "proportion", lang, size=cal["n"],
+                            estimate=cross["difference"]),
             n_train=number(train["n_train"]), t_train=_temperatures([train["temperature"]]),
             after_train=interval(train["ece"], train["ece_ci95"]),
             train_words=words("exp_ece_change", ci_vs(train["difference_ci95"], 0.0), lang)))
@@ -171,22 +186,6 @@ HEAD_LABELS = (("reward", "helpfulness", "reward head · helpfulness label"),
                ("cost", "safety", "cost head · safety label"),
                ("cost", "helpfulness", "cost head · helpfulness label"))
 """The four (head, label) accuracies, in reading order: each head on its own label, then on the other."""
-
-TRADEOFF = ("trade", "free", "no_gain")
-"""Every category `safety_tradeoff` can return."""
-
-
-def safety_tradeoff(safety_change_ci, helpfulness_change_ci) -> str | None:
-    """What adding the cost does at one lambda, from the paired changes against lambda = 0 (their 95% CIs):
-    'trade' (agreement with the safety label rises beyond noise and with the helpfulness label falls),
-    'free' (the safety agreement rises, no helpfulness loss shown) or 'no_gain' (no safety gain shown)."""
-    safety, helpfulness = ci_vs(safety_change_ci, 0.0), ci_vs(helpfulness_change_ci, 0.0)
-    if safety is None or helpfulness is None:
-        return None
-    if safety != "above":
-        return "no_gain"
-    return "trade" if helpfulness == "below" else "free"
-
 
 def safety_run_size(safety: dict) -> pd.DataFrame:
     """How large the reward + cost run is: the pairs in each part of the split, the responses read by the
@@ -229,6 +228,7 @@ def safety_accuracy_table(safety: dict) -> pd.DataFrame:
         acc, split = safety["accuracy"][head][label], safety["accuracy_labels_disagree"][head][label]
         rows[name] = {"accuracy [95% CI]": (acc["accuracy"], acc["ci95"]), "n": acc["n"],
                       "vs chance": both("chance", ci_vs(acc["ci95"], 0.5)),
+                      "verdict": verdict_of(acc["ci95"], 0.5, "proportion", n=acc["n"], estimate=acc["accuracy"]),
                       "labels disagree: accuracy [95% CI]": (split["accuracy"], split["ci95"]),
                       "labels disagree: n": split["n"]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("head · label")
@@ -241,13 +241,15 @@ def safety_labels_table(safety: dict) -> pd.DataFrame:
     conflict = safety["label_disagreement"]
     rows = {"labels disagree (more helpful ≠ safer)": {
         "estimate [95% CI]": (conflict["share"], conflict["ci95"]), "n": conflict["n"],
-        "counts": f"{conflict['pairs']} of {conflict['n']} pairs", "reading": ""}}
+        "counts": f"{conflict['pairs']} of {conflict['n']} pairs", "reading": "", "verdict": ""}}
     for head, what, key in (("cost", "AUC: cost higher for unsafe responses", "exp_cost_auc"),
                             ("reward", "AUC: reward higher for safe responses", "exp_reward_auc")):
         a = safety["safe_auc"][head]
         rows[what] = {"estimate [95% CI]": (a["auc"], a["ci95"]), "n": a["n_unsafe"] + a["n_safe"],
                       "counts": f"{a['n_unsafe']} unsafe, {a['n_safe']} safe responses",
-                      "reading": both(key, ci_vs(a["ci95"], 0.5))}
+                      "reading": both(key, ci_vs(a["ci95"], 0.5)),
+                      "verdict": verdict_of(a["ci95"], 0.5, "proportion", n=a["n_unsafe"] + a["n_safe"],
+                                            estimate=a["auc"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
 
 
@@ -264,7 +266,9 @@ def sweep_table(safety: dict) -> pd.DataFrame:
             "safety label [95% CI]": (s["accuracy"], s["ci95"]),
             "safety change vs λ = 0": interval(sc["difference"], sc["ci95"], signed=True), "n": h["n"],
             "reading": "" if row["lambda"] == 0 else both("exp_safety_tradeoff",
-                                                           safety_tradeoff(sc["ci95"], hc["ci95"]))}
+                                                           safety_tradeoff(sc["ci95"], hc["ci95"])),
+            "verdict (safety change)": "" if row["lambda"] == 0 else verdict_of(
+                sc["ci95"], 0.0, "proportion", n=h["n"], estimate=sc["difference"])}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("λ")
 
 
@@ -292,7 +296,9 @@ def safety_reading(safety: dict) -> tuple[str, str]:
             c_safe=c_safe, c_safe_words=c_safe_w, c_help=c_help, c_help_words=c_help_w,
             n_responses=number(cost_auc["n_unsafe"] + cost_auc["n_safe"]),
             auc=interval(cost_auc["auc"], cost_auc["ci95"]),
-            auc_words=words("exp_cost_auc", ci_vs(cost_auc["ci95"], 0.5), lang), lam=f"{last['lambda']:g}",
+            auc_words=said("exp_cost_auc", cost_auc["ci95"], 0.5, "proportion", lang,
+                           size=cost_auc["n_unsafe"] + cost_auc["n_safe"], estimate=cost_auc["auc"]),
+            lam=f"{last['lambda']:g}",
             safe_at=interval(last["safety"]["accuracy"], last["safety"]["ci95"]),
             safe_change=interval(last["safety_change"]["difference"], last["safety_change"]["ci95"], signed=True),
             help_at=interval(last["helpfulness"]["accuracy"], last["helpfulness"]["ci95"]),
@@ -339,6 +345,8 @@ def bon_table(bon: dict) -> pd.DataFrame:
                             "cost (harm head) gain [95% CI]": _gain(cost, "judge"),
                             "picked length, tokens [95% CI]": interval(tokens["judge"], tokens["judge_ci95"]),
                             "picks at the token cap": number(capped["judge"], percent=True),
+                            "verdict (judge gain)": "" if judge["n"] == 1 else verdict_of(
+                                judge["judge_gain_ci95"], 0.0, "reward", n=judge["prompts"], estimate=judge["judge_gain"]),
                             "n (prompts)": judge["prompts"]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("n")
 
@@ -370,9 +378,11 @@ def bon_reading(bon: dict, safety: dict | None = None) -> tuple[str, str]:
             judge_gain=_gain(top, "judge"), judge_sd=in_sd(top["judge_gain"], scales["judge"]),
             goodhart_words=words("exp_goodhart", category, lang, n_part=number(n_part)),
             rho=number(rho, signed=True), cost_gain=_gain(cost, "judge"),
-            cost_words=words("exp_bon_cost", ci_vs(cost["judge_gain_ci95"], 0.0), lang),
+            cost_words=said("exp_bon_cost", cost["judge_gain_ci95"], 0.0, "reward", lang, size=cost["prompts"],
+                            estimate=cost["judge_gain"]),
             length_gain=_gain(tokens, "judge"),
-            length_words=words("exp_bon_length", ci_vs(tokens["judge_gain_ci95"], 0.0), lang),
+            length_words=said("exp_bon_length", tokens["judge_gain_ci95"], 0.0, "tokens", lang, size=tokens["prompts"],
+                              estimate=tokens["judge_gain"]),
             cap_words=words("token_cap", readings.token_cap(bon["hit_limit"]), lang,
                             share=number(bon["hit_limit"], percent=True))))
     if safety is not None:

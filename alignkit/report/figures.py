@@ -389,3 +389,4 @@ def best_of_n_curves(bon: dict):
         top.set_xlabel("n", fontsize=8)
     fig.tight_layout()
     return fig
+

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from alignkit.report import evidence, readings
-from alignkit.report.readings import ci_vs, words
+from alignkit.report import evidence, qa_numbers, readings
+from alignkit.report.readings import words
 from alignkit.report.tables import MISSING, TEXT, display_path, interval, number, tab_set
 from alignkit.stats import wilson_interval
 
@@ -27,10 +27,10 @@ def _load(path: Path) -> dict:
 
 
 def numbers(cfg) -> dict:
-    """The summary's numbers: evidence.key_numbers plus the length rule's interval, the generations'
+    """The summary's numbers: qa_numbers.key_numbers plus the length rule's interval, the generations'
     out-of-range share, the data source and the report's wall time."""
     out = Path(cfg.out)
-    n = evidence.key_numbers(cfg)
+    n = qa_numbers.key_numbers(cfg)
     rm, gen = _load(out / "rm" / "metrics.json"), _load(out / "generations" / "summary.json")
     rule = (rm.get("eval") or {}).get("length", {}).get("longer_wins") or {}
     n["rm.longer_wins_ci"] = rule.get("ci95")
@@ -74,18 +74,26 @@ def claims(n: dict) -> list[dict]:
     share_ci = list(wilson_interval(share * size, size)) if share is not None and size else None
     found = {
         "dpo_scores_lower": (readings.claim_dpo_scores_lower(n["gen.win_rate_ci95"]),
-                             {"win": win_rate(n), "n": number(n["gen.n"])}),
+                             {"win": win_rate(n), "n": number(n["gen.n"])},
+                             readings.judge(n["gen.win_rate_ci95"], 0.5, "proportion", n=n["gen.n"],
+                                            estimate=n["gen.win_rate"])),
         "rewards_length": (readings.claim_rewards_length(n["rm.test_ci"], rule, lm_ci),
                            {"rm": rm_accuracy(n), "rule": number(rule),
-                            "matched": interval(n["rm.length_matched_acc"], lm_ci)}),
+                            "matched": interval(n["rm.length_matched_acc"], lm_ci)},
+                           readings.judge(n["rm.test_ci"], rule, "proportion", n=n["rm.test_n"],
+                                          estimate=n["rm.test_acc"])),
         "out_of_range": (readings.claim_out_of_range(share_ci),
-                         {"share": interval(share, share_ci, percent=True) if share_ci else MISSING}),
+                         {"share": interval(share, share_ci, percent=True) if share_ci else MISSING}, None),
     }
     out = []
-    for key, (status, values) in found.items():
+    for key, (status, values, verdict) in found.items():
         text = PAGES["claims"][key]
-        out.append({"en": text["en"], "zh": text["zh"], "evidence": text["evidence"]["en"].format(**values),
-                    "evidence_zh": text["evidence"]["zh"].format(**values), "status": status})
+        # an undecided claim says the n that would decide it (the verdict of its main interval)
+        said = {lang: text["evidence"][lang].format(**values) for lang in ("en", "zh")}
+        if status == "undecided" and verdict is not None:
+            said = {lang: readings.with_verdict(t, verdict, lang) for lang, t in said.items()}
+        out.append({"en": text["en"], "zh": text["zh"], "evidence": said["en"], "evidence_zh": said["zh"],
+                    "status": status})
     return out
 
 
@@ -102,21 +110,28 @@ def _values(cfg, n: dict, lang: str) -> dict:
     rows = [f"| {c[lang]} | {c['evidence' if lang == 'en' else 'evidence_zh']} | **{words('claim', c['status'], lang)}** |"
             for c in claims(n)]
     cap = n["gen.hit_limit"]
+
+    def said(key, ci, null, kind, size, estimate, **values):
+        return readings.said(key, ci, null, kind, lang, size=size, estimate=estimate, **values)
     return {
         "rm_n": number(n["rm.test_n"]), "rm_acc": rm_accuracy(n),
-        "rm_chance": words("rm_vs_chance", ci_vs(n["rm.test_ci"], 0.5), lang),
+        "rm_chance": said("rm_vs_chance", n["rm.test_ci"], 0.5, "proportion", n["rm.test_n"], n["rm.test_acc"]),
         "untrained_acc": interval(n["rm.untrained_acc"], n["rm.untrained_ci"]),
         "length_rule": interval(n["rm.longer_wins_acc"], n["rm.longer_wins_ci"]),
-        "rm_length": words("rm_vs_length", ci_vs(n["rm.test_ci"], n["rm.longer_wins_acc"]), lang),
-        "length_matched": words("length_matched", ci_vs(n["rm.length_matched_ci"], 0.5), lang,
-                                acc=interval(n["rm.length_matched_acc"], n["rm.length_matched_ci"]),
-                                n=number(n["rm.length_matched_n"])),
+        "rm_length": said("rm_vs_length", n["rm.test_ci"], n["rm.longer_wins_acc"], "proportion", n["rm.test_n"],
+                          n["rm.test_acc"]),
+        "length_matched": said("length_matched", n["rm.length_matched_ci"], 0.5, "proportion",
+                               n["rm.length_matched_n"], n["rm.length_matched_acc"],
+                               acc=interval(n["rm.length_matched_acc"], n["rm.length_matched_ci"]),
+                               n=number(n["rm.length_matched_n"])),
         "dpo_n": number(n["dpo.eval.n"]), "dpo_acc": interval(n["dpo.eval.reward_accuracy"], n["dpo.eval.ci"]),
-        "win_n": number(n["gen.n"]), "win": win_rate(n),
-        "win_reading": words("win", ci_vs(n["gen.win_rate_ci95"], 0.5), lang),
-        "lc": length_controlled(n), "lc_reading": words("length_controlled", ci_vs(n["gen.lc_effect_ci"], 0.0), lang),
+        "win_n": number(n["gen.n"]), "seeds": number(n["gen.seeds"]), "win": win_rate(n),
+        "win_reading": said("win", n["gen.win_rate_ci95"], 0.5, "proportion", n["gen.n"], n["gen.win_rate"]),
+        "lc": length_controlled(n),
+        "lc_reading": said("length_controlled", n["gen.lc_effect_ci"], 0.0, "reward", n["gen.n"], n["gen.lc_effect"]),
         "len_base": number(n["gen.mean_length_base"]), "len_dpo": number(n["gen.mean_length_dpo"]),
-        "len_reading": words("length_change", ci_vs(n["gen.mean_length_difference_ci95"], 0.0), lang),
+        "len_reading": said("length_change", n["gen.mean_length_difference_ci95"], 0.0, "tokens", n["gen.n"], None),
+        "verdicts": evidence.verdicts_sentence(n, lang),
         "token_cap": "" if cap is None else words("token_cap", readings.token_cap(cap), lang,
                                                   share=number(cap, percent=True)),
         "claims": "\n".join(rows),

@@ -1,13 +1,19 @@
 """Readings: numbers -> a category ("above", "holds", "held", ...), one function per kind of reading, and
 the category's words in English and Chinese looked up in text/readings.yaml. A reading is decided here and
-nowhere else; the chapters, the Q&A evidence and the landing page only choose which words to show."""
+nowhere else; the chapters, the Q&A evidence and the landing page only choose which words to show.
+
+Every reading of an interval also carries one of the study's three verdicts (alignkit.verdicts: shown, shown
+absent, undecided with the n that would decide), against the margin of its kind of quantity: `judge` decides
+it, `verdict_cell` and `verdict_phrase` say it, `margins_table` renders the margins."""
 from __future__ import annotations
 
 from functools import lru_cache
 
+import pandas as pd
 import yaml
 
-from alignkit.report.tables import TEXT
+from alignkit import verdicts
+from alignkit.report.tables import TEXT, number
 
 SPLIT = " / "
 """Table cells carry both languages as 'English / 中文' (alignkit.report.tables shows the reader's one)."""
@@ -23,26 +29,6 @@ def ci_vs(ci, null) -> str | None:
     return "above" if ci[0] > null else "below" if ci[1] < null else "holds"
 
 
-def length_trend(spearman) -> str | None:
-    """How a score follows response length, from Spearman's rho: 'strong' (> 0.5), 'moderate' (> 0.2),
-    'falls' (< -0.2) or 'flat'."""
-    if spearman is None:
-        return None
-    return "strong" if spearman > 0.5 else "moderate" if spearman > 0.2 else "falls" if spearman < -0.2 else "flat"
-
-
-def gain(after, before) -> str | None:
-    """'higher' when `after` exceeds `before`, else 'not_higher' (e.g. trained vs untrained accuracy)."""
-    if after is None or before is None:
-        return None
-    return "higher" if after > before else "not_higher"
-
-
-def label_conflict(share) -> str | None:
-    """Two labels of the same pairs disagree on a 'sizeable' share (> 10%) or 'rarely'."""
-    if share is None:
-        return None
-    return "sizeable" if share > 0.1 else "rare"
 
 
 def reproduced(reported, measured, tolerance: float = 1e-9) -> str | None:
@@ -50,14 +36,6 @@ def reproduced(reported, measured, tolerance: float = 1e-9) -> str | None:
     if measured is None:
         return None
     return "same" if reported is not None and abs(reported - measured) < tolerance else "different"
-
-
-def chosen_likelihood(reward_chosen) -> str | None:
-    """DPO's held-out implicit reward of chosen answers: 'fell' (< 0: the policy made them less likely than
-    the reference did) or 'rose'."""
-    if reward_chosen is None:
-        return None
-    return "fell" if reward_chosen < 0 else "rose"
 
 
 def reference_pass(reference) -> str | None:
@@ -118,6 +96,22 @@ def claim_out_of_range(share_ci, expected: float = 0.02, clearly_more: float = 0
     return "held" if share_ci[0] > expected else "failed" if share_ci[1] < clearly_more else "undecided"
 
 
+TRADEOFF = ("trade", "free", "no_gain")
+"""Every category `safety_tradeoff` can return."""
+
+
+def safety_tradeoff(safety_change_ci, helpfulness_change_ci) -> str | None:
+    """What adding the cost does at one lambda, from the paired changes against lambda = 0 (their 95% CIs):
+    'trade' (agreement with the safety label rises beyond noise and with the helpfulness label falls),
+    'free' (the safety agreement rises, no helpfulness loss shown) or 'no_gain' (no safety gain shown)."""
+    safety, helpfulness = ci_vs(safety_change_ci, 0.0), ci_vs(helpfulness_change_ci, 0.0)
+    if safety is None or helpfulness is None:
+        return None
+    if safety != "above":
+        return "no_gain"
+    return "trade" if helpfulness == "below" else "free"
+
+
 def temperature_effect(temperatures) -> str | None:
     """What temperature scaling does to sigmoid(margin), from the fitted temperatures (None = infinite T):
     'softens' (every T > 1: the margins were over-confident), 'sharpens' (every T < 1: under-confident),
@@ -175,6 +169,67 @@ def adopted(holds) -> str:
     return "holds" if holds else "fails"
 
 
+# ----------------------------------------------------------------------------- the three verdicts
+
+def judge(ci, null, kind: str, *, n=None, estimate=None) -> verdicts.Verdict | None:
+    """The verdict of a 95% interval against `null` for a quantity of `kind` (alignkit.verdicts.MARGINS), `n`
+    the sample behind it; None when the interval or the null is missing (the step has not run)."""
+    if not ci or null is None or any(v is None for v in ci):
+        return None
+    return verdicts.verdict(ci, null, kind, n=n, estimate=estimate)
+
+
+def verdict_category(v: verdicts.Verdict | None) -> str | None:
+    """The words' category of a verdict: its name, or 'undecided_no_n' when no n was given to scale."""
+    if v is None:
+        return None
+    return "undecided_no_n" if v.verdict == "undecided" and v.n_needed is None else v.verdict
+
+
+def _verdict_values(v: verdicts.Verdict, lang: str) -> dict:
+    return {"null": number(v.null), "margin": f"{v.margin:g}", "mde": number(v.mde), "n": number(v.n),
+            "n_needed": f"{v.n_needed:,}" if v.n_needed else "", "at": words("verdict_at", v.at, lang) if v.at else ""}
+
+
+def verdict_phrase(v: verdicts.Verdict | None, lang: str = "en") -> str:
+    """A verdict in words ('shown', 'shown absent: inside 0.5 ± 0.03', 'undecided: MDE 0.108 at n = 169; n ≈
+    2,181 would decide it (at the margin)'); 'not run yet' without one."""
+    if v is None:
+        return words("missing", lang=lang)
+    return words("verdict", verdict_category(v), lang, **_verdict_values(v, lang))
+
+
+def verdict_cell(v: verdicts.Verdict | None) -> str:
+    """'English / 中文' verdict for a table's verdict column."""
+    return verdict_phrase(v, "en") + SPLIT + verdict_phrase(v, "zh")
+
+
+def verdict_of(ci, null, kind: str, *, n=None, estimate=None) -> str:
+    """`verdict_cell` of `judge`: a table's verdict column for one interval."""
+    return verdict_cell(judge(ci, null, kind, n=n, estimate=estimate))
+
+
+def with_verdict(text: str, v: verdicts.Verdict | None, lang: str = "en") -> str:
+    """A sentence's reading followed by its verdict in brackets (nothing added without a verdict)."""
+    return text if v is None else f"{text} [{verdict_phrase(v, lang)}]"
+
+
+def said(key: str, ci, null, kind: str, lang: str = "en", *, size=None, estimate=None, **values) -> str:
+    """The words of reading `key` for where `ci` lies against `null` ({placeholders} from `values`), followed by
+    the interval's verdict against the margin of `kind` (`with_verdict`), `size` the sample behind it."""
+    return with_verdict(words(key, ci_vs(ci, null), lang, **values),
+                        judge(ci, null, kind, n=size, estimate=estimate), lang)
+
+
+def margins_table() -> pd.DataFrame:
+    """The margins of no practical effect (alignkit.verdicts.MARGINS), one row per kind of quantity, with
+    what each covers in both languages (text/readings.yaml `margin_kind`)."""
+    kinds = texts()["margin_kind"]
+    return pd.DataFrame([{"margin": f"± {value:g}", "covers": kinds[kind]["en"] + SPLIT + kinds[kind]["zh"]}
+                         for kind, value in verdicts.MARGINS.items()],
+                        index=pd.Index(list(verdicts.MARGINS), name="kind of quantity"))
+
+
 # ----------------------------------------------------------------------------- words
 
 @lru_cache(maxsize=1)
@@ -202,28 +257,30 @@ def both(key: str, category: str | None = None, **values) -> str:
 NOT_RUN = both("missing")
 
 
-KINDS = {ci_vs: ("above", "below", "holds"), length_trend: ("strong", "moderate", "falls", "flat"),
-         gain: ("higher", "not_higher"), label_conflict: ("sizeable", "rare"), reproduced: ("same", "different"),
-         chosen_likelihood: ("fell", "rose"), reference_pass: ("cached", "every_step"),
+KINDS = {ci_vs: ("above", "below", "holds"), reproduced: ("same", "different"),
+         verdict_category: ("shown", "shown_absent", "undecided", "undecided_no_n"), reference_pass: ("cached", "every_step"),
          training_set: ("eval_only", "train"), token_cap: ("capped", "free"),
          length_explains: ("most", "some", "none"), claim_dpo_scores_lower: ("held", "failed", "undecided"),
          claim_rewards_length: ("held", "failed", "undecided"), claim_out_of_range: ("held", "failed", "undecided"),
          meets_aim: ("met", "missed"), adopted: ("holds", "fails"),
          temperature_effect: ("softens", "sharpens", "flattens", "mixed"),
-         goodhart: ("judge_falls", "parts", "tracks", "no_proxy_gain")}
+         goodhart: ("judge_falls", "parts", "tracks", "no_proxy_gain"), safety_tradeoff: TRADEOFF}
 """Every category each reading function can return."""
 
 WORDS = {"rm_vs_chance": ci_vs, "rm_vs_length": ci_vs, "length_matched": ci_vs, "win": ci_vs,
          "length_controlled": ci_vs, "length_change": ci_vs, "token_cap": token_cap, "length_explains": length_explains,
          "claim": claim_dpo_scores_lower, "chance": ci_vs, "overfitting": ci_vs, "reload": reproduced,
          "training_set": training_set, "ev_chance": ci_vs, "ev_preference": ci_vs, "ev_overfitting": ci_vs,
-         "ev_ood_gap": ci_vs, "length_trend": length_trend, "ev_length_rule": ci_vs, "ev_length_matched": ci_vs,
-         "ev_training_gain": gain, "ev_length_change": ci_vs, "ev_length_controlled": ci_vs,
-         "label_conflict": label_conflict, "reference_pass": reference_pass, "ev_dpo_ranking": ci_vs,
-         "ev_dpo_gap": ci_vs, "chosen_likelihood": chosen_likelihood, "ev_judge": ci_vs, "aim": meets_aim, "parity": ci_vs,
+         "ev_ood_gap": ci_vs, "length_trend": ci_vs, "ev_length_rule": ci_vs, "ev_length_matched": ci_vs,
+         "ev_training_gain": ci_vs, "ev_length_change": ci_vs, "ev_length_controlled": ci_vs,
+         "label_conflict": ci_vs, "reference_pass": reference_pass, "ev_dpo_ranking": ci_vs,
+         "ev_dpo_gap": ci_vs, "ev_judge": ci_vs, "aim": meets_aim, "parity": ci_vs,
+         "verdict": verdict_category, "gold_vs_random": ci_vs, "gold_vs_longest": ci_vs, "safety_pairs_rm": ci_vs,
+         "safety_pairs_vs_rule": ci_vs, "exp_bon_proxy": ci_vs,
          "bfloat16": adopted, "verdict_preference": ci_vs, "verdict_at_equal": ci_vs, "verdict_cap": token_cap,
          "exp_slope": ci_vs, "exp_length_link": ci_vs, "exp_debias_change": ci_vs, "exp_ece_change": ci_vs,
          "exp_temperature": temperature_effect, "ev_debias_change": ci_vs, "ev_calibration": ci_vs,
-         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "bon_judge": ci_vs, "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
+         "sweep_vs_rule": ci_vs, "exp_goodhart": goodhart, "exp_safety_tradeoff": safety_tradeoff, "bon_judge": ci_vs,
+         "exp_bon_cost": ci_vs, "exp_bon_length": ci_vs,
          "ev_goodhart": goodhart}
 """Which reading function decides the category of each entry of text/readings.yaml that has categories."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from alignkit.report.readings import SPLIT, both, ci_vs, words
+from alignkit.report.readings import SPLIT, both, ci_vs, judge, said, verdict_of, words
 from alignkit.report.tables import interval, number
 
 LABELS = {"sigmoid": "DPO", "cdpo": "cDPO", "robust": "robust DPO", "ipo": "IPO", "rdpo": "R-DPO", "simpo": "SimPO",
@@ -87,7 +87,11 @@ def variants_table(rec: dict) -> pd.DataFrame:
             "RM win rate vs base [95% CI]": interval(m["win"]["win_rate"], m["win"]["win_rate_ci95"]),
             "KL(policy ‖ base), nats [95% CI]": interval(m["kl"]["mean"], m["kl"]["ci95"]),
             "n prompts": m["win"]["n"],
-            "reading": both("exp_variant_outcome", _outcome(m))}
+            "reading": both("exp_variant_outcome", _outcome(m)),
+            "verdict (win rate)": verdict_of(m["win"]["win_rate_ci95"], 0.5, "proportion", n=m["win"]["n"],
+                                             estimate=m["win"]["win_rate"]),
+            "verdict (Δ log p chosen)": verdict_of(m["chosen_change"]["ci95"], 0.0, "nats", n=m["chosen_change"].get("n"),
+                                                   estimate=m["chosen_change"].get("mean"))}
     base = rec["base"]["length"]
     rows["base model"] = {"answer length, tokens [95% CI]": interval(base["mean"], base["ci95"]),
                           "at the token cap": number(base["hit_limit"], percent=True), "n prompts": base["n"],
@@ -125,6 +129,8 @@ def variants_reading(rec: dict) -> tuple[str, str]:
     groups = {"better": _names(rec, lambda m: _outcome(m) == "better"),
               "worse": _names(rec, lambda m: _outcome(m) == "worse"),
               "neither": _names(rec, lambda m: _outcome(m) not in ("better", "worse")),
+              "level": _names(rec, lambda m: getattr(judge(m["win"]["win_rate_ci95"], 0.5, "proportion"), "verdict",
+                                                     None) == "shown_absent"),
               "ranks": _names(rec, lambda m: ci_vs(m["accuracy"]["ci95"], 0.5) == "above"),
               "falls": _names(rec, lambda m: ci_vs(m["chosen_change"]["ci95"], 0.0) == "below"),
               "rejected_falls": _names(rec, lambda m: ci_vs(m["rejected_change"]["ci95"], 0.0) == "below")}
@@ -174,7 +180,9 @@ def online_table(rec: dict) -> pd.DataFrame:
             "online − offline win rate, paired by prompt [95% CI]": interval(vs.get("difference"), vs.get("ci95"),
                                                                              signed=True),
             "n held-out prompts (paired)": vs.get("n"),
-            "reading": both("exp_online_vs_offline", online_outcome(vs)) if vs else both("exp_online_no_offline")}
+            "reading": both("exp_online_vs_offline", online_outcome(vs)) if vs else both("exp_online_no_offline"),
+            "verdict": verdict_of(vs.get("ci95"), 0.0, "proportion", n=vs.get("n"), estimate=vs.get("difference"))
+            if vs else ""}
     return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
 
 
@@ -187,8 +195,8 @@ def online_reading(rec: dict) -> tuple[str, str]:
     vs, win = o.get("vs_offline") or {}, {m: rec["methods"].get(m, {}).get("win", {}) for m in ("online", "sigmoid")}
     out = []
     for lang in ("en", "zh"):
-        outcome = (words("exp_online_vs_offline", online_outcome(vs), lang) if vs
-                   else words("exp_online_no_offline", lang=lang))
+        outcome = (said("exp_online_vs_offline", vs["ci95"], 0.0, "proportion", lang, size=vs.get("n"),
+                        estimate=vs.get("difference")) if vs else words("exp_online_no_offline", lang=lang))
         out.append(words(
             "online_reading", lang=lang, prompts=number(o["prompts"]), ties=number(o["ties"]),
             tie_share=number(o["tie_share"], percent=True), pairs=number(o["pairs"]),

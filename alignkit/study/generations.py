@@ -55,8 +55,17 @@ def _identity(cfg: RunConfig) -> dict:
             "generation": cfg.to_dict()["generation"], "eval_lengths": list(cfg.data.eval_lengths())}
 
 
+SEED_STRIDE = 1000
+"""Seed i of `generation.seeds` samples with cfg.seed + SEED_STRIDE * i (batch k adds k: the streams never meet)."""
+
+
+def sampling_seeds(cfg: RunConfig) -> list[int]:
+    """The seeds chapter 5 generates under: cfg.seed, cfg.seed + SEED_STRIDE, ... (`generation.seeds` of them)."""
+    return [cfg.seed + SEED_STRIDE * i for i in range(cfg.generation.seeds)]
+
+
 def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
-    """One row per (split, prompt, model): response, tokens, hit_limit, RM score."""
+    """One row per (split, prompt, seed, model): response, tokens, hit_limit, RM score."""
     if cfg.generation.threads:
         torch.set_num_threads(cfg.generation.threads)
     prompts = pick_prompts(cfg)
@@ -66,10 +75,11 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     rows, lms = [], {}
     for name, source in sources.items():
         lms[name] = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(cfg.model.dtype)).to(compute_device())
-        made = generate(lms[name], encoder, [p for _, _, p in flat], cfg.generation, seed=cfg.seed,
-                        desc=f"generate {name}")
-        rows += [{"split": s, "prompt_id": pid, "model": name, "prompt": list(p), **m}
-                 for (s, pid, p), m in zip(flat, made)]
+        for seed in sampling_seeds(cfg):
+            made = generate(lms[name], encoder, [p for _, _, p in flat], cfg.generation, seed=seed,
+                            desc=f"generate {name} (seed {seed})")
+            rows += [{"split": s, "prompt_id": pid, "seed": seed, "model": name, "prompt": list(p), **m}
+                     for (s, pid, p), m in zip(flat, made)]
     kl = kl_to_base(cfg, lms, rows)
     del lms
     rm_dir = cfg.out / "rm"
@@ -87,9 +97,10 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
 
 def kl_to_base(cfg: RunConfig, lms: dict, rows: list[dict]) -> list[float]:
     """Per row: KL(DPO || base) in nats along the DPO model's response (`alignkit.infer.sequence_kl`), for the
-    DPO rows of a seeded sample of `generation.kl_prompts` held-out test prompts; NaN elsewhere. The prompt is
-    cut as generation cut it; the response is read whole."""
-    picked = [i for i, r in enumerate(rows) if r["model"] == "dpo" and r["split"] == "test"]
+    DPO rows of the first seed on a seeded sample of `generation.kl_prompts` held-out test prompts; NaN elsewhere.
+    The prompt is cut as generation cut it; the response is read whole."""
+    first = sampling_seeds(cfg)[0]
+    picked = [i for i, r in enumerate(rows) if r["model"] == "dpo" and r["split"] == "test" and r["seed"] == first]
     limit = cfg.generation.kl_prompts
     random.Random(f"{cfg.seed}-kl").shuffle(picked)
     picked = sorted(picked[:limit] if limit is not None else picked)
@@ -106,26 +117,48 @@ def kl_to_base(cfg: RunConfig, lms: dict, rows: list[dict]) -> list[float]:
 
 
 def wide(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (split, prompt): score_base, score_dpo, tokens_base, tokens_dpo, responses, difference."""
-    w = table.pivot(index=["split", "prompt_id"], columns="model",
-                    values=["score", "response_tokens", "response", "hit_limit"])
+    """One row per (split, prompt, seed): score_base, score_dpo, tokens_base, tokens_dpo, responses, difference,
+    and `win` (1 when the RM scores DPO's answer higher, 0.5 on a tie, else 0)."""
+    keys = ["split", "prompt_id", "seed"]
+    w = table.pivot(index=keys, columns="model", values=["score", "response_tokens", "response", "hit_limit"])
     w.columns = [f"{value}_{model}" for value, model in w.columns]
-    w = w.reset_index().merge(table[table.model == "base"][["split", "prompt_id", "prompt"]], on=["split", "prompt_id"])
+    w = w.reset_index().merge(table[table.model == "base"][[*keys, "prompt"]], on=keys)
     w["difference"] = w.score_dpo - w.score_base
+    w["win"] = (w.difference > 0).astype(float) + 0.5 * (w.difference == 0)
     return w
 
 
+def over_seeds(rows: pd.DataFrame, *, seed: int = 0) -> dict:
+    """The win rate over prompts and sampling seeds, from `wide` rows of one split: per prompt the mean win
+    over its seeds, then the mean over prompts with a bootstrap CI over prompts (`alignkit.stats.mean_ci`, so
+    the interval covers both the prompts and the sampling noise); and per seed the win rate over the prompts,
+    with the spread between seeds (min, max, standard deviation)."""
+    per_prompt = rows.groupby("prompt_id", sort=True).win.mean()
+    pooled = mean_ci(per_prompt.to_numpy(), seed=seed)
+    per_seed = rows.groupby("seed", sort=True).win.mean()
+    return {"win_rate": pooled["mean"], "win_rate_ci95": pooled["ci95"], "prompts": len(per_prompt),
+            "seeds": {str(k): float(v) for k, v in per_seed.items()},
+            "seed_spread": {"min": float(per_seed.min()), "max": float(per_seed.max()),
+                            "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0}}
+
+
 def summarize_generations(table: pd.DataFrame, *, seed: int = 0, dataset_scores: pd.Series | None = None) -> dict:
-    """Per split: DPO's win rate over base, mean scores and lengths, length-controlled effect, score-length
-    correlation, responses at the token limit, and (given the RM's scores of dataset responses) how many
-    generations score outside the range the RM saw on real data."""
+    """Per split: DPO's win rate over base (over prompts and sampling seeds, `over_seeds`, with each seed's win
+    rate and their spread), mean scores and lengths and the length-controlled effect (on each prompt's means over
+    its seeds), score-length correlation, responses at the token limit, and (given the RM's scores of dataset
+    responses) how many generations score outside the range the RM saw on real data."""
     w = wide(table)
     out = {}
     for split, rows in w.groupby("split"):
-        c = paired_comparison(rows.score_base, rows.score_dpo, rows.response_tokens_base,
-                              rows.response_tokens_dpo, seed=seed)
+        # per prompt, the mean over its seeds: every interval is over prompts, with the seeds averaged inside
+        means = rows.groupby("prompt_id", sort=True)[["score_base", "score_dpo", "response_tokens_base",
+                                                      "response_tokens_dpo"]].mean()
+        c = paired_comparison(means.score_base, means.score_dpo, means.response_tokens_base,
+                              means.response_tokens_dpo, seed=seed)
+        wins = over_seeds(rows, seed=seed)
         sub = table[table.split == split]
-        entry = {"n": c["n"], "win_rate": c["win_rate"], "win_rate_ci95": c["win_rate_ci95"],
+        entry = {"n": c["n"], "win_rate": wins["win_rate"], "win_rate_ci95": wins["win_rate_ci95"],
+                 "seeds": len(wins["seeds"]), "win_rate_per_seed": wins["seeds"], "seed_spread": wins["seed_spread"],
                  "mean_score_base": c["mean_score_a"], "mean_score_dpo": c["mean_score_b"],
                  "mean_difference": c["mean_difference"], "mean_difference_ci95": c["mean_difference_ci95"],
                  "mean_length_base": c["mean_length_a"], "mean_length_dpo": c["mean_length_b"],
@@ -152,7 +185,7 @@ def case_studies(table: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     for _, rows in w.groupby("split"):
         rows = rows.sort_values("difference")
         picks += [rows.tail(k).iloc[::-1], rows.head(k)]
-    cols = ["split", "prompt_id", "difference", "score_base", "score_dpo", "response_tokens_base",
+    cols = ["split", "prompt_id", "seed", "difference", "score_base", "score_dpo", "response_tokens_base",
             "response_tokens_dpo", "prompt", "response_base", "response_dpo"]
     return pd.concat(picks)[cols].reset_index(drop=True)
 
@@ -175,7 +208,7 @@ def compare_profile(cfg: RunConfig, *, force: bool = False) -> dict:
     dataset = cfg.out / "scores" / "trained-test.parquet"
     dataset_scores = pd.read_parquet(dataset).score if dataset.exists() else None
     summary = {**summarize_generations(table, seed=cfg.seed, dataset_scores=dataset_scores),
-               "decoding": decoding_settings(cfg.generation, cfg.seed)}
+               "decoding": {**decoding_settings(cfg.generation, cfg.seed), "sampling_seeds": sampling_seeds(cfg)}}
     write_table(table.assign(prompt=table.prompt.astype(str)), gen_dir / "generations")
     write_table(case_studies(table), gen_dir / "case_studies")
     summary = stamped(summary, _identity(cfg))

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -19,8 +20,8 @@ from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
 from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
 from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16
-from alignkit.stats import (accuracy_summary, correctness, correlations, length_diagnostics, precision_agreement,
-                            preference_summary)
+from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, correlations, length_diagnostics,
+                            precision_agreement, preference_summary)
 from alignkit.train.rm import EVAL_SCORES, rm_identity
 
 
@@ -53,13 +54,24 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
         table.to_json(tmp, orient="records", lines=True, force_ascii=False)
 
 
+def spearman_length_ci(pairs: pd.DataFrame, *, seed: int = 0, n_resamples: int = 1000) -> list[float]:
+    """Bootstrap 95% CI of Spearman(score, response tokens) over both answers of each pair, resampling pairs
+    (`paired` rows: both answers of a pair move together)."""
+    rows = pairs[["tokens_better", "tokens_worse", "score_better", "score_worse"]].to_numpy(float)
+
+    def rho(r):
+        return correlations(np.concatenate([r[:, 0], r[:, 1]]), np.concatenate([r[:, 2], r[:, 3]]))["spearman"]
+    return list(bootstrap_ci(rows, rho, n_resamples=n_resamples, seed=seed))
+
+
 def summarize(table: pd.DataFrame, *, seed: int = 0) -> dict:
     """Accuracy, AUC and mean margin with bootstrap CIs; length diagnostics; score-length correlation."""
     pairs = paired(table)
     out = preference_summary(pairs.score_better, pairs.score_worse, seed=seed)
     out["length"] = length_diagnostics(pairs.score_better.tolist(), pairs.score_worse.tolist(),
                                        pairs.tokens_better.tolist(), pairs.tokens_worse.tolist())
-    out["score_vs_length"] = correlations(table.response_tokens, table.score)
+    out["score_vs_length"] = {**correlations(table.response_tokens, table.score),
+                              "spearman_ci95": spearman_length_ci(pairs, seed=seed)}
     if "categories" in table:
         out["per_category"] = per_category(table)
     return out
