@@ -69,6 +69,21 @@ def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
     return load_config("tiny", values)
 
 
+def copy_book_sources(dest: Path) -> Path:
+    """A separate book root for a test: `_config.yml`, `_toc.yml`, the hand-written `book/*.md` and the
+    files of `book/_static/`; `stage_book` then adds the chapters and MathJax."""
+    import shutil
+    (dest / "book" / "_static").mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    for page in (REPO / "book").glob("*.md"):
+        shutil.copy2(page, dest / "book" / page.name)
+    for asset in (REPO / "book" / "_static").iterdir():
+        if asset.is_file():  # lang.js, lang.css; MathJax is staged by stage_mathjax
+            shutil.copy2(asset, dest / "book" / "_static" / asset.name)
+    return dest
+
+
 def tiny_chain_overrides(tiny_model_dir, output_dir) -> dict:
     """The tiny profile's overrides for a whole-chain run (every notebook): the tiny random model, artifacts
     under `output_dir`, 3 training steps for the reward model and for DPO."""
@@ -85,7 +100,6 @@ def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     (random tiny model, a few dozen real rows), standalone HTML, and the book built in its own root.
     Returns {"out", "root", "index", "times", "overrides"}."""
     from alignkit.config import load_config
-    from alignkit.report.book import copy_book_sources
     from alignkit.report.build import run_report
     base = tmp_path_factory.mktemp("report")
     overrides = tiny_chain_overrides(tiny_model_dir, base / "outputs")
