@@ -12,6 +12,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from alignkit.report import provenance
 from alignkit.report.provenance import canonical_name
 from conftest import REPO
 
@@ -94,3 +95,42 @@ def test_alignkit_help_runs_with_only_the_declared_packages():
     bare = subprocess.run([sys.executable, "-c", BARE_HELP, json.dumps(blocked)], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert bare.returncode == 0 and "{rm,score,dpo,generate,report}" in bare.stdout, bare.stderr[-2000:]
+
+
+def _install_commands(*args: str) -> list[str]:
+    """The commands `make .venv/bin/.installed` runs (make -n: printed, not run), continuation lines joined."""
+    run = subprocess.run(["make", "-n", "-B", ".venv/bin/.installed", *args], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    return [" ".join(line.split()) for line in run.stdout.replace("\\\n", " ").splitlines()]
+
+
+def test_the_install_passes_the_torch_index_for_torch_and_installs_the_whole_lock(tmp_path):
+    torch_line = "pip install --quiet --no-deps --require-hashes --extra-index-url {} -r .venv/torch.lock"
+    commands = _install_commands()
+    assert any(c.endswith(torch_line.format("https://download.pytorch.org/whl/cpu")) for c in commands), commands
+    mirror = _install_commands("TORCH_INDEX=https://mirror.example/whl/cpu")
+    assert any(c.endswith(torch_line.format("https://mirror.example/whl/cpu")) for c in mirror)
+    off = _install_commands("TORCH_INDEX=")
+    assert not any("--extra-index-url" in c for c in off)
+    assert any(c.endswith("--require-hashes -r .venv/torch.lock") for c in off)
+    # the lock files those commands write, written here: torch alone, and everything else; together the lock
+    (tmp_path / ".venv").mkdir()
+    for command in commands:
+        if command.startswith("sed "):
+            subprocess.run(command.replace("requirements.lock", str(REPO / "requirements.lock")), shell=True,
+                           check=True, cwd=tmp_path)
+    read = provenance.read_lock
+    full = read((REPO / "requirements.lock").read_text())
+    torch_only, rest = (read((tmp_path / ".venv" / name).read_text()) for name in ("torch.lock", "no-torch.lock"))
+    assert torch_only == {"torch": full["torch"]} and full["torch"].endswith("+cpu")
+    assert {**rest, **torch_only} == full and "torch" not in rest
+    installs = [c for c in commands if " install " in c and "-r .venv/" in c]
+    assert any("-r .venv/no-torch.lock -r requirements-nodeps.lock" in c for c in installs)
+
+
+def test_conda_environment_passes_the_same_torch_index():
+    import yaml
+    default = re.search(r"^TORCH_INDEX \?= (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == [f"--extra-index-url {default}", "-r requirements.lock"]
