@@ -296,7 +296,7 @@ def _readings(table):
 
 
 def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
-    """This session's cpu numbers: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
+    """Numbers of a cpu-profile run: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
     (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
     the train gap is real; +1.5 tokens is within noise."""
     from alignkit.report import evidence
@@ -322,7 +322,7 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
 
 
 def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(tmp_path):
-    """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
+    """Numbers of a cpu-profile run: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
     from alignkit.report import evidence
     from alignkit.config import load_config
