@@ -7,11 +7,9 @@ with `grad_accum` micro-batches each sees exactly the batches of a one-process s
 `world * grad_accum`; only rank 0 writes checkpoints (DeepSpeed: each rank its ZeRO shard), TensorBoard
 scalars and artifacts.
 
-A step weighs its items alike: an epoch's last batch may be short (the batches are cut with `ceil`), so each
-micro-batch's mean loss is multiplied by its share of the step's items (over all ranks), and a step equals
-one batch of all its items. DDP and DeepSpeed average the ranks' gradients (a factor 1/world), which the
-weights undo; DeepSpeed is told not to divide by `grad_accum` itself (`scale_wrt_gas=False`). The logged
-metrics are weighed by the same shares (of this rank's items).
+A step weighs its items alike (an epoch's last batch may be short): each micro-batch's mean loss is
+multiplied by its share of the step's items (`item_weights`), so a step equals one batch of all its items;
+DeepSpeed does not divide by `grad_accum` itself (`scale_wrt_gas=False`); logged metrics are weighed alike.
 
 A task plugs in three things: `collate(items) -> batch`, `step(model, batch) -> (loss, metrics)` and
 `evaluate(model, items) -> metrics`. Batches are drawn in a seeded, length-grouped order that depends only
@@ -85,9 +83,8 @@ class Plan:
 
 def item_weights(step_batches: list[list[list[int]]], rank: int = 0) -> list[float]:
     """The factor for each of rank `rank`'s micro-batch mean losses ([j][r] as `Plan.micro_batches`): its
-    items' share of the whole step's items (all ranks), times the number of ranks (DDP and DeepSpeed average
-    the ranks' gradients). The weighted losses then sum to the mean over the step's items: full micro-batches
-    get 1/grad_accum, a short last batch its smaller share."""
+    share of the step's items over all ranks, times the ranks (DDP and DeepSpeed average the ranks'
+    gradients). Full micro-batches get 1/grad_accum, a short last batch its smaller share."""
     world = len(step_batches[0])
     total = sum(len(indices) for ranks in step_batches for indices in ranks)
     return [len(ranks[rank]) * world / total for ranks in step_batches]
