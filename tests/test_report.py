@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alignkit.errors import AlignkitError
-from conftest import REPO
+from conftest import EVERY_VARIANT, REPO
 
 
 def _images(notebook_path) -> int:
@@ -50,7 +50,7 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
     assert bon["responses"] == bon["prompts"] * bon["samples"] > 0
     variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
-    assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online"  # the tiny profile's: all
+    assert ",".join(variants["methods"]) == EVERY_VARIANT["dpo_variants.methods"]  # the chain's overrides: all
     assert variants["online"]["pairs"] > 0 and variants["online"]["vs_offline"]["n"] == variants["sizes"]["prompts"]
     assert _images(out / "notebooks" / "06_experiments.ipynb") == 5
     qa = (out / "notebooks" / "07_analysis_qa.ipynb").read_text()
