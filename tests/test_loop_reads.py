@@ -35,7 +35,7 @@ def _read_as_it_comes(model, task, items, _eval_items, lengths, cfg, *, seed, **
             loss, metrics = task.step(model, task.collate([items[i] for i in indices]))
             (loss * share).backward()
             for key, value in {"loss": loss, **metrics}.items():
-                sums[key] = sums.get(key, 0) + float(value) * share
+                sums[key] = sums.get(key, 0) + float(value.detach()) * share
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
