@@ -19,6 +19,8 @@ KERNEL  := $(VENV)/share/jupyter/kernels/alignkit/kernel.json
 .PHONY: test test-fast report setup-report bench lab lock clean help
 help:
 	@echo "make test            set up .venv (+ chromium, CJK fonts, MathJax), run the whole test suite (DATA=$(DATA))"
+	@echo "   TORCH_INDEX=URL   setting up .venv: where pip finds the lock's CPU torch (default: PyTorch's CPU"
+	@echo "                     wheel index; empty: pip's own configuration only)"
 	@echo "make report          run notebooks/NN_*.ipynb with papermill on PROFILE=$(PROFILE) into $(OUT)/notebooks/,"
 	@echo "                     export each to HTML, build the book: _build/html/index.html"
 	@echo "   PROFILE=gpu       the same on a GPU host;  PROFILE=tiny  a quick smoke run"
@@ -32,13 +34,23 @@ help:
 	@echo "make bench           alignkit vs its peers (trl, one-at-a-time scoring), alternating and repeated, on"
 	@echo "                     SmolLM2-135M: outputs/bench/results.json + results.md (QUICK=1 tiny model, REPEATS=3)"
 
+# PyTorch's CPU wheel index: the lock pins the CPU build torch==2.13.0+cpu, which PyPI does not serve. Only
+# torch's install reads it. Where it cannot be reached, pip warns (and retries, some seconds) and takes the
+# wheel from its own configuration (find-links, a local index). TORCH_INDEX= (empty) leaves it out.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
 # Installs the lock: hashes checked, no dependency resolution (the lock already lists every package); pip
-# itself first, at the lock's version. Then alignkit itself (editable).
+# itself first, at the lock's version; then torch (the lock's torch lines, from TORCH_INDEX) and the rest of
+# the lock (from PyPI). Then alignkit itself (editable).
 $(BIN)/.installed: $(LOCKS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	sed -n '/^pip==/,/# via/p' requirements.lock > $(VENV)/pip.lock
+	sed -n '/^torch==/,/# via/p' requirements.lock > $(VENV)/torch.lock
+	sed '/^torch==/,/# via/d' requirements.lock > $(VENV)/no-torch.lock
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(VENV)/pip.lock
-	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements.lock -r requirements-nodeps.lock
+	$(BIN)/pip install --quiet --no-deps --require-hashes $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		-r $(VENV)/torch.lock
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(VENV)/no-torch.lock -r requirements-nodeps.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 

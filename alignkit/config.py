@@ -144,7 +144,8 @@ class TrainConfig:
     eval_batch_size: int = 8
     """Pairs per eval batch."""
     bf16: bool = False
-    """bf16 autocast for forward/backward (fp32 master weights): ~2x matmul throughput on AVX512-BF16 CPUs."""
+    """bf16 autocast for forward/backward (fp32 master weights). Fast where the device computes bf16 natively
+    (GPUs with bf16; CPUs with AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."""
     threads: int | None = None
     """torch CPU threads (None = torch's default)."""
     deepspeed: str | None = None

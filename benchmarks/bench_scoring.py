@@ -1,5 +1,5 @@
 """Scoring throughput: alignkit's batched, length-sorted scorer (`alignkit.infer.score_texts`, inference
-mode) vs a one-sample-at-a-time loop like the seed's (render, tokenize and forward each text alone under
+mode) vs the plain one-sample-at-a-time loop (render, tokenize and forward each text alone under
 `no_grad`), on the same model, texts and max length, alternating in one process. Both sides include
 rendering and tokenization. Unit: sequences (texts) scored per second.
 
@@ -22,7 +22,7 @@ import common  # noqa: E402
 
 
 def one_at_a_time(model, tokenizer, prompts, responses, max_length: int) -> list[float]:
-    """The seed's pattern: render, tokenize and forward each text alone (no batching, no sorting)."""
+    """The plain pattern: render, tokenize and forward each text alone (no batching, no sorting)."""
     scores = []
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -79,7 +79,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "memory": common.memory_note(device)}
     tmp.cleanup()
     return common.make_result("scoring", "sequences/s", "alignkit score_texts (batched, length-sorted)",
-                              "one at a time (seed's loop)", measured, settings, time.perf_counter() - t0, aim=10.0)
+                              "one text at a time", measured, settings, time.perf_counter() - t0, aim=10.0)
 
 
 def main() -> None:

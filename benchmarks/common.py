@@ -4,9 +4,10 @@ per-repeat ratio and its spread; peak memory; a description of the machine; the 
 Result shape (one per benchmark; `run_all.py` merges them into outputs/bench/results.json):
 
     {"name": str, "unit": "tokens/s" | "sequences/s",
-     "alignkit": {"label": str, "values": [rate per repeat], "peak_mem_mb": float},
+     "alignkit": {"label": str, "values": [rate per repeat, the warm-up repeat first], "peak_mem_mb": float},
      "peer":     {"label": str, "values": [...], "peak_mem_mb": float},
-     "ratio": {"min", "median", "max", "values": [alignkit / peer, per repeat]},
+     "ratio": race_ratio(alignkit values, peer values): {"median", "min", "max", "values",
+              "alignkit_median", "peer_median", "warmup_repeats"},
      "settings": {"model", "n_rows", "batch_size", "max_length", "trainable", "threads", ...},
      "wall_s": float}
 
@@ -152,15 +153,21 @@ class Work:
     """Process CPU time (all threads) in the same window; None = measured around the whole call."""
 
 
+WARMUP_REPEATS = 1
+"""Leading repeats of every race that only warm up (allocator, caches, kernel selection, clocks): run and
+recorded like the others, left out of the rates and the ratio."""
+
+
 def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
               warmup: dict[str, Callable[[], object]] | None = None) -> dict[str, dict]:
     """Call each side once per repeat with the repeat's index r (a side may pick that repeat's rows by it;
     both sides get the same r), in alternating order (A B, B A, A B, ...) so drift in machine load hits
     both alike; short repeats alternate more finely. `warmup` callables run once each, untimed, first
-    (lazy initialisation, kernel selection).
+    (lazy initialisation, kernel selection); then WARMUP_REPEATS warm-up repeats (on repeat 0's rows), timed
+    and recorded first, which `race_ratio` leaves out; then the `repeats` repeats.
 
-    Returns {side: {"values": [rate per repeat], "seconds", "cpu_seconds", "amount", "load_avg_1m" (at each
-    start), "peak_mem_mb_values": [...], "peak_mem_mb": max over repeats}}. CPU seconds are this process's CPU time in the window:
+    Returns {side: {"values": [rate per repeat, warm-up repeats first], "seconds", "cpu_seconds", "amount",
+    "load_avg_1m" (at each start), "peak_mem_mb_values": [...], "peak_mem_mb": max over repeats}}. CPU seconds are this process's CPU time in the window:
     when other work competes for the cores, wall time stretches but CPU time much less, so the ratio of
     CPU-time rates (`cpu_ratio` in the result) is a cross-check of the wall-time ratio."""
     if repeats < 1:
@@ -170,8 +177,9 @@ def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
     names = list(sides)
     out = {name: {"values": [], "seconds": [], "cpu_seconds": [], "amount": [], "load_avg_1m": [],
                   "peak_mem_mb_values": [], "peak_mem_mb": 0.0} for name in names}
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+    for i in range(WARMUP_REPEATS + repeats):
+        r = max(0, i - WARMUP_REPEATS)
+        for name in (names if i % 2 == 0 else names[::-1]):
             out[name]["load_avg_1m"].append(round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
             with PeakMemory() as memory:
                 start, cpu_start = time.perf_counter(), time.process_time()
@@ -188,14 +196,20 @@ def alternate(sides: dict[str, Callable[[int], Work]], repeats: int, *,
     return out
 
 
-def spread(values: list[float]) -> dict:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-def ratio(alignkit: list[float], peer: list[float]) -> dict:
-    """Per-repeat ratios alignkit / peer (repeat i of one side against repeat i of the other), with spread."""
-    values = [a / b for a, b in zip(alignkit, peer)]
-    return {**spread(values), "values": values}
+def race_ratio(alignkit: list[float], peer: list[float]) -> dict:
+    """The one ratio of every race, from both sides' rates per repeat (warm-up repeats first): the first
+    WARMUP_REPEATS repeats dropped on both sides, then the median of alignkit's rates over the median of the
+    peer's ("median"), spread by the min and max of the per-repeat ratios alignkit_i / peer_i of the kept
+    repeats ("min", "max"; the ratio of medians always lies between them). Returns {"median", "min", "max",
+    "values": the kept per-repeat ratios, "alignkit_median", "peer_median", "warmup_repeats"}."""
+    if len(alignkit) != len(peer) or len(alignkit) <= WARMUP_REPEATS:
+        raise ValueError(f"a race needs the same number of repeats on both sides, more than the "
+                         f"{WARMUP_REPEATS} warm-up; got {len(alignkit)} and {len(peer)}")
+    a, p = alignkit[WARMUP_REPEATS:], peer[WARMUP_REPEATS:]
+    values = [x / y for x, y in zip(a, p)]
+    a_median, p_median = statistics.median(a), statistics.median(p)
+    return {"median": a_median / p_median, "min": min(values), "max": max(values), "values": values,
+            "alignkit_median": a_median, "peer_median": p_median, "warmup_repeats": WARMUP_REPEATS}
 
 
 def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, measured: dict[str, dict],
@@ -210,8 +224,8 @@ def make_result(name: str, unit: str, alignkit_label: str, peer_label: str, meas
     cpu_rates = {side: [a / c for a, c in zip(measured[side]["amount"], measured[side]["cpu_seconds"])]
                  for side in ("alignkit", "peer")}
     return {"name": name, "unit": unit, **sides,
-            "ratio": ratio(measured["alignkit"]["values"], measured["peer"]["values"]),
-            "cpu_ratio": ratio(cpu_rates["alignkit"], cpu_rates["peer"]),
+            "ratio": race_ratio(measured["alignkit"]["values"], measured["peer"]["values"]),
+            "cpu_ratio": race_ratio(cpu_rates["alignkit"], cpu_rates["peer"]),
             "settings": {"threads": torch.get_num_threads(), **settings}, "wall_s": round(wall_s, 1),
             "machine": machine(), **extra}
 
@@ -239,9 +253,9 @@ def finish(result: dict, json_path: str | None) -> None:
 def summary_line(result: dict) -> str:
     """'rm: alignkit 512.3 tokens/s, trl RewardTrainer 301.2 tokens/s, ratio 1.70x (min 1.61, max 1.80)'."""
     a, p, r = result["alignkit"], result["peer"], result["ratio"]
-    return (f"{result['name']}: {a['label']} {statistics.median(a['values']):.1f} {result['unit']}, "
-            f"{p['label']} {statistics.median(p['values']):.1f} {result['unit']}, ratio {r['median']:.2f}x "
-            f"(min {r['min']:.2f}, max {r['max']:.2f}; {len(r['values'])} repeats; peak memory "
+    return (f"{result['name']}: {a['label']} {r['alignkit_median']:.1f} {result['unit']}, "
+            f"{p['label']} {r['peer_median']:.1f} {result['unit']}, ratio {r['median']:.2f}x "
+            f"(min {r['min']:.2f}, max {r['max']:.2f}; {len(r['values'])} repeats after a warm-up; peak memory "
             f"{a['peak_mem_mb']:.0f} / {p['peak_mem_mb']:.0f} MB)")
 
 
@@ -380,7 +394,7 @@ def model_flops_utilisation(result: dict, n_matmul: int) -> dict | None:
         return None
     out = {"gpu": gpu, "peak_bf16_tflops": peak, "matmul_params": n_matmul, "flops_per_token": 6 * n_matmul}
     for side in ("alignkit", "peer"):
-        rate = statistics.median(result[side]["values"])
+        rate = result["ratio"][f"{side}_median"]
         out[side] = round(6 * n_matmul * rate / (peak * 1e12), 4)
     return out
 
@@ -457,9 +471,10 @@ def race_training(model, task, chunks: list, lengths: list[list[int]], tokens: l
 
     measured = alternate({"alignkit": alignkit_side, "peer": peer_side}, repeats,
                          warmup={"alignkit": lambda: alignkit_side(0, 1), "peer": lambda: peer_side(0, 1)})
-    if counted[1:] != [t * epochs for t in tokens]:  # [0] is the one-step warm-up
-        raise SystemExit(f"TRL counted {counted[1:]} non-pad tokens per repeat, alignkit {tokens} x {epochs} "
-                         "epochs: rows differ")
+    counted = counted[1 + WARMUP_REPEATS:]  # after the one-step warm-up and the warm-up repeats
+    if counted != [t * epochs for t in tokens]:
+        raise SystemExit(f"TRL counted {counted} non-pad tokens per repeat, alignkit {tokens} x {epochs} epochs: "
+                         "rows differ")
     return measured
 
 

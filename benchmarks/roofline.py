@@ -196,7 +196,7 @@ def measured(results: dict | None, task: str, config, pairs: int, shape: dict) -
     steps = bench["settings"].get("steps_per_repeat")
     out = {"mfu_6n": bench["mfu"]["alignkit"]}
     if steps and shape:
-        seconds = statistics.median(bench["alignkit"]["seconds"]) / steps
+        seconds = statistics.median(bench["alignkit"]["seconds"][common.WARMUP_REPEATS:]) / steps  # as race_ratio
         flops = step_model(task, config, pairs, shape["sequence"], shape["prompt"], 1)["model_flops"]
         out.update(step_s=seconds, mfu_flops=flops / seconds / H100_PEAK_FLOPS)
     return out

@@ -58,22 +58,44 @@ def homework_pairs(data_dir):
     return pairs
 
 
+EVERY_VARIANT = {"dpo_variants.methods": "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online",
+                 "dpo_variants.beta_scales": "1,2"}
+"""Chapter 6's DPO variants in the tests: every method, each strength chosen on the validation fold from a
+grid of two (the tiny profile itself runs three methods at one strength, to stay quick)."""
+
+
 def tiny_config(tiny_model_dir, tmp_path, data_dir, **overrides):
     """A RunConfig on the tiny model and a few dozen real pairs."""
     from alignkit.config import load_config
     values = {"model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "out"),
               "data.train.path": str(data_dir / "align_anything_t2t.json"), "data.train.local_name": None,
               "data.train.max_pairs": 40, "data.max_length": 64, "data.max_prompt_length": 32,
-              "rm.train.threads": None}
+              "rm.train.threads": None, **EVERY_VARIANT}
     values.update(overrides)
     return load_config("tiny", values)
 
 
+def copy_book_sources(dest: Path) -> Path:
+    """A separate book root for a test: `_config.yml`, `_toc.yml`, the hand-written `book/*.md` and the
+    files of `book/_static/`; `stage_book` then adds the chapters and MathJax."""
+    import shutil
+    (dest / "book" / "_static").mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    for page in (REPO / "book").glob("*.md"):
+        shutil.copy2(page, dest / "book" / page.name)
+    for asset in (REPO / "book" / "_static").iterdir():
+        if asset.is_file():  # lang.js, lang.css; MathJax is staged by stage_mathjax
+            shutil.copy2(asset, dest / "book" / "_static" / asset.name)
+    return dest
+
+
 def tiny_chain_overrides(tiny_model_dir, output_dir) -> dict:
     """The tiny profile's overrides for a whole-chain run (every notebook): the tiny random model, artifacts
-    under `output_dir`, 3 training steps for the reward model and for DPO."""
+    under `output_dir`, 3 training steps for the reward model and for DPO, every DPO variant."""
     from alignkit.config import load_config
-    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(output_dir), "rm.train.max_steps": 3}
+    overrides = {"model.name": str(tiny_model_dir), "output_dir": str(output_dir), "rm.train.max_steps": 3,
+                 **EVERY_VARIANT}
     if hasattr(load_config("tiny"), "dpo"):
         overrides["dpo.train.max_steps"] = 3
     return overrides
@@ -85,7 +107,6 @@ def tiny_report(tmp_path_factory, tiny_model_dir, data_dir) -> dict:
     (random tiny model, a few dozen real rows), standalone HTML, and the book built in its own root.
     Returns {"out", "root", "index", "times", "overrides"}."""
     from alignkit.config import load_config
-    from alignkit.report.book import copy_book_sources
     from alignkit.report.build import run_report
     base = tmp_path_factory.mktemp("report")
     overrides = tiny_chain_overrides(tiny_model_dir, base / "outputs")

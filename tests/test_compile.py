@@ -1,4 +1,4 @@
-"""The training forwards compile to one graph (issue 15): torch.compile can take a whole RM or DPO forward
+"""The training forwards compile to one graph: torch.compile can take a whole RM or DPO forward
 without falling back to Python midway. Checked with torch._dynamo.explain on the tiny model (no compiler
 needed: dynamo traces, nothing is built)."""
 import torch

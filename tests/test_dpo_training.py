@@ -153,7 +153,24 @@ def test_dpo_run_writes_a_causal_lm_and_is_reused(tiny_model_dir, tmp_path, data
     metrics = dpo_metrics(cfg)
     out = tmp_path / "out" / "dpo"
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["steps"] == 2 and 0 <= saved["eval"]["reward_accuracy"] <= 1
+    assert saved["steps"] == 2
+    # the held-out reward accuracy by plain transformers: the exported policy and the base model's summed
+    # response log-probs on the test split, implicit reward beta * (policy - base), ties half
+    from alignkit.data.sources import load_pairs
+    from alignkit.data.tokenize import ChatEncoder, encode_pairs
+    test, _ = load_pairs(str(tmp_path / "out" / "data" / "test.jsonl"), "ALIGNKIT")
+    encoded, _ = encode_pairs(ChatEncoder(AutoTokenizer.from_pretrained(out), 64, 32), test)
+    policy, base = (AutoModelForCausalLM.from_pretrained(m).eval() for m in (out, tiny_model_dir))
+
+    def logp(model, seq):
+        ids = torch.tensor([seq.input_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1].double().log_softmax(-1)
+        return float(logits.gather(1, ids[0, 1:, None])[seq.prompt_length - 1:].sum())
+
+    rewards = [[logp(policy, s) - logp(base, s) for s in (e.better, e.worse)] for e in encoded]
+    by_hand = sum(1.0 if b > w else 0.5 if b == w else 0.0 for b, w in rewards) / len(rewards)
+    assert saved["eval"]["n"] == len(encoded) and saved["eval"]["reward_accuracy"] == by_hand
     assert saved["train"]["n"] == saved["eval"]["n"] < 20 == saved["data"]["n_dpo_train"] < saved["data"]["n_train"]
     caches = list((tmp_path / "out" / "cache").glob("ref-*.pt"))
     assert caches, "reference log-probs were not cached"

@@ -1,4 +1,4 @@
-"""Issue 14's experiments: each formula against values computed by hand, and the steps on small score tables."""
+"""Chapter 6's experiments: each formula against values computed by hand, and the steps on small score tables."""
 import itertools
 import json
 import math

@@ -1,12 +1,14 @@
 """The report: the tiny chain (every notebook under papermill, HTML, provenance, the book), failure messages
 that name the notebook and cell, and the small pieces (tab flattening, placeholders, CJK fallback)."""
 import json
+import math
 
 import nbformat
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from alignkit.errors import AlignkitError
+from conftest import EVERY_VARIANT, REPO
 
 
 def _images(notebook_path) -> int:
@@ -52,7 +54,7 @@ def test_tiny_chain_runs_every_notebook_and_builds_the_book(tiny_report):
     bon = json.loads((out / "experiments" / "bon" / "summary.json").read_text())
     assert bon["responses"] == bon["prompts"] * bon["samples"] > 0
     variants = json.loads((out / "experiments" / "dpo_variants" / "summary.json").read_text())
-    assert ",".join(variants["methods"]) == "sigmoid,cdpo,robust,ipo,rdpo,simpo,orpo,kto,online"  # the tiny profile's: all
+    assert ",".join(variants["methods"]) == EVERY_VARIANT["dpo_variants.methods"]  # the chain's overrides: all
     assert variants["online"]["pairs"] > 0 and variants["online"]["vs_offline"]["n"] == variants["sizes"]["prompts"]
     gold = json.loads((out / "experiments" / "gold_bon" / "summary.json").read_text())
     assert gold["k"] == 11 and gold["answers"] == 11 * gold["prompts"] > 0 and len(gold["curves"]) == 11
@@ -122,7 +124,8 @@ def test_flatten_tabs_keeps_both_languages_as_plain_markdown():
 
 def test_stage_book_writes_placeholders_and_hides_default_parameters(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
-    from alignkit.report.book import copy_book_sources, stage_book, toc_files
+    from alignkit.report.book import stage_book, toc_files
+    from conftest import copy_book_sources
     out = tmp_path / "out"
     (out / "notebooks").mkdir(parents=True)
     params = new_code_cell('profile = "cpu"')
@@ -278,18 +281,32 @@ def test_qa_evidence_says_not_run_yet_for_missing_steps(tmp_path):
 
 
 def test_loss_shapes_back_the_variants_answer():
-    """Chapter 7 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta."""
+    """Chapter 7 states: DPO always pushes (negative slope), IPO stops at 1/(2 tau), cDPO at log((1-e)/e)/beta.
+    The slopes d loss / d h by hand: DPO -beta sigmoid(-beta h); cDPO -(1-e) beta sigmoid(-beta h) + e beta
+    sigmoid(beta h); IPO 2 (h - 1/(2 tau)); SimPO -b sigmoid(-(b h - g))."""
     from alignkit.report.evidence import loss_shapes
-    shapes = loss_shapes(margins=(0.0, 5.0, 21.97, 30.0))
+    beta, tau, eps, b, g = 0.1, 0.1, 0.1, 2.0, 1.0
+    margins = (0.0, 5.0, 21.97, 30.0)
+    shapes = loss_shapes(margins=margins, beta=beta, tau=tau, smoothing=eps, simpo_beta=b, simpo_gamma=g)
     slope = shapes.pivot(index="margin", columns="loss", values="slope")
-    dpo = [c for c in slope.columns if c.startswith("DPO")]
-    if not dpo:
-        pytest.skip("alignkit.losses has no dpo_loss yet")
-    assert (slope[dpo[0]] < 0).all()
-    ipo = next(c for c in slope.columns if c.startswith("IPO"))
-    assert slope.loc[5.0, ipo] == pytest.approx(0.0, abs=1e-6) and slope.loc[30.0, ipo] > 0
-    cdpo = next(c for c in slope.columns if c.startswith("cDPO"))
-    assert abs(slope.loc[21.97, cdpo]) < 1e-4 and slope.loc[30.0, cdpo] > 0
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    by_hand = {f"DPO (β={beta})": lambda h: -beta * sig(-beta * h),
+               f"cDPO (β={beta}, ε={eps})": lambda h: -(1 - eps) * beta * sig(-beta * h) + eps * beta * sig(beta * h),
+               f"IPO (τ={tau})": lambda h: 2 * (h - 1 / (2 * tau)),
+               f"SimPO (β={b}, γ={g})": lambda h: -b * sig(-(b * h - g))}
+    assert sorted(slope.columns) == sorted(by_hand)
+    for name, expected in by_hand.items():
+        assert slope[name].tolist() == pytest.approx([expected(h) for h in margins], rel=1e-5, abs=1e-7), name
+    cdpo = f"cDPO (β={beta}, ε={eps})"  # where it stops: log((1 - e) / e) / beta = 21.97
+    assert abs(slope.loc[21.97, cdpo]) < 1e-4 and slope.loc[5.0, f"IPO (τ={tau})"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_shapes_names_a_loss_alignkit_losses_lacks(monkeypatch):
+    from alignkit import losses
+    from alignkit.report.evidence import loss_shapes
+    monkeypatch.delattr(losses, "ipo_loss")  # as if the loss were renamed
+    with pytest.raises(AlignkitError, match="ipo_loss"):
+        loss_shapes()
 
 
 def _readings(table):
@@ -297,7 +314,7 @@ def _readings(table):
 
 
 def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
-    """This session's cpu numbers: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
+    """Numbers of a cpu-profile run: DPO held-out implicit-reward accuracy 0.544 (n=169), train sample 0.799
     (n=169); DPO answers 93.6 vs base 92.1 tokens with 91% at the token cap. 0.544 is not shown above chance;
     the train gap is real; +1.5 tokens is within noise."""
     from alignkit.report import evidence
@@ -324,7 +341,7 @@ def test_dpo_readings_use_intervals_not_point_estimates(tmp_path):
 
 
 def test_length_bias_readings_respect_the_intervals_and_the_untrained_baseline(tmp_path):
-    """This session's cpu numbers: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
+    """Numbers of a cpu-profile run: RM 0.621 [0.546, 0.691] vs the length rule's 0.577; on 39 length-matched
     pairs 0.615 [0.459, 0.751], the same as the untrained model. None of that shows signal beyond length."""
     from alignkit.report import evidence
     from alignkit.report import qa_numbers

@@ -85,7 +85,11 @@ def test_score_cli_writes_tables_and_summary(tiny_model_dir, tmp_path, data_dir)
     table = pd.read_parquet(out.with_suffix(".parquet"))
     assert len(table) == 1000 and set(table.side) == {"better", "worse"}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
-    assert summary["n"] == 500 and 0 <= summary["auc"] <= 1
+    # AUC as scipy's Mann-Whitney U / (n1 n2) over the table's better and worse scores (ties half)
+    from scipy.stats import mannwhitneyu
+    better, worse = (table[table.side == side].score.to_numpy() for side in ("better", "worse"))
+    assert summary["n"] == 500
+    assert summary["auc"] == pytest.approx(mannwhitneyu(better, worse).statistic / (500 * 500), abs=1e-12)
     assert sum(v["n"] for v in summary["per_category"].values()) >= 500  # every pair under some tag
 
 

@@ -1,4 +1,4 @@
-"""A training micro-step makes no device-to-host sync: the GPU can run ahead of Python (issue 15, section 3)."""
+"""A training micro-step makes no device-to-host sync: the GPU can run ahead of Python."""
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

@@ -1,4 +1,4 @@
-"""The study's questions answered by experiment (issue 14), one module per question: pure functions of
+"""The study's questions answered by experiment (chapter 6), one module per question: pure functions of
 scores and lengths, tested by hand, plus steps that read the artifacts earlier chapters wrote and write
 outputs/<profile>/experiments/<name>/summary.json, reused by content fingerprint. `length` and `calibration`
 read chapter 3's scores; `safety` fits two linear heads on the base model's frozen features; `bon` samples the

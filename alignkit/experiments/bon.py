@@ -1,4 +1,4 @@
-"""Best-of-n against a proxy reward model, judged by a second scorer (issue 14, experiment 4).
+"""Best-of-n against a proxy reward model, judged by a second scorer (chapter 6).
 
 Given k samples per prompt, each scored by the proxy (the reward model that picks) and by an independent
 judge, `best_of_n` gives, for each n <= k, the expected proxy and judge score of the sample that the proxy

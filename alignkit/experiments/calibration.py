@@ -1,5 +1,5 @@
 """Is sigmoid(r_better - r_worse) a probability? Reliability, expected calibration error and temperature
-scaling of a reward model's pairwise margins (issue 14, experiment 3).
+scaling of a reward model's pairwise margins (chapter 6).
 
 A margin m = r_better - r_worse says "P(better is preferred) = sigmoid(m)". Every pair is counted in both
 orientations: as the prediction (sigmoid(m), outcome 1) and as (sigmoid(-m), outcome 0). Which response is

@@ -1,4 +1,4 @@
-"""Length bias, mitigated and measured (issue 14, experiment 1).
+"""Length bias, mitigated and measured (chapter 6).
 
 Post-hoc: the regression correction of Huang et al. (2024, "Post-hoc reward calibration: a case study on
 length bias"), in its linear form. The reward's dependence on length is fitted by ordinary least squares,

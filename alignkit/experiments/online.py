@@ -1,4 +1,4 @@
-"""One online round of DPO, the `online` method of the DPO variants (issue 14, experiment 5): is DPO on- or
+"""One online round of DPO, the `online` method of the DPO variants (chapter 6): is DPO on- or
 off-policy, measured.
 
 The base policy, which is also DPO's reference (so this is round one of online DPO), answers every prompt of

@@ -1,4 +1,4 @@
-"""Reward + cost: helpfulness and harmlessness as two models (issue 14, experiment 2).
+"""Reward + cost: helpfulness and harmlessness as two models (chapter 6).
 
 PKU-SafeRLHF labels every pair twice, `better_response_id` (the more helpful response) and
 `safer_response_id` (the safer one), and every response once, `is_response_{0,1}_safe`. Two bias-free linear

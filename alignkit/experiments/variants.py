@@ -1,4 +1,4 @@
-"""DPO and its variants, head to head (issue 14, experiment 5).
+"""DPO and its variants, head to head (chapter 6).
 
 Every method of `dpo_variants.methods` (DPO, cDPO, robust DPO, IPO, R-DPO, SimPO, ORPO: alignkit.losses via
 alignkit.train.dpo.DPOTask; KTO on the pairs taken apart into unpaired examples: alignkit.train.kto.KTOTask)

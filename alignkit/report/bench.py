@@ -1,14 +1,16 @@
 """Chapter 8's tables, figure and readings: benchmark results (`make bench` -> outputs/bench/results.json, the
 GPU half committed) and the float32 / bfloat16 check; also the runner's markdown table. Reads only; the
-benchmarks live in benchmarks/."""
+benchmarks live in benchmarks/, and every ratio read here is the one `benchmarks/common.py` `race_ratio`
+stored: a warm-up repeat dropped on both sides, the ratio of the median rates, the min–max of the
+per-repeat ratios."""
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 import pandas as pd
 
+from alignkit.errors import AlignkitError
 from alignkit.report import readings
 from alignkit.report.readings import words
 from alignkit.report.tables import interval, number
@@ -17,18 +19,24 @@ RESULTS = Path("outputs") / "bench" / "results.json"
 GPU_RESULTS = Path("benchmarks") / "results" / "gpu_h100.json"
 """The GPU half (benchmarks/run_gpu.sh on a lent H100), committed: CI machines have no GPU to redo it."""
 AIMS = {"rm": 1.5, "dpo": 1.5, "scoring": 10.0}
-"""The issue's targets (alignkit / peer), used when a result carries no `aim` of its own."""
+"""The speed targets (alignkit / peer), used when a result carries no `aim` of its own."""
 HOW_TO = ("No benchmark results at {path}. Produce them with `make bench` (SmolLM2-135M, minutes to an hour "
           "on 2 CPU cores) or `make bench QUICK=1` (a tiny random model, about a minute), then re-run this chapter.")
 
 
 def load_results(path: str | Path = RESULTS) -> dict | None:
-    """The merged results, or None (after printing how to produce them) when the file is absent."""
+    """The merged results, or None (after printing how to produce them) when the file is absent. A benchmark
+    whose ratio lacks the medians `race_ratio` stores is refused, naming it."""
     path = Path(path)
     if not path.exists():
         print(HOW_TO.format(path=path))
         return None
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    for b in _ok(results):
+        if "alignkit_median" not in b["ratio"]:
+            raise AlignkitError(f"{path}: benchmark {b['name']!r} has no ratio medians (benchmarks/common.py "
+                                f"race_ratio); run `make bench` again to write them")
+    return results
 
 
 def machine_line(machine: dict) -> str:
@@ -43,40 +51,14 @@ def _ok(results: dict) -> list[dict]:
     return [b for b in results["benchmarks"] if "error" not in b]
 
 
-def results_frame(results: dict) -> pd.DataFrame:
-    """One row per benchmark: unit, both sides' median rate, the ratio's median [min–max], the aim, whether
-    the median meets it, and peak memory of both sides (MB). Failed benchmarks get a row with the error."""
-    rows = []
-    for b in results["benchmarks"]:
-        if "error" in b:
-            rows.append({"benchmark": b["name"], "unit": "", "error": b["error"]})
-            continue
-        r = b["ratio"]
-        aim = b.get("aim", AIMS.get(b["name"]))
-        mfu = b.get("mfu") or {}
-        rows.append({
-            "benchmark": b["name"], "unit": b["unit"],
-            "alignkit": b["alignkit"]["label"], "alignkit median": statistics.median(b["alignkit"]["values"]),
-            "peer": b["peer"]["label"], "peer median": statistics.median(b["peer"]["values"]),
-            "ratio median": r["median"], "ratio min": r["min"], "ratio max": r["max"], "repeats": len(r["values"]),
-            "CPU-time ratio median": (b.get("cpu_ratio") or {}).get("median"),
-            "aim": aim, "meets aim": None if aim is None else r["median"] >= aim,
-            "alignkit peak MB": b["alignkit"]["peak_mem_mb"], "peer peak MB": b["peer"]["peak_mem_mb"],
-            **({"alignkit MFU": mfu["alignkit"], "peer MFU": mfu["peer"]} if mfu else {}),
-            "model": b["settings"].get("model"), "batch size": b["settings"].get("batch_size"),
-            "max length": b["settings"].get("max_length"), "trainable": b["settings"].get("trainable"),
-        })
-    return pd.DataFrame(rows)
-
-
 def markdown_table(results: dict) -> str:
     """The results as a markdown table (benchmark, unit, medians, ratio median [min–max], aim, memory),
     headed by the machine and mode."""
     lines = [f"Machine: {machine_line(results['machine'])}; {results.get('mode', 'full')} mode, "
              f"{results.get('repeats', '?')} repeats, alternating in one process; started {results.get('started', '?')}, "
              f"load average {results['machine'].get('load_avg_1m')}.",
-             "Rates are medians over repeats; the ratio is alignkit / peer per repeat. Peak memory: peak RSS during a "
-             "repeat minus RSS just before it.",
+             "Rates are medians over the repeats after a warm-up repeat; the ratio is the ratio of those medians, "
+             "[min–max] of the per-repeat ratios. Peak memory: peak RSS during a repeat minus RSS just before it.",
              "",
              "| benchmark | unit | alignkit (median) | peer (median) | ratio median [min–max] | aim | "
              "peak memory alignkit / peer (MB) |",
@@ -89,8 +71,8 @@ def markdown_table(results: dict) -> str:
         aim = b.get("aim", AIMS.get(b["name"]))
         verdict = "" if aim is None else (" ✓" if r["median"] >= aim else " ✗")
         lines.append(
-            f"| {b['name']} | {b['unit']} | {statistics.median(b['alignkit']['values']):.1f} ({b['alignkit']['label']}) "
-            f"| {statistics.median(b['peer']['values']):.1f} ({b['peer']['label']}) "
+            f"| {b['name']} | {b['unit']} | {r['alignkit_median']:.1f} ({b['alignkit']['label']}) "
+            f"| {r['peer_median']:.1f} ({b['peer']['label']}) "
             f"| {r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}] | {'' if aim is None else f'≥{aim:g}×'}{verdict} "
             f"| {b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f} |")
     times = report_times_frame(results)
@@ -118,8 +100,8 @@ def report_times_frame(results: dict) -> pd.DataFrame | None:
 
 
 def ratio_figure(results: dict):
-    """Bar chart: median ratio (alignkit / peer) per benchmark, error bars from min to max over repeats,
-    a dashed line at 1 (parity) and a marker at each aim; the machine in the title."""
+    """Bar chart: the ratio (alignkit / peer, of the median rates) per benchmark, error bars from the min to the
+    max of the per-repeat ratios, a dashed line at 1 (parity) and a marker at each aim; the machine in the title."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     sns.set_theme(style="whitegrid")
@@ -142,7 +124,7 @@ def ratio_figure(results: dict):
         ax.annotate(f"{m:.2f}×", (i, m), textcoords="offset points", xytext=(10, 4), fontsize=9)
     if max(aims + medians, key=lambda v: v or 0) / max(min(medians), 1e-9) > 8:
         ax.set_yscale("log")
-    ax.set_ylabel("alignkit / peer (median, min–max)")
+    ax.set_ylabel("alignkit / peer (ratio of medians, min–max)")
     ax.set_xlabel("")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(machine_line(results["machine"]), fontsize=8)
@@ -176,8 +158,7 @@ def verdicts(results: dict, lang: str = "en") -> list[str]:
         out.append(words("bench_result", lang=lang, name=b["name"], label=b["alignkit"]["label"],
                          peer=b["peer"]["label"], ratio=f"{r['median']:.2f}", min=f"{r['min']:.2f}",
                          max=f"{r['max']:.2f}", repeats=len(r["values"]),
-                         a=f"{statistics.median(b['alignkit']['values']):.1f}",
-                         p=f"{statistics.median(b['peer']['values']):.1f}", unit=b["unit"],
+                         a=f"{r['alignkit_median']:.1f}", p=f"{r['peer_median']:.1f}", unit=b["unit"],
                          goal="" if met is None else words("aim", met, lang, aim=f"{aim:g}"),
                          parity=words("parity", readings.ci_vs([r["min"], r["max"]], 1.0), lang),
                          mfu="" if not mfu else words("bench_mfu", lang=lang, a=number(mfu["alignkit"], percent=True),
@@ -242,8 +223,9 @@ def run_facts(results: dict) -> dict:
 
 
 def summary_frame(results: dict) -> pd.DataFrame:
-    """The results for reading: benchmark, unit, both sides' median rate, the ratio 'median [min–max]', the
-    aim and whether the median meets it, and peak memory of both sides (MB)."""
+    """The results for reading: benchmark, unit, both sides' median rate, the ratio 'median [min–max]' with its
+    number of repeats, the aim and whether the ratio meets it, peak memory of both sides (MB), and where
+    measured (GPU) both sides' MFU."""
     rows = []
     for b in results["benchmarks"]:
         if "error" in b:
@@ -251,10 +233,12 @@ def summary_frame(results: dict) -> pd.DataFrame:
             continue
         r, aim = b["ratio"], b.get("aim", AIMS.get(b["name"]))
         rows.append({"benchmark": b["name"], "unit": b["unit"],
-                     "alignkit": statistics.median(b["alignkit"]["values"]),
-                     "peer": statistics.median(b["peer"]["values"]),
-                     "ratio median [min–max]": f"{r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}]",
+                     "alignkit": r["alignkit_median"], "peer": r["peer_median"],
+                     "ratio [min–max]": f"{r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}]",
+                     "repeats": len(r["values"]),
                      "aim": None if aim is None else f"≥{aim:g}×",
                      "meets aim": None if aim is None else bool(r["median"] >= aim),
-                     "peak memory (MB)": f"{b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f}"})
+                     "peak memory (MB)": f"{b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f}",
+                     **({"MFU": f"{number(b['mfu']['alignkit'], percent=True)} / "
+                                f"{number(b['mfu']['peer'], percent=True)}"} if b.get("mfu") else {})})
     return pd.DataFrame(rows)

@@ -167,22 +167,6 @@ def stage_mathjax(root: Path, log: Callable[[str], None] = print) -> bool:
     return False
 
 
-def copy_book_sources(dest: Path) -> Path:
-    """A separate book root (e.g. for tests): `_config.yml`, `_toc.yml` and the hand-written `book/*.md`;
-    `stage_book` then adds the chapters and MathJax."""
-    dest = Path(dest)
-    (dest / "book").mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(REPO / name, dest / name)
-    for page in (REPO / "book").glob("*.md"):
-        shutil.copy2(page, dest / "book" / page.name)
-    (dest / "book" / "_static").mkdir(exist_ok=True)
-    for asset in (REPO / "book" / "_static").iterdir():
-        if asset.is_file():  # lang.js, lang.css; MathJax is staged by stage_mathjax
-            shutil.copy2(asset, dest / "book" / "_static" / asset.name)
-    return dest
-
-
 PRINTABLE = Path("_build") / "singlehtml" / "index.html"
 """The printable report: the whole book on one HTML page (Sphinx's `singlehtml` builder), printed to PDF from
 any browser. Chosen because it builds offline with jupyter-book 1 as it is installed: its `pdfhtml`

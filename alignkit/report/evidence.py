@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from alignkit import losses, verdicts
+from alignkit.errors import AlignkitError
 from alignkit.report import readings
 from alignkit.report.qa_numbers import key_numbers
 from alignkit.report.readings import NOT_RUN, both, ci_vs, judge, said, verdict_cell, words
@@ -299,25 +300,24 @@ def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1,
     h = (log pi/pi_ref)(y_w) - (log pi/pi_ref)(y_l); for SimPO it is the difference of per-token average
     log-probs (no reference). A slope of 0 is where the loss stops pushing."""
     zero = torch.zeros(())
-
-    def per_loss(h):
-        found = {
-            f"DPO (β={beta})": ("dpo_loss", lambda f: f(h, zero, zero, zero, beta=beta)),
-            f"cDPO (β={beta}, ε={smoothing})": ("dpo_loss", lambda f: f(h, zero, zero, zero, beta=beta,
+    curves = {  # name -> (the alignkit.losses function, how the curve calls it at margin h)
+        f"DPO (β={beta})": ("dpo_loss", lambda f, h: f(h, zero, zero, zero, beta=beta)),
+        f"cDPO (β={beta}, ε={smoothing})": ("dpo_loss", lambda f, h: f(h, zero, zero, zero, beta=beta,
                                                                         label_smoothing=smoothing)),
-            f"IPO (τ={tau})": ("ipo_loss", lambda f: f(h, zero, zero, zero, tau=tau)),
-            f"SimPO (β={simpo_beta}, γ={simpo_gamma})": ("simpo_loss",
-                                                         lambda f: f(h, zero, beta=simpo_beta, gamma=simpo_gamma)),
-        }
-        # a loss this alignkit version lacks is left out rather than failing the chapter
-        return {name: (lambda f=getattr(losses, fn), c=call: c(f)) for name, (fn, call) in found.items()
-                if hasattr(losses, fn)}
+        f"IPO (τ={tau})": ("ipo_loss", lambda f, h: f(h, zero, zero, zero, tau=tau)),
+        f"SimPO (β={simpo_beta}, γ={simpo_gamma})": ("simpo_loss",
+                                                     lambda f, h: f(h, zero, beta=simpo_beta, gamma=simpo_gamma)),
+    }
+    missing = sorted({fn for fn, _ in curves.values() if not hasattr(losses, fn)})
+    if missing:
+        raise AlignkitError(f"loss_shapes draws {', '.join(missing)} from alignkit.losses, which has no such "
+                            f"function; update the curves in alignkit/report/evidence.py to the loss's name")
     rows = []
     margins = [float(m) for m in margins]
     for m in margins:
-        for name in per_loss(torch.tensor(0.0)):
+        for name, (fn, call) in curves.items():
             h = torch.tensor(m, requires_grad=True)
-            value = per_loss(h)[name]()
+            value = call(getattr(losses, fn), h)
             value.backward()
             rows.append({"loss": name, "margin": m, "value": value.item(), "slope": h.grad.item()})
     return pd.DataFrame(rows, columns=["loss", "margin", "value", "slope"])

@@ -66,7 +66,7 @@ def training_curves(scalars: pd.DataFrame, tags=("train/loss", "train/accuracy",
 
 
 def drift_and_accuracy(metrics: dict, window: int = 5):
-    """DPO's distance from its reference against its reward accuracy (issue 14, experiment 6). Left: the mean
+    """DPO's distance from its reference against its reward accuracy (chapter 4). Left: the mean
     sequence log-ratio log π/π_ref per optimiser step; right: reward accuracy against that log-ratio. Training
     batches (measured before their update, so on pairs not yet trained on in the first epoch) as rolling means
     over `window` steps, coloured by step; held-out evaluations as points with their 95% CIs."""

@@ -7,6 +7,10 @@ with `grad_accum` micro-batches each sees exactly the batches of a one-process s
 `world * grad_accum`; only rank 0 writes checkpoints (DeepSpeed: each rank its ZeRO shard), TensorBoard
 scalars and artifacts.
 
+A step weighs its items alike (an epoch's last batch may be short): each micro-batch's mean loss is
+multiplied by its share of the step's items (`item_weights`), so a step equals one batch of all its items;
+DeepSpeed does not divide by `grad_accum` itself (`scale_wrt_gas=False`); logged metrics are weighed alike.
+
 A task plugs in three things: `collate(items) -> batch`, `step(model, batch) -> (loss, metrics)` and
 `evaluate(model, items) -> metrics`. Batches are drawn in a seeded, length-grouped order that depends only
 on (seed, epoch), so a resumed run replays exactly the batches an uninterrupted run would have seen.
@@ -66,12 +70,24 @@ class Plan:
     grad_accum: int
     total_steps: int
 
-    def micro_batches(self, step: int, orders: Callable[[int], list[list[int]]]) -> list[list[int]]:
+    def micro_batches(self, step: int, orders: Callable[[int], list[list[int]]], world: int = 1
+                      ) -> list[list[list[int]]]:
+        """Step `step`'s micro-batches of every rank: [j][r] = the item indices of rank r's j-th micro-batch.
+        `orders(epoch)` lists the epoch's batches; rank r's i-th is batch i * world + r."""
         out = []
         for k in range(step * self.grad_accum, (step + 1) * self.grad_accum):
             epoch, index = divmod(k, self.batches_per_epoch)
-            out.append(orders(epoch)[index])
+            out.append(orders(epoch)[index * world:(index + 1) * world])
         return out
+
+
+def item_weights(step_batches: list[list[list[int]]], rank: int = 0) -> list[float]:
+    """The factor for each of rank `rank`'s micro-batch mean losses ([j][r] as `Plan.micro_batches`): its
+    share of the step's items over all ranks, times the ranks (DDP and DeepSpeed average the ranks'
+    gradients). Full micro-batches get 1/grad_accum, a short last batch its smaller share."""
+    world = len(step_batches[0])
+    total = sum(len(indices) for ranks in step_batches for indices in ranks)
+    return [len(ranks[rank]) * world / total for ranks in step_batches]
 
 
 def make_plan(n_items: int, cfg: TrainConfig, world_size: int = 1) -> Plan:
@@ -249,7 +265,7 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     def orders(epoch: int) -> list[list[int]]:
         if epoch not in orders_cache:
             batches = length_grouped_order(lengths, cfg.batch_size, seed * 1000 + epoch)
-            orders_cache[epoch] = batches[rank::world][:plan.batches_per_epoch]
+            orders_cache[epoch] = batches[:plan.batches_per_epoch * world]
         return orders_cache[epoch]
 
     start = 0
@@ -292,7 +308,9 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
     for step in bar:
         step_started = time.perf_counter()
         values: dict[str, list[torch.Tensor]] = {}
-        micro_batches = plan.micro_batches(step, orders)
+        step_batches = plan.micro_batches(step, orders, world)
+        micro_batches = [ranks[rank] for ranks in step_batches]
+        weights = item_weights(step_batches, rank)
         for j, indices in enumerate(micro_batches):
             batch = {k: v.to(device) for k, v in task.collate([train_items[i] for i in indices]).items()}
             # DDP averages the gradients over the ranks at the step's last micro-batch only
@@ -302,17 +320,19 @@ def train(model: nn.Module, task: Task, train_items: Sequence[Any], eval_items: 
                     loss, metrics = ddp(batch) if ddp is not None else task.step(engine or model, batch)
                 if engine is not None:  # DeepSpeed may update at any micro-batch: check each before its step
                     _require_finite([float(loss)], micro_batches[j:j + 1], step, checkpoint_dir)
-                    engine.backward(loss)
+                    engine.backward(loss * weights[j], scale_wrt_gas=False)
                     engine.step()
                 else:
-                    (loss / plan.grad_accum).backward()
+                    (loss * weights[j]).backward()
             for key, value in {"loss": loss, **metrics}.items():
                 values.setdefault(key, []).append(value.detach().float().reshape(()))
-        # the step's one device-to-host read: every micro-batch's metrics at once, each / grad_accum
-        read = torch.stack([torch.stack(v) for v in values.values()]).double().div(plan.grad_accum).tolist()
-        sums = {key: sum(row) for key, row in zip(values, read)}  # summed in micro-batch order
+        # the step's one device-to-host read: every micro-batch's metrics at once
+        read = torch.stack([torch.stack(v) for v in values.values()]).double().tolist()
+        # each micro-batch by its share of this rank's items, summed in micro-batch order
+        shares = [len(indices) / sum(map(len, micro_batches)) for indices in micro_batches]
+        sums = {key: sum(v * w for v, w in zip(row, shares)) for key, row in zip(values, read)}
         if engine is None:
-            _require_finite([v * plan.grad_accum for v in read[0]], micro_batches, step, checkpoint_dir)
+            _require_finite(read[0], micro_batches, step, checkpoint_dir)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
