@@ -5,7 +5,9 @@ papermill parameters are applied on top, each checked against the field's type.
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
 `data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
 (`safety`, `best_of_n`, `dpo_variants`) live in `alignkit.experiment_config` and are re-exported here. Keys of the old
-layout (`train.lr`, `data.train_path`) are refused with the new key's name. Loading a config never imports torch."""
+layout (`train.lr`, `data.train_path`) are refused with the new key's name. A profile may start from another
+(`extends: gpu`: that profile's values first, then its own, each checked the same way). Loading a config never
+imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -227,6 +229,23 @@ class GenerationConfig:
 
 
 @dataclass
+class HubMirrorConfig:
+    """A local stand-in for the Hugging Face Hub, where the Hub cannot be reached (the gpu profile rehearsed on a CPU)."""
+
+    enabled: bool = False
+    """Read the Hub's datasets from outputs/<profile>/hub/ instead of the Hub: the local files of $ALIGNKIT_DATA_DIR
+    laid out as the Hub's dataset repositories (alignkit.data.hub_mirror), read by datasets.load_dataset with the
+    same ids, subsets and splits. `alignkit report` builds it and runs the notebooks (and so the training ranks
+    they launch) with $ALIGNKIT_HUB_DIR pointing at it and $ALIGNKIT_DATA_DIR unset, as on a host whose data all
+    comes from the Hub."""
+    train_pairs: int = 160
+    """Rows of the mirror's align-anything text-to-text train split (the Hub's: about 30,000): whole prompts of
+    the local rows in a seeded order, until there are at least this many."""
+    val_pairs: int = 62
+    """Rows of its val split (the Hub's: about 1,000), chosen the same way first, so the two share no prompt."""
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     """Profile name; outputs go to outputs/<profile>/ unless output_dir is set."""
@@ -242,6 +261,7 @@ class RunConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     dpo_variants: DPOVariantsConfig = field(default_factory=DPOVariantsConfig)
+    hub_mirror: HubMirrorConfig = field(default_factory=HubMirrorConfig)
 
     @property
     def out(self) -> Path:
@@ -331,20 +351,37 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Profile YAML (a name in configs/ or a path) + overrides -> RunConfig."""
+def _profile_path(profile: str) -> Path:
     path = Path(profile)
     if not path.suffix:
         path = CONFIG_DIR / f"{profile}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise AlignkitError(f"no profile {profile!r} ({path}); known profiles: {known}")
+    return path
+
+
+def _apply_profile(cfg: RunConfig, path: Path, seen: tuple[Path, ...] = ()) -> None:
+    """A profile's values on `cfg`: those of the profile it `extends` first (a name in configs/ or a path)."""
+    if path in seen:
+        raise AlignkitError(f"profile {path}: `extends` comes back to itself ({' -> '.join(p.name for p in seen)})")
     values = yaml.safe_load(path.read_text()) or {}
-    cfg = RunConfig(profile=path.stem)
+    base = values.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise AlignkitError(f"profile {path}: `extends` names one profile (e.g. gpu), got {base!r}")
+        _apply_profile(cfg, _profile_path(base), (*seen, path))
     try:
         apply_overrides(cfg, values)
     except AlignkitError as e:
         raise AlignkitError(f"profile {path}: {e}") from None
+
+
+def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Profile YAML (a name in configs/ or a path) + overrides -> RunConfig."""
+    path = _profile_path(profile)
+    cfg = RunConfig(profile=path.stem)
+    _apply_profile(cfg, path)
     apply_overrides(cfg, dict(overrides or {}))
     for source in (cfg.data.train, cfg.data.eval):
         source.path = none_if_blank(source.path)
@@ -354,5 +391,8 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
+    for name in ("train_pairs", "val_pairs"):
+        if getattr(cfg.hub_mirror, name) < 1:
+            raise AlignkitError(f"hub_mirror.{name} must be a positive number of rows, got {getattr(cfg.hub_mirror, name)!r}")
     check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants)
     return cfg
