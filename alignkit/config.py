@@ -238,10 +238,10 @@ class HubMirrorConfig:
     same ids, subsets and splits. `alignkit report` builds it and runs the notebooks (and so the training ranks
     they launch) with $ALIGNKIT_HUB_DIR pointing at it and $ALIGNKIT_DATA_DIR unset, as on a host whose data all
     comes from the Hub."""
-    train_pairs: int = 160
+    train_pairs: int = 64
     """Rows of the mirror's align-anything text-to-text train split (the Hub's: about 30,000): whole prompts of
     the local rows in a seeded order, until there are at least this many."""
-    val_pairs: int = 62
+    val_pairs: int = 16
     """Rows of its val split (the Hub's: about 1,000), chosen the same way first, so the two share no prompt."""
 
 
