@@ -4,9 +4,11 @@ papermill parameters are applied on top, each checked against the field's type.
 
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
 `data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
-(`safety`, `best_of_n`, `dpo_variants`, `gold_bon`, `safety_pairs`) live in `alignkit.experiment_config` and
+(`safety`, `best_of_n`, `dpo_variants`, `gold_bon`, `safety_pairs`) and the rehearsal's `hub_mirror` live in
+`alignkit.experiment_config` and
 are re-exported here. Keys of the old layout (`train.lr`, `data.train_path`) are refused with the new key's
-name. Loading a config never imports torch."""
+name. A profile may start from another (`extends: gpu`: that profile's values first, then its own, each checked
+the same way). Loading a config never imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +21,8 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.experiment_config import (  # noqa: F401  (re-exported: `from alignkit.config import ...` keeps working)
-    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, GoldBestOfNConfig, SafetyConfig, SafetyPairsConfig,
-    check_experiment_configs)
+    VARIANT_METHODS, BestOfNConfig, DPOVariantsConfig, GoldBestOfNConfig, HubMirrorConfig, SafetyConfig,
+    SafetyPairsConfig, check_experiment_configs)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BLANK = {"", "none", "null"}
@@ -256,6 +258,7 @@ class RunConfig:
     dpo_variants: DPOVariantsConfig = field(default_factory=DPOVariantsConfig)
     gold_bon: GoldBestOfNConfig = field(default_factory=GoldBestOfNConfig)
     safety_pairs: SafetyPairsConfig = field(default_factory=SafetyPairsConfig)
+    hub_mirror: HubMirrorConfig = field(default_factory=HubMirrorConfig)
 
     @property
     def out(self) -> Path:
@@ -345,20 +348,37 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Profile YAML (a name in configs/ or a path) + overrides -> RunConfig."""
+def _profile_path(profile: str) -> Path:
     path = Path(profile)
     if not path.suffix:
         path = CONFIG_DIR / f"{profile}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise AlignkitError(f"no profile {profile!r} ({path}); known profiles: {known}")
+    return path
+
+
+def _apply_profile(cfg: RunConfig, path: Path, seen: tuple[Path, ...] = ()) -> None:
+    """A profile's values on `cfg`: those of the profile it `extends` first (a name in configs/ or a path)."""
+    if path in seen:
+        raise AlignkitError(f"profile {path}: `extends` comes back to itself ({' -> '.join(p.name for p in seen)})")
     values = yaml.safe_load(path.read_text()) or {}
-    cfg = RunConfig(profile=path.stem)
+    base = values.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise AlignkitError(f"profile {path}: `extends` names one profile (e.g. gpu), got {base!r}")
+        _apply_profile(cfg, _profile_path(base), (*seen, path))
     try:
         apply_overrides(cfg, values)
     except AlignkitError as e:
         raise AlignkitError(f"profile {path}: {e}") from None
+
+
+def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Profile YAML (a name in configs/ or a path) + overrides -> RunConfig."""
+    path = _profile_path(profile)
+    cfg = RunConfig(profile=path.stem)
+    _apply_profile(cfg, path)
     apply_overrides(cfg, dict(overrides or {}))
     for source in (cfg.data.train, cfg.data.eval):
         source.path = none_if_blank(source.path)
@@ -370,5 +390,6 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
             raise AlignkitError(f"{name} must be a positive number of pairs or null (= all), got {value!r}")
     if cfg.generation.seeds < 1:
         raise AlignkitError(f"generation.seeds must be a positive number of sampling seeds, got {cfg.generation.seeds!r}")
-    check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants, cfg.gold_bon, cfg.safety_pairs)
+    check_experiment_configs(cfg.safety, cfg.best_of_n, cfg.dpo_variants, cfg.gold_bon, cfg.safety_pairs,
+                             cfg.hub_mirror)
     return cfg

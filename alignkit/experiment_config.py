@@ -1,5 +1,5 @@
 """Typed configs of the experiments of chapter 6 (reward + cost, best-of-n sampling, DPO and its variants, gold
-best-of-n, the safety pairs out of domain) and their checks.
+best-of-n, the safety pairs out of domain), the Hub mirror a rehearsal reads its data from, and their checks.
 `alignkit.config` holds them in its `RunConfig` and re-exports every name here, so `from alignkit.config
 import DPOVariantsConfig` keeps working. No torch, like the rest of the config layer."""
 from __future__ import annotations
@@ -72,9 +72,31 @@ class DPOVariantsConfig:
     """Their response budget (None = generation.max_new_tokens)."""
 
 
+@dataclass
+class HubMirrorConfig:
+    """A local stand-in for the Hugging Face Hub, where the Hub cannot be reached (the gpu profile rehearsed on a CPU)."""
+
+    enabled: bool = False
+    """Read the Hub's datasets from outputs/<profile>/hub/ instead of the Hub: the local files of $ALIGNKIT_DATA_DIR
+    laid out as the Hub's dataset repositories (alignkit.data.hub_mirror), read by datasets.load_dataset with the
+    same ids, subsets and splits. `alignkit report` builds it and runs the notebooks (and so the training ranks
+    they launch) with $ALIGNKIT_HUB_DIR pointing at it and $ALIGNKIT_DATA_DIR unset, as on a host whose data all
+    comes from the Hub."""
+    train_pairs: int = 64
+    """Rows of the mirror's align-anything text-to-text train split (the Hub's: about 30,000): whole prompts of
+    the local rows in a seeded order, until there are at least this many."""
+    val_pairs: int = 16
+    """Rows of its val split (the Hub's: about 1,000), chosen the same way first, so the two share no prompt."""
+
+
+
 def check_experiment_configs(safety: SafetyConfig, bon: BestOfNConfig, v: DPOVariantsConfig,
-                             gold: GoldBestOfNConfig | None = None, ood: SafetyPairsConfig | None = None) -> None:
+                             gold: GoldBestOfNConfig | None = None, ood: SafetyPairsConfig | None = None,
+                             mirror: HubMirrorConfig | None = None) -> None:
     """Refuse impossible experiment settings, naming the option and what it must be."""
+    for name in ("train_pairs", "val_pairs") if mirror is not None else ():
+        if getattr(mirror, name) < 1:
+            raise AlignkitError(f"hub_mirror.{name} must be a positive number of rows, got {getattr(mirror, name)!r}")
     for name, value in (("gold_bon.prompts", getattr(gold, "prompts", None)),
                         ("safety_pairs.pairs", getattr(ood, "pairs", None))):
         if value is not None and value < 2:

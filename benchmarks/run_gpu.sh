@@ -44,8 +44,8 @@ step bench_scoring "$py" benchmarks/bench_scoring.py --device cuda --bf16 --mode
     --tokenizer "$tok" --n-rows 64 --batch-size 32 --max-length 1024 --repeats 3 --json "$out/bench_scoring_gpu.json"
 
 launch=("$py" -m deepspeed.launcher.runner --num_gpus 1 --module alignkit)
-run=(--profile gpu --model "$model" --data "$data" --set data.eval_path=null --output-dir "$work/out")
-step deepspeed_rm "${launch[@]}" rm train "${run[@]}" --set train.max_steps=${STEPS:-40}
+run=(--profile gpu --model "$model" --data "$data" --set data.eval.path=null --output-dir "$work/out")
+step deepspeed_rm "${launch[@]}" rm train "${run[@]}" --set rm.train.max_steps=${STEPS:-40}
 step deepspeed_dpo "${launch[@]}" dpo train "${run[@]}" --set dpo.train.max_steps=${STEPS:-40}
 for kind in rm dpo; do
     cp "$work/out/$kind/metrics.json" "$out/deepspeed_${kind}_metrics.json" 2>/dev/null

@@ -1,4 +1,5 @@
-"""Where preference rows come from: a local .json/.jsonl/.parquet file or folder, or a Hugging Face Hub id.
+"""Where preference rows come from: a local .json/.jsonl/.parquet file or folder, or a Hugging Face Hub id (read
+from the Hub, or from a local mirror of it when $ALIGNKIT_HUB_DIR is set).
 
 `load_pairs(spec)` reads the rows, maps each through its template, and returns the pairs with a report of
 what was skipped. A row that cannot be mapped stops the load with an error naming file, row and field.
@@ -13,6 +14,7 @@ from typing import Iterator, Mapping
 
 from alignkit.data.splits import seeded_sample, split_by_prompt
 from alignkit.data.templates import PreferencePair, RowError, SkipRow, get_template, matching_templates
+from alignkit.data.hub_mirror import HUB_DIR_ENV
 from alignkit.errors import AlignkitError, DataError
 from alignkit.io import atomic_write_json, atomic_write_text, main_process
 
@@ -106,13 +108,23 @@ def _read_local(path: Path) -> Iterator[tuple[str, int, Mapping]]:
 
 
 def _read_hub(dataset_id: str, name: str | None, split: str) -> Iterator[tuple[str, int, Mapping]]:
+    """A Hub dataset's rows, through datasets.load_dataset: from the Hub, or from the folder of the same id
+    in $ALIGNKIT_HUB_DIR when that is set (a local mirror, alignkit.data.hub_mirror)."""
     import datasets
+    mirror = os.environ.get(HUB_DIR_ENV)
+    target = str(Path(mirror) / dataset_id) if mirror else dataset_id
+    where = f"the local Hub mirror ${HUB_DIR_ENV}={mirror}" if mirror else "the Hugging Face Hub"
+    if mirror and not Path(target).is_dir():
+        raise AlignkitError(f"dataset {dataset_id!r} is not in {where} (no folder {target}); unset ${HUB_DIR_ENV} "
+                            f"to read the Hub, or rebuild the mirror (alignkit.data.hub_mirror)")
+    # a mirror keeps its own datasets cache: the shared one can hand back another folder's rows under the same name
+    cache = {"cache_dir": str(Path(mirror) / ".cache")} if mirror else {}
     try:
-        ds = datasets.load_dataset(dataset_id, name=name, split=split)
+        ds = datasets.load_dataset(target, name=name, split=split, **cache)
     except Exception as e:  # network, auth, or a wrong id: all need the same advice
         raise AlignkitError(
-            f"could not load dataset {dataset_id!r} (subset {name!r}, split {split!r}) from the Hugging Face "
-            f"Hub: {type(e).__name__}: {str(e)[:300]}\nIf the Hub is unreachable, point alignkit at a local "
+            f"could not load dataset {dataset_id!r} (subset {name!r}, split {split!r}) from {where}: "
+            f"{type(e).__name__}: {str(e)[:300]}\nIf the Hub is unreachable, point alignkit at a local "
             f"copy: --data PATH (a .json/.jsonl/.parquet file or folder), or set ${DATA_DIR_ENV} to a folder "
             f"holding the profile's local file.") from None
     for number, row in enumerate(ds, 1):

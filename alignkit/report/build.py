@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 import nbformat
 
 from alignkit.config import load_config
+from alignkit.data.hub_mirror import build_hub_mirror, hub_environment
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.report import landing, provenance
@@ -144,9 +145,10 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
     if drift:
         log(f"report: warning: {drift}")
     t0 = time.perf_counter()
-    times = run_notebooks(profile, overrides, force=force, notebooks=notebooks, log=log)
-    html = [export_html(cfg.out / "notebooks" / name) for name in times]
-    facts = provenance.collect(cfg, overrides=overrides)
+    with _data_environment(cfg, log):
+        times = run_notebooks(profile, overrides, force=force, notebooks=notebooks, log=log)
+        html = [export_html(cfg.out / "notebooks" / name) for name in times]
+        facts = provenance.collect(cfg, overrides=overrides)
     atomic_write_json(cfg.out / "provenance.json", facts)
     result = {"times": times, "html": [str(h) for h in html], "index": None}
     if book:
@@ -157,3 +159,15 @@ def run_report(profile: str, overrides: Mapping | None = None, *, force: bool = 
     log("report: wall time per notebook: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) +
         f"; total {time.perf_counter() - t0:.1f} s")
     return result
+
+
+def _data_environment(cfg, log: Callable[[str], None]):
+    """Where the run's data comes from: as the environment says, or, for a profile with `hub_mirror.enabled`,
+    the local Hub mirror in <out>/hub/ (built from $ALIGNKIT_DATA_DIR, alignkit.data.hub_mirror) with the
+    local files hidden, for the notebooks and every process they start."""
+    if not cfg.hub_mirror.enabled:
+        return contextlib.nullcontext()
+    record = build_hub_mirror(cfg.out / "hub", cfg.hub_mirror.train_pairs, cfg.hub_mirror.val_pairs)
+    log(f"report: Hub datasets from the local mirror {cfg.out / 'hub'}: " +
+        ", ".join(f"{repo} {split} {n}" for repo, splits in record["splits"].items() for split, n in splits.items()))
+    return hub_environment(cfg.out / "hub")

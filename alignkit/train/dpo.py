@@ -1,8 +1,9 @@
 """DPO and its variants on preference pairs: the shared loop with a batch -> loss function.
 
 Chosen and rejected go through the policy in one concatenated forward. Reference log-probs are computed
-once before training (the policy with LoRA disabled, or the policy before its first update) and cached on
-disk, keyed by model, tokenizer and token ids, so a training step needs no reference forward;
+once before training (the policy with LoRA disabled, or the policy before its first update; under a launcher
+each rank reads its share of the pairs) and cached on disk, keyed by model, tokenizer and token ids, so a
+training step needs no reference forward;
 `dpo.reference=forward` recomputes them every step instead.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -177,6 +179,63 @@ def reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *
     return [tuple(row) for row in out.tolist()]
 
 
+def length_order_shard(pairs: Sequence[EncodedPair], batch_size: int, rank: int, world: int) -> list[int]:
+    """Indices of the pairs rank `rank` of `world` reads: every world-th batch of the pairs in length order (the
+    batches alignkit.infer.in_length_order forms in one process), in that order, so each pair is read in the same
+    batch, padded alike, as in one process."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [i for batch in batches[rank::world] for i in batch]
+
+
+def _launched_ranks(train_cfg) -> tuple[int, int]:
+    """(rank, world size) of this process. Under a launcher with several ranks, the process group is started here
+    as the training loop starts it (DeepSpeed's own; else gloo on the CPU, NCCL on GPUs), so that the reference
+    pass before training can share its work."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        if train_cfg.deepspeed:
+            import deepspeed
+            deepspeed.init_distributed()
+        else:
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shared_reference_logps(policy: Policy, pairs: Sequence[EncodedPair], pad_id: int, *, cache: Path | None,
+                           rank: int, world: int, batch_size: int = 8, desc: str = "reference log-probs"
+                           ) -> list[tuple[float, float]]:
+    """`reference_logps` with the pairs read once among `world` ranks rather than once by each: every rank reads
+    its `length_order_shard`, and one all-reduce of the (pairs, 2) table (each row filled by one rank, zeros
+    elsewhere) gives every rank all of them, bit for bit as one process computes them. The ranks agree whether
+    the cache is complete first, so that all of them compute or none. Call on every rank."""
+    if world == 1:
+        return reference_logps(policy, pairs, pad_id, cache=cache, batch_size=batch_size, desc=desc)
+    import torch.distributed as dist
+    device = next(policy.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    saved = torch.load(cache) if cache is not None and cache.exists() else None
+    found = torch.tensor([saved is not None and saved.shape == (len(pairs), 2)], dtype=torch.int32, device=device)
+    dist.all_reduce(found, op=dist.ReduceOp.MIN)
+    if found.item():
+        return [tuple(row) for row in saved.tolist()]
+    mine = length_order_shard(pairs, batch_size, rank, world)
+    table = torch.zeros(len(pairs), 2, dtype=torch.float64, device=device)
+    with policy.reference():
+        got = response_logps(policy, [pairs[i] for i in mine], pad_id, batch_size=batch_size, desc=desc)
+    if mine:
+        table[mine] = torch.tensor(got, dtype=torch.float64, device=device)
+    dist.all_reduce(table)
+    out = table.cpu().float()  # float32 values, exactly as the one-process path keeps them
+    if cache is not None and rank == 0:
+        with atomic_path(cache) as tmp:
+            torch.save(out, tmp)
+    return [tuple(row) for row in out.tolist()]
+
+
 # ----------------------------------------------------------------------------- the run
 
 def dpo_training_pairs(cfg: RunConfig, train_pairs: list) -> list:
@@ -228,10 +287,11 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     if d.loss not in REFERENCE_FREE and d.reference == "cache":
         t = time.time()
         caches = cfg.out / "cache"
-        train_refs = reference_logps(policy, train_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
-                                     f"ref-{reference_key(cfg.model.name, tokenizer, train_encoded, dtype)}.pt")
-        eval_refs = reference_logps(policy, eval_encoded, pad, batch_size=d.train.eval_batch_size, cache=caches /
-                                    f"ref-{reference_key(cfg.model.name, tokenizer, eval_encoded, dtype)}.pt")
+        rank, world = _launched_ranks(d.train)
+        train_refs, eval_refs = (shared_reference_logps(
+            policy, encoded, pad, rank=rank, world=world, batch_size=d.train.eval_batch_size,
+            cache=caches / f"ref-{reference_key(cfg.model.name, tokenizer, encoded, dtype)}.pt")
+            for encoded in (train_encoded, eval_encoded))
         timings["reference_s"] = round(time.time() - t, 1)
     elif d.loss not in REFERENCE_FREE and d.trainable.mode != "lora":
         reference_model = copy.deepcopy(policy).requires_grad_(False).eval()
