@@ -117,13 +117,29 @@ def build_hub_mirror(dest: str | Path, train_pairs: int, val_pairs: int, data_di
     return record
 
 
+def copy_given(hub: str | Path, names, data_dir: str | Path | None = None) -> list[str]:
+    """Copy the files `names` of `data_dir` (default $ALIGNKIT_DATA_DIR) that exist into `hub`/given/: data
+    that no Hub dataset id serves here (the gold best-of-n set, the safety pairs), which the rehearsal reads as
+    a GPU host does, from $ALIGNKIT_DATA_DIR. Returns the names copied."""
+    source = Path(data_dir or os.environ.get("ALIGNKIT_DATA_DIR") or ".")
+    target = Path(hub) / "given"
+    target.mkdir(parents=True, exist_ok=True)
+    copied = [n for n in names if (source / n).exists()]
+    for name in copied:
+        if not (target / name).exists():
+            shutil.copyfile(source / name, target / name)
+    return copied
+
+
 @contextlib.contextmanager
 def hub_environment(hub: str | Path) -> Iterator[None]:
     """For the block (and every process started in it): Hub ids read from `hub`, the local files hidden
-    ($ALIGNKIT_DATA_DIR unset), and the Hub itself off (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), so a read that
+    ($ALIGNKIT_DATA_DIR unset, or, when `hub/given/` exists, that folder: the files no Hub id serves, which a GPU
+    host's $ALIGNKIT_DATA_DIR holds too; see `copy_given`), and the Hub itself off (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), so a read that
     would reach the Hub fails at once. The environment is restored afterwards."""
+    given = Path(hub) / "given"
     values = {HUB_DIR_ENV: str(Path(hub).resolve()), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-              "ALIGNKIT_DATA_DIR": None}
+              "ALIGNKIT_DATA_DIR": str(given.resolve()) if given.is_dir() else None}
     before = {k: os.environ.get(k) for k in values}
     try:
         for key, value in values.items():
