@@ -52,6 +52,15 @@ def test_the_rehearsal_changes_only_the_model_the_data_the_device_and_the_sizes_
     assert rehearsal["data.eval.path"] == rehearsal["data.train.path"] and rehearsal["data.eval.split"] != rehearsal["data.train.split"]
 
 
+def test_the_mirrors_sizes_are_part_of_the_runs_identity_and_the_hubs_runs_keep_theirs():
+    from alignkit.train.dpo import dpo_identity
+    from alignkit.train.rm import rm_identity
+    for identity in (rm_identity, dpo_identity):
+        rehearsal = identity(load_config("gpu-rehearsal"))
+        assert identity(load_config("gpu-rehearsal", {"hub_mirror.train_pairs": 96})) != rehearsal  # retrained
+        assert "hub_mirror" not in identity(load_config("gpu"))["data"]  # runs on the Hub itself: as they were
+
+
 def test_a_profile_extends_another_and_its_keys_are_checked(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("extends: tiny\nseed: 7\nrm:\n  train:\n    lr: 0.5\n")

@@ -8,6 +8,7 @@ lets the gpu profile run where the Hub cannot be reached (`hub_mirror`, configs/
     <hub>/PKU-Alignment/PKU-SafeRLHF/README.md                     dataset card: the default subset, split train
     <hub>/PKU-Alignment/PKU-SafeRLHF/data/train.jsonl
     <hub>/mirror.json                                              what it was built from and the size of each split
+    <hub>/.cache/                                                  datasets' cache of this mirror (alignkit.data.sources)
 
 align-anything's local rows are 848 of the Hub's text-to-text val split (about 1,000 rows; train: about 30,000).
 The mirror's val split and then its train split are whole prompts of them in a seeded order, each until it holds
@@ -96,8 +97,8 @@ def _build(data_dir: Path, dest: Path, n_train: int, n_val: int) -> dict:
 def build_hub_mirror(dest: str | Path, train_pairs: int, val_pairs: int, data_dir: str | Path | None = None) -> dict:
     """The mirror in `dest` (see the module docstring) with about `train_pairs` and `val_pairs` rows in
     align-anything's splits, built from `data_dir` (default $ALIGNKIT_DATA_DIR), or reused while its files and
-    sizes are the same. Built in a sibling folder and renamed into place
-    (alignkit.io.atomic_dir), so a failed build leaves no partial mirror. Returns mirror.json: {'splits': {repository: {subset/split: rows}}, ...}."""
+    sizes are the same. Built in a sibling folder and renamed into place (alignkit.io.atomic_dir), so a failed
+    build leaves no partial mirror. Returns mirror.json: {'splits': {repository: {'subset/split': rows}}, ...}."""
     data_dir = data_dir or os.environ.get("ALIGNKIT_DATA_DIR")
     if not data_dir:
         raise AlignkitError("the Hub mirror is built from the local data files: set $ALIGNKIT_DATA_DIR (e.g. "
@@ -131,26 +132,27 @@ def copy_given(hub: str | Path, names, data_dir: str | Path | None = None) -> li
     return copied
 
 
+def _set_environ(values: dict[str, str | None]) -> None:
+    """Set each variable (None: unset it)."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def hub_environment(hub: str | Path) -> Iterator[None]:
     """For the block (and every process started in it): Hub ids read from `hub`, the local files hidden
-    ($ALIGNKIT_DATA_DIR unset, or, when `hub/given/` exists, that folder: the files no Hub id serves, which a GPU
-    host's $ALIGNKIT_DATA_DIR holds too; see `copy_given`), and the Hub itself off (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE), so a read that
-    would reach the Hub fails at once. The environment is restored afterwards."""
+    ($ALIGNKIT_DATA_DIR unset, or, when `hub/given/` exists, that folder: the files no Hub id serves, which a
+    GPU host's $ALIGNKIT_DATA_DIR holds too; see `copy_given`), and the Hub itself off (HF_HUB_OFFLINE,
+    HF_DATASETS_OFFLINE), so a read that would reach the Hub fails at once. The environment is restored afterwards."""
     given = Path(hub) / "given"
     values = {HUB_DIR_ENV: str(Path(hub).resolve()), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
               "ALIGNKIT_DATA_DIR": str(given.resolve()) if given.is_dir() else None}
     before = {k: os.environ.get(k) for k in values}
+    _set_environ(values)
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         yield
     finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environ(before)

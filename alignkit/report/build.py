@@ -29,8 +29,8 @@ from alignkit.report.tables import REPO
 
 
 # The kernels papermill starts inherit these: progress bars and import-time notices are noise in a book.
-QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-             "PYTHONWARNINGS": "ignore:IProgress not found"}
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+             "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore:IProgress not found"}
 
 
 @contextlib.contextmanager

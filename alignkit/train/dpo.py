@@ -250,6 +250,8 @@ def dpo_identity(cfg: RunConfig) -> dict:
     full["dpo"]["train"] = {k: v for k, v in full["dpo"]["train"].items() if k not in LAUNCH_FIELDS}
     if cfg.model.dtype == "auto":  # as this machine resolves it
         full["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
+    if cfg.hub_mirror.enabled:  # the Hub ids then name the mirror's splits, which these settings size
+        full["data"]["hub_mirror"] = full["hub_mirror"]
     return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
 
 

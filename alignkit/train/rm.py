@@ -245,6 +245,8 @@ def rm_identity(cfg: RunConfig) -> dict:
     rm["train"] = {k: v for k, v in rm["train"].items() if k not in LAUNCH_FIELDS}
     if cfg.model.dtype == "auto":  # as this machine resolves it
         settings["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
+    if cfg.hub_mirror.enabled:  # the Hub ids then name the mirror's splits, which these settings size
+        settings["data"]["hub_mirror"] = settings["hub_mirror"]
     return {"encoding": ENCODING, **{k: settings[k] for k in ("seed", "model", "data")}, "rm": rm}
 
 
