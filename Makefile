@@ -24,6 +24,7 @@ help:
 	@echo "make report          run notebooks/NN_*.ipynb with papermill on PROFILE=$(PROFILE) into $(OUT)/notebooks/,"
 	@echo "                     export each to HTML, build the book: _build/html/index.html"
 	@echo "   PROFILE=gpu       the same on a GPU host;  PROFILE=tiny  a quick smoke run"
+	@echo "   PROFILE=gpu-rehearsal  the gpu profile on this CPU (random Qwen2, local Hub mirror, 2 ranks; DATA= needed)"
 	@echo "   SET=\"k=v k2=v2\"   config overrides passed to every notebook (papermill -p overrides)"
 	@echo "   FORCE=1           rerun finished steps (default: reuse a finished run of the same config)"
 	@echo "   NOBOOK=1          notebooks and HTML only, no book"
