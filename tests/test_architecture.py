@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 LAYERS = [
     ("errors", "io", "config", "experiment_config"),
     ("data",),
-    ("stats", "verdicts", "pooling", "losses", "flops"),
+    ("stats", "verdicts", "pooling", "losses", "flops", "prefix"),
     ("models",),
     ("infer",),
     ("train",),

@@ -21,6 +21,7 @@ import nbformat
 
 from alignkit.config import load_config
 from alignkit.data.hub_mirror import build_hub_mirror, copy_given, hub_environment
+from alignkit.experiments.run import GIVEN_DATA
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.report import landing, provenance
@@ -168,7 +169,6 @@ def _data_environment(cfg, log: Callable[[str], None]):
     if not cfg.hub_mirror.enabled:
         return contextlib.nullcontext()
     record = build_hub_mirror(cfg.out / "hub", cfg.hub_mirror.train_pairs, cfg.hub_mirror.val_pairs)
-    from alignkit.experiments.run import GIVEN_DATA
     copy_given(cfg.out / "hub", [file for file, _ in GIVEN_DATA.values()])
     log(f"report: Hub datasets from the local mirror {cfg.out / 'hub'}: " +
         ", ".join(f"{repo} {split} {n}" for repo, splits in record["splits"].items() for split, n in splits.items()))
