@@ -114,7 +114,7 @@ def test_the_hub_mirror_serves_the_profiles_hub_ids_through_load_dataset(tmp_pat
 def rehearsal(tmp_path_factory, data_dir) -> dict:
     """`alignkit report --profile gpu-rehearsal` (every notebook under papermill, the book) with its artifacts
     under a temporary folder, the book in its own root."""
-    from alignkit.report.book import copy_book_sources
+    from conftest import copy_book_sources
     from alignkit.report.build import run_report
     base = tmp_path_factory.mktemp("rehearsal")
     overrides = {"output_dir": str(base / "outputs")}
