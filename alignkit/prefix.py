@@ -143,10 +143,11 @@ class PrefixCache:
                     self._put(keys[r], states[j, :lengths[r]])
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
-        first = self._get(keys[0], input_ids.device)
-        out = torch.zeros((len(keys), input_ids.shape[1], first.shape[-1]), dtype=first.dtype, device=input_ids.device)
-        for r, k in enumerate(keys):
-            out[r, :lengths[r]] = first if r == 0 else self._get(k, input_ids.device)
+        rows = [self._get(k, input_ids.device) for k in keys]
+        out = torch.zeros((len(rows), input_ids.shape[1], rows[0].shape[-1]), dtype=rows[0].dtype,
+                          device=input_ids.device)
+        for r, states in enumerate(rows):
+            out[r, :lengths[r]] = states
         return out
 
 
