@@ -19,7 +19,8 @@ shows "-" and `--compare` says which row to re-run. `lora-poe` is the profile's 
 product-of-experts length expert (`rm.length_expert`); its row records the learned coefficient.
 
 Rows are appended to a JSONL file as each candidate finishes (with the date and the machine), and a run that
-is stopped resumes where it left off: candidates already in the file are skipped.
+is stopped resumes where it left off: candidates already in the file are skipped
+(`--again` runs them anew and appends a newer row; `--compare` reads a name's latest row).
 
     .venv/bin/python sweeps/rm_sweep.py --list
     .venv/bin/python sweeps/rm_sweep.py --only lora-profile last_k8 --data-dir ../shared/data
@@ -67,6 +68,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--profile", default="cpu", help="configs/<profile>.yaml the candidates start from (default cpu)")
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"candidates to run (default all): {', '.join(GRID)}")
+    p.add_argument("--again", action="store_true",
+                   help="run the named candidates even when the results file has a row of theirs (retrained, not "
+                        "reused): the new row is appended, and --compare reads a name's latest row")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training prompts held out (default 0.2)")
     p.add_argument("--data-dir", help="folder with the profile's local data file (sets ALIGNKIT_DATA_DIR)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "sweeps"),
@@ -94,9 +98,10 @@ def fold_config(profile: str, work: Path, val_fraction: float, common_overrides:
     return base, base.out / "data" / "train.jsonl"
 
 
-def candidate_overrides(name: str, train_file: Path, work: Path, val_fraction: float) -> dict:
-    """The candidate's overrides, plus: train on the profile's training split, hold out `val_fraction` of it."""
-    return {**GRID[name], "data.train.path": str(train_file), "data.train.template": "ALIGNKIT",
+def candidate_overrides(name: str, train_file: Path, work: Path, val_fraction: float, grid: dict | None = None) -> dict:
+    """The candidate's overrides (from `grid`, default GRID), plus: train on the profile's training split, hold
+    out `val_fraction` of it."""
+    return {**(GRID if grid is None else grid)[name], "data.train.path": str(train_file), "data.train.template": "ALIGNKIT",
             "data.train.local_name": None, "data.train.subset": None, "data.train.split": None,
             "data.train.max_pairs": None, "data.test_fraction": val_fraction, "output_dir": str(work / name)}
 
@@ -146,14 +151,14 @@ def run(args) -> None:
         raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(GRID)}")
     _, train_file = fold_config(args.profile, work, args.val_fraction, common_overrides)
     for name in names:
-        if name in done:
+        if name in done and not args.again:
             print(f"sweep: {name} is in {results} already; skipped", flush=True)
             continue
         cfg = load_config(args.profile, {**common_overrides,
                                          **candidate_overrides(name, train_file, work, args.val_fraction)})
         print(f"sweep: {name} {GRID[name] or '(the profile as is)'}", flush=True)
         started = time.time()
-        metrics = reward_model_metrics(cfg)  # resumes an interrupted candidate from its last checkpoint
+        metrics = reward_model_metrics(cfg, force=args.again)  # else resumes an interrupted candidate
         row = {"name": name, "overrides": GRID[name], "common_overrides": common_overrides,
                "profile": args.profile, "seed": cfg.seed,
                "val_fraction": args.val_fraction, "n_train": metrics["data"]["n_train"], **judge(cfg, metrics),
@@ -192,13 +197,13 @@ def table(rows: list[dict]) -> str:
         s = row.get("spearman_length")  # absent in rows written before it was measured
         return "-" if s is None else f"{s['spearman']:+.3f} [{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"
     lines = ["name | n train/val | accuracy | length-matched (n) | length rule | RM - rule | Spearman(score, length) "
-             "| untrained | steps | s"]
+             "| untrained | steps | s | date, CPU"]
     for r in rows:
         lines.append(" | ".join([
             r["name"], f"{r['n_train']}/{r['n_val']}", ci(r["accuracy"]),
             f"{ci(r['length_matched'])} ({r['length_matched']['n']})", ci(r["length_rule"]),
             ci(r["vs_length_rule"], "difference"), spearman(r), f"{r['untrained_accuracy']:.3f}", str(r["steps"]),
-            str(r["sweep_s"])]))
+            str(r["sweep_s"]), f"{r.get('date', '-')}, {r.get('cpu_capability', '-')}"]))
     return "\n".join(lines)
 
 
