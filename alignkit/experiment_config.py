@@ -58,7 +58,8 @@ class DPOVariantsConfig:
     """DPO and its variants head to head (chapter 6): the `dpo` section's training per method, same pairs and steps."""
 
     methods: str = "sigmoid,ipo,simpo,kto"
-    """Comma-separated methods of VARIANT_METHODS, in the table's order."""
+    """Comma-separated methods of VARIANT_METHODS, in the table's order; empty: the profile does not run the
+    head-to-head (chapter 6 then says which profile does)."""
     steps: int | None = 6
     """Optimiser steps of dpo.train's batch x grad_accum pairs (None = dpo.train.epochs over dpo.max_pairs pairs)."""
     beta_scales: str = "1"
@@ -107,7 +108,7 @@ def check_experiment_configs(safety: SafetyConfig, bon: BestOfNConfig, v: DPOVar
     for name, value in (("prompts", bon.prompts), ("samples", bon.samples), ("max_new_tokens", bon.max_new_tokens)):
         if value is not None and value < 1:
             raise AlignkitError(f"best_of_n.{name} must be a positive number, got {value!r}")
-    methods = [m.strip() for m in v.methods.split(",")]
+    methods = [m.strip() for m in v.methods.split(",")] if v.methods.strip() else []
     if set(methods) - set(VARIANT_METHODS) or len(set(methods)) < len(methods):
         raise AlignkitError(f"dpo_variants.methods must name distinct methods of {', '.join(VARIANT_METHODS)}, "
                             f"comma-separated; got {v.methods!r}")

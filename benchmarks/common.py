@@ -486,7 +486,7 @@ def by_epochs(race: Callable[..., dict], name: str, doc: str, *, epochs: Sequenc
     def run(quick: bool = False, repeats: int = 3, *, last_k: int = last_k, n_rows: int | None = None, **kwargs):
         results = {e: race(quick, repeats, trainable="last_k", last_k=1 if quick else last_k, epochs=e,
                            n_rows=n_rows or (16 if quick else 24), **kwargs) for e in epochs}
-        return {**results[epochs[-1]], "name": name, "by_epochs": {
+        return {**results[epochs[-1]], "name": name, "aim": 3.0, "by_epochs": {
             str(e): {"ratio": r["ratio"], "cpu_ratio": r["cpu_ratio"], "wall_s": r["wall_s"]} for e, r in results.items()}}
 
     def main() -> None:

@@ -68,10 +68,10 @@ def main(argv=None) -> None:
     for name, row in (("bfloat16", result), ("int8", result.get("int8"))):
         if row is None:
             continue
-        speed = row["speedup"]
-        print(f"{name}: speed-up {speed}x over float32 ({row.get('timed_pairs', result['test_pairs'])} pairs timed), "
-              f"Spearman {row['spearman']:.4f}, order flips {row['flips']}, "
-              f"Δaccuracy {row['accuracy_difference']:+.4f} {row['accuracy_difference_ci95']}")
+        low, high = row["accuracy_difference_ci95"]
+        print(f"{name}: speed-up {row['speedup']}x over float32 ({row.get('timed_pairs', row['n'])} pairs timed), "
+              f"agreement on {row['n']} pairs: Spearman {row['spearman']:.4f}, order flips {row['flips']}, "
+              f"Δaccuracy {row['accuracy_difference']:+.4f} [{low:+.4f}, {high:+.4f}], holds: {row['holds']}")
 
 
 def _trained_pairs(rm_dir: Path) -> list:

@@ -352,3 +352,11 @@ def test_qa_cites_the_variants_the_online_round_kl_and_the_chosen_log_ratio(tmp_
     (out / "experiments/dpo_variants/summary.json").unlink()
     rows = evidence.evidence(cfg, "variants", qa_numbers.key_numbers(cfg))
     assert rows.value.iloc[0] == NOT_RUN and rows.reading.iloc[0] == NOT_RUN and len(rows) == 2
+    # a profile that does not run them: the rows say which profile decides them, with no verdict
+    (out / "experiments/dpo_variants/summary.json").write_text(json.dumps({"not_run": "cpu", "methods": {}}))
+    gpu_decides = r.both("exp_variants_not_run", profile="cpu")
+    rows = evidence.evidence(cfg, "variants", qa_numbers.key_numbers(cfg))
+    assert rows.value.iloc[0] == gpu_decides and rows.verdict.iloc[0] == "" and len(rows) == 2
+    policy = evidence.evidence(cfg, "dpo_policy", qa_numbers.key_numbers(cfg)).set_index("measure")
+    assert policy.loc["online − offline DPO", "value"] == gpu_decides
+    assert not any(m.startswith("online − offline DPO win rate") for m in policy.index)

@@ -148,8 +148,8 @@ def test_generation_summary_by_hand():
 # ----------------------------------------------------------------------------- config
 
 def test_the_config_section_refuses_what_cannot_run():
-    cfg = load_config("cpu")
-    assert cfg.dpo_variants.methods == "sigmoid,kto,online" and cfg.dpo_variants.beta_scales == "1"
+    assert load_config("cpu").dpo_variants.methods == ""  # the cpu profile leaves the head-to-head to the gpu profile
+    assert load_config("tiny").dpo_variants.methods == "sigmoid,kto,online"
     assert load_config("gpu").dpo_variants.beta_scales == "0.5,1,2"
     with pytest.raises(AlignkitError, match=r"dpo_variants.methods.*sigmoid, cdpo.*got 'dpo,kto'"):
         load_config("cpu", {"dpo_variants.methods": "dpo,kto"})
@@ -166,7 +166,7 @@ def test_the_config_section_refuses_what_cannot_run():
 
 
 def test_each_method_trains_the_dpo_section_with_its_own_strength():
-    cfg = load_config("cpu", {"dpo.label_smoothing": 0.2})
+    cfg = load_config("cpu", {"dpo.label_smoothing": 0.2, "dpo_variants.steps": 2})
     dpo = method_config(cfg, "sigmoid", 2.0, 0.1)
     assert dpo.loss == "sigmoid" and dpo.beta == pytest.approx(0.2) and dpo.label_smoothing == 0.0
     assert dpo.train.max_steps == cfg.dpo_variants.steps == 2 and dpo.train.save_every == 0
@@ -364,3 +364,24 @@ def test_variants_table_and_reading_take_their_categories_from_the_numbers():
                                                                              "value"] == "5.50"
     strengths = rv.strength_table(rec)
     assert strengths.loc["DPO", "kept"].startswith("fixed") and strengths["n validation pairs"].isna().all()
+
+
+def test_a_profile_without_variants_says_which_profile_decides_them(tmp_path):
+    """dpo_variants.methods empty: the step writes a not-run record over an older summary (nothing trains, no
+    reward model is needed), and every variants table and reading says the profile does not run them."""
+    import json
+    from alignkit.experiments.run import run_experiment
+    from alignkit.report import readings as r, variants as rv
+    cfg = load_config("tiny", {"dpo_variants.methods": "", "output_dir": str(tmp_path / "out")})
+    summary = cfg.out / "experiments" / "dpo_variants" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps(_record()))  # an older run's numbers
+    rec = run_experiment(cfg, "dpo_variants")
+    assert rec == {"not_run": "tiny", "methods": {}} == json.loads(summary.read_text())
+    said = r.both("exp_variants_not_run", profile="tiny")
+    for table in (rv.variants_run_size(rec), rv.variants_table(rec), rv.strength_table(rec), rv.online_table(rec)):
+        assert list(table["value"]) == [said]
+    assert rv.variants_reading(rec) == rv.online_reading(rec) == (
+        r.words("exp_variants_not_run", lang="en", profile="tiny"), r.words("exp_variants_not_run", lang="zh", profile="tiny"))
+    numbers = rv.variants_numbers(rec)
+    assert numbers["exp.variants_not_run"] == "tiny" and numbers["exp.variants_methods"] is None

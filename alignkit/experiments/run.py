@@ -229,7 +229,13 @@ def variants_identity(cfg, rm_dir: Path, test: Path) -> dict:
 
 def run_variants(cfg, *, force: bool = False) -> dict:
     """The `dpo_variants` experiment: reused from experiments/dpo_variants/summary.json (with VARIANTS_FILES
-    beside it) while `variants_identity` is unchanged; `force=True` trains every method again."""
+    beside it) while `variants_identity` is unchanged; `force=True` trains every method again. A profile whose
+    `dpo_variants.methods` is empty gets a record that says so ({'not_run': profile, 'methods': {}}), written
+    over any earlier summary so that no later step reads an older run's numbers."""
+    if not cfg.dpo_variants.methods.strip():
+        record = {"not_run": cfg.profile, "methods": {}}
+        atomic_write_json(cfg.out / "experiments" / "dpo_variants" / "summary.json", record)
+        return record
     rm_dir, test = _require_rm_and_split(cfg, ("the DPO variants' judge", "the DPO variants' held-out pairs"))
     identity = variants_identity(cfg, rm_dir, test)
     folder = cfg.out / "experiments" / "dpo_variants"

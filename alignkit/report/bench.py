@@ -18,7 +18,7 @@ from alignkit.report.tables import interval, number
 RESULTS = Path("outputs") / "bench" / "results.json"
 GPU_RESULTS = Path("benchmarks") / "results" / "gpu_h100.json"
 """The GPU half (benchmarks/run_gpu.sh on a lent H100), committed: CI machines have no GPU to redo it."""
-AIMS = {"rm": 1.5, "dpo": 1.5, "scoring": 10.0}
+AIMS = {"rm": 1.5, "dpo": 1.5, "scoring": 10.0, "rm_last_k": 3.0, "dpo_last_k": 3.0}
 """The speed targets (alignkit / peer), used when a result carries no `aim` of its own."""
 HOW_TO = ("No benchmark results at {path}. Produce them with `make bench` (SmolLM2-135M, minutes to an hour "
           "on 2 CPU cores) or `make bench QUICK=1` (a tiny random model, about a minute), then re-run this chapter.")
@@ -75,6 +75,11 @@ def markdown_table(results: dict) -> str:
             f"| {r['peer_median']:.1f} ({b['peer']['label']}) "
             f"| {r['median']:.2f}× [{r['min']:.2f}–{r['max']:.2f}] | {'' if aim is None else f'≥{aim:g}×'}{verdict} "
             f"| {b['alignkit']['peak_mem_mb']:.0f} / {b['peer']['peak_mem_mb']:.0f} |")
+    for b in _ok(results):
+        if b.get("by_epochs"):  # a race run at several epoch counts: the table's row is its last count
+            ratios = " · ".join(f"{e} epoch{'s' * (e != '1')}: {v['ratio']['median']:.2f}× "
+                                f"[{v['ratio']['min']:.2f}–{v['ratio']['max']:.2f}]" for e, v in b["by_epochs"].items())
+            lines += ["", f"{b['name']} by epochs trained (each count its own race): {ratios}."]
     times = report_times_frame(results)
     if times is not None:
         lines += ["", "`make report` wall time per notebook "

@@ -181,12 +181,14 @@ def _rows(n: dict, question: str) -> list[Row]:
             ("mean tokens: dataset chosen responses (test split)", n["data.chosen_tokens_test"], "ch. 3", "", None),
             ("mean tokens: the base policy's own samples", n["gen.mean_length_base"], "ch. 5",
              NOT_RUN if ratio is None else both("ev_off_policy", ratio=f"{ratio:.2f}"), None),
-            _read("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
-                  (n["exp.online_diff"], n["exp.online_diff_ci"]), "ch. 6 · experiments/dpo_variants", "ev_online",
-                  n["exp.online_diff_ci"], 0.0, "proportion", n["exp.online_n"]),
-            _read("on-policy pairs whose RM-preferred sample is the longer [95% CI]",
-                  (n["exp.online_longer"], n["exp.online_longer_ci"]), "ch. 6", "ev_online_longer",
-                  n["exp.online_longer_ci"], 0.5, "proportion", n["exp.online_pairs"]),
+            *([("online − offline DPO", both("exp_variants_not_run", profile=n["exp.variants_not_run"]),
+                "ch. 6 · experiments/dpo_variants", "", None)] if n.get("exp.variants_not_run") else [
+              _read("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
+                    (n["exp.online_diff"], n["exp.online_diff_ci"]), "ch. 6 · experiments/dpo_variants", "ev_online",
+                    n["exp.online_diff_ci"], 0.0, "proportion", n["exp.online_n"]),
+              _read("on-policy pairs whose RM-preferred sample is the longer [95% CI]",
+                    (n["exp.online_longer"], n["exp.online_longer_ci"]), "ch. 6", "ev_online_longer",
+                    n["exp.online_longer_ci"], 0.5, "proportion", n["exp.online_pairs"])]),
             _read("KL(DPO ‖ base) along DPO's own answers, nats [95% CI]", (n["gen.kl_mean"], n["gen.kl_ci"]),
                   "ch. 5 · generations/summary.json", "ev_kl_drift", n["gen.kl_ci"], 0.0, "nats", n["gen.kl_n"]),
         ]
@@ -223,9 +225,13 @@ def _rows(n: dict, question: str) -> list[Row]:
 
 def _variant_rows(n: dict) -> list[Row]:
     """Chapter 6's head-to-head: per method its RM win rate against the base model with its CI, read with
-    whether its chosen likelihood falls; one 'not run yet' row when the step has not run. The verdict is the
-    win rate's."""
+    whether its chosen likelihood falls; one 'not run yet' row when the step has not run, one row saying which
+    profile decides them when this profile does not run them. The verdict is the win rate's."""
     source = "ch. 6 · experiments/dpo_variants"
+    if n.get("exp.variants_not_run"):
+        return [(f"{LABELS['sigmoid']}, its variants and online DPO", both("exp_variants_not_run",
+                                                                           profile=n["exp.variants_not_run"]),
+                 source, "", None)]
     if not n.get("exp.variants_methods"):
         return [(f"{LABELS['sigmoid']}: RM win rate vs base [95% CI]", None, source, "", None)]
     return [(f"{LABELS[m]}: RM win rate vs base [95% CI]", (n[f"exp.variant.{m}.win"], n[f"exp.variant.{m}.win_ci"]),

@@ -46,9 +46,20 @@ def _change(c: dict) -> str:
     return interval(c["mean"], c["ci95"], signed=True)
 
 
+def _not_run(rec: dict) -> pd.DataFrame | None:
+    """For a profile that does not run the head-to-head (its record's `not_run`), the one-row table every
+    variants table shows instead; None when it ran."""
+    if not rec.get("not_run"):
+        return None
+    return pd.DataFrame({"value": [both("exp_variants_not_run", profile=rec["not_run"])]},
+                        index=pd.Index(["DPO variants and online DPO"], name="quantity"))
+
+
 def variants_run_size(rec: dict) -> pd.DataFrame:
     """How large the run is: the methods, the optimiser steps and pairs they share, the strength grid and
     the validation fold, the held-out pairs and prompts, the answers' budget and the wall time."""
+    if (absent := _not_run(rec)) is not None:
+        return absent
     s = rec["sizes"]
     grid = ", ".join(f"{x:g}×" for x in s["beta_scales"])
     rows = {"methods trained (one fresh copy of the base policy each)": ", ".join(LABELS[m] for m in rec["methods"]),
@@ -72,6 +83,8 @@ def variants_table(rec: dict) -> pd.DataFrame:
     mean change of the chosen and of the rejected log-prob from the reference (bootstrap CIs), with n; on
     held-out prompts the answers' mean length and share at the cap, the reward model's win rate against the
     base model's answers and KL(policy ‖ base) along the answers (bootstrap CIs), with n; and the reading."""
+    if (absent := _not_run(rec)) is not None:
+        return absent
     rows = {}
     for method, m in rec["methods"].items():
         length = m["length"]
@@ -103,6 +116,8 @@ def variants_table(rec: dict) -> pd.DataFrame:
 def strength_table(rec: dict) -> pd.DataFrame:
     """Each method's strength grid: the value of each point, its policy's implicit-reward accuracy and mean
     margin change on the validation fold (with n), and which point was kept (with a grid of one: fixed)."""
+    if (absent := _not_run(rec)) is not None:
+        return absent
     rows = []
     for method, m in rec["methods"].items():
         for g in m["grid"]:
@@ -125,6 +140,9 @@ def variants_reading(rec: dict) -> tuple[str, str]:
     """The reading under the variants table, in English and Chinese: which methods' answers the reward model
     shows better or worse than the base model's, which rank held-out pairs above chance, whose chosen
     likelihood falls, and the range of KL."""
+    if rec.get("not_run"):
+        return (words("exp_variants_not_run", lang="en", profile=rec["not_run"]),
+                words("exp_variants_not_run", lang="zh", profile=rec["not_run"]))
     s, methods = rec["sizes"], rec["methods"]
     groups = {"better": _names(rec, lambda m: _outcome(m) == "better"),
               "worse": _names(rec, lambda m: _outcome(m) == "worse"),
@@ -161,6 +179,8 @@ def online_table(rec: dict) -> pd.DataFrame:
     """The online round: the prompts sampled, the ties dropped, the on-policy pairs kept and trained on, the
     reward model's margin and the length difference between their two answers, how often the longer sample was
     labelled better, both DPOs' win rates against the base model and their paired difference (95% CIs, n)."""
+    if (absent := _not_run(rec)) is not None:
+        return absent
     o = rec.get("online")
     if not o:
         return pd.DataFrame({"value": [both("exp_online_absent")]}, index=pd.Index(["online round"], name="quantity"))
@@ -189,6 +209,8 @@ def online_table(rec: dict) -> pd.DataFrame:
 def online_reading(rec: dict) -> tuple[str, str]:
     """The reading under the online table, in English and Chinese: what the round sampled and kept, whether the
     labels prefer length, online vs offline DPO on the win rate (paired by prompt), and the Goodhart caveat."""
+    if rec.get("not_run"):
+        return variants_reading(rec)
     o = rec.get("online")
     if not o:
         return words("exp_online_absent", lang="en"), words("exp_online_absent", lang="zh")
@@ -218,11 +240,12 @@ def variants_numbers(rec: dict | None) -> dict:
     """What chapter 7 cites from the dpo_variants summary (None values when it has not run): the methods and
     held-out prompts; per method `exp.variant.<method>.{win, win_ci, chosen_ci}` (win rate against the base model,
     its CI, the CI of the chosen log-prob change); the online round's paired difference to offline DPO
-    (`exp.online_diff`, `_ci`, `_n`) and its labels' length preference (`exp.online_longer`, `_ci`, pairs)."""
+    (`exp.online_diff`, `_ci`, `_n`) and its labels' length preference (`exp.online_longer`, `_ci`, pairs);
+    `exp.variants_not_run`: the profile, when it does not run the head-to-head."""
     rec = rec or {}
     methods, online = rec.get("methods") or {}, rec.get("online") or {}
     vs, longer = online.get("vs_offline") or {}, online.get("longer_preferred") or {}
-    out = {"exp.variants_methods": list(methods) or None,
+    out = {"exp.variants_methods": list(methods) or None, "exp.variants_not_run": rec.get("not_run"),
            "exp.variants_prompts": (rec.get("sizes") or {}).get("prompts"),
            "exp.online_diff": vs.get("difference"), "exp.online_diff_ci": vs.get("ci95"), "exp.online_n": vs.get("n"),
            "exp.online_longer": longer.get("accuracy"), "exp.online_longer_ci": longer.get("ci95"),
