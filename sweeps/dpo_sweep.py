@@ -20,11 +20,9 @@ finished candidate is skipped unless `--again`, an unfinished one resumes from i
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,37 +76,9 @@ def judge(metrics: dict) -> dict:
 
 
 def run(args) -> None:
-    import torch
-    import common
-    from alignkit.config import load_config, parse_assignments
     from alignkit.train.dpo import dpo_metrics
-    from rm_sweep import candidate_overrides, fold_config
-    common_overrides = parse_assignments(args.set)
-    work, results = Path(args.work), Path(args.results)
-    done = {json.loads(line)["name"] for line in results.read_text().splitlines()} if results.exists() else set()
-    names = args.only or list(GRID)
-    unknown = [n for n in names if n not in GRID]
-    if unknown:
-        raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(GRID)}")
-    _, train_file = fold_config(args.profile, work, args.val_fraction, common_overrides)
-    for name in names:
-        if name in done and not args.again:
-            print(f"sweep: {name} is in {results} already; skipped", flush=True)
-            continue
-        cfg = load_config(args.profile, {**candidate_overrides(name, train_file, work, args.val_fraction, GRID),
-                                         **common_overrides})
-        print(f"sweep: {name} {GRID[name] or '(the profile as is)'}", flush=True)
-        started = time.time()
-        metrics = dpo_metrics(cfg, force=args.again)  # else resumes an interrupted candidate
-        row = {"name": name, "overrides": GRID[name], "common_overrides": common_overrides, "profile": args.profile,
-               "seed": cfg.seed, "val_fraction": args.val_fraction, "n_train": metrics["data"]["n_train"],
-               **judge(metrics), "date": datetime.date.today().isoformat(), "machine": common.machine(),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-               "sweep_s": round(time.time() - started, 1)}
-        results.parent.mkdir(parents=True, exist_ok=True)
-        with results.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(table([row]), flush=True)
+    from rm_sweep import run_grid
+    run_grid(args, GRID, dpo_metrics, lambda cfg, metrics: judge(metrics), table, set_last=True)
 
 
 def table(rows: list[dict]) -> str:

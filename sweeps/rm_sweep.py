@@ -138,37 +138,45 @@ def judge(cfg, metrics: dict) -> dict:
 
 
 def run(args) -> None:
+    from alignkit.train.rm import reward_model_metrics
+    run_grid(args, GRID, reward_model_metrics, judge, table)
+
+
+def run_grid(args, grid: dict, train, judge_row, table_of, *, set_last: bool = False) -> None:
+    """Train and judge each named candidate of `grid` on the fold, appending a row per finished candidate to
+    `args.results` (skipped when it has one, unless `args.again`). `train(cfg, force=...)` returns the run's
+    metrics, resuming an interrupted run; `judge_row(cfg, metrics)` the fold's numbers. `--set` overrides come
+    before the candidate's own, or after them with `set_last`."""
     import torch
     from alignkit.config import load_config, parse_assignments
-    from alignkit.train.rm import reward_model_metrics
     import common
     common_overrides = parse_assignments(args.set)
     work, results = Path(args.work), Path(args.results)
     done = {json.loads(line)["name"] for line in results.read_text().splitlines()} if results.exists() else set()
-    names = args.only or list(GRID)
-    unknown = [n for n in names if n not in GRID]
+    names = args.only or list(grid)
+    unknown = [n for n in names if n not in grid]
     if unknown:
-        raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(GRID)}")
+        raise SystemExit(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(grid)}")
     _, train_file = fold_config(args.profile, work, args.val_fraction, common_overrides)
     for name in names:
         if name in done and not args.again:
             print(f"sweep: {name} is in {results} already; skipped", flush=True)
             continue
-        cfg = load_config(args.profile, {**common_overrides,
-                                         **candidate_overrides(name, train_file, work, args.val_fraction)})
-        print(f"sweep: {name} {GRID[name] or '(the profile as is)'}", flush=True)
+        own = candidate_overrides(name, train_file, work, args.val_fraction, grid)
+        cfg = load_config(args.profile, {**own, **common_overrides} if set_last else {**common_overrides, **own})
+        print(f"sweep: {name} {grid[name] or '(the profile as is)'}", flush=True)
         started = time.time()
-        metrics = reward_model_metrics(cfg, force=args.again)  # else resumes an interrupted candidate
-        row = {"name": name, "overrides": GRID[name], "common_overrides": common_overrides,
+        metrics = train(cfg, force=args.again)  # else resumes an interrupted candidate
+        row = {"name": name, "overrides": grid[name], "common_overrides": common_overrides,
                "profile": args.profile, "seed": cfg.seed,
-               "val_fraction": args.val_fraction, "n_train": metrics["data"]["n_train"], **judge(cfg, metrics),
+               "val_fraction": args.val_fraction, "n_train": metrics["data"]["n_train"], **judge_row(cfg, metrics),
                "date": datetime.date.today().isoformat(), "machine": common.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                "sweep_s": round(time.time() - started, 1)}
         results.parent.mkdir(parents=True, exist_ok=True)
         with results.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(table([row]), flush=True)
+        print(table_of([row]), flush=True)
 
 
 def candidate_difference(new: dict, base: dict, *, n_resamples: int = 1000, seed: int = 0) -> dict:

@@ -10,11 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _sweep():
-    spec = importlib.util.spec_from_file_location("rm_sweep", ROOT / "sweeps" / "rm_sweep.py")
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _sweep():
+    return _load("sweeps/rm_sweep.py")
 
 
 def test_sweep_judges_on_a_fold_of_the_training_split_and_resumes(tiny_model_dir, tmp_path, data_dir, capsys):
@@ -80,10 +84,7 @@ def test_candidate_difference_by_hand_and_rows_without_verdicts():
 
 
 def _dpo_sweep():
-    spec = importlib.util.spec_from_file_location("dpo_sweep", ROOT / "sweeps" / "dpo_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("sweeps/dpo_sweep.py")
 
 
 def test_dpo_sweep_reads_the_fold_and_gives_each_log_ratio_its_verdict(tiny_model_dir, tmp_path, data_dir, capsys):
@@ -112,9 +113,7 @@ def test_dpo_sweep_reads_the_fold_and_gives_each_log_ratio_its_verdict(tiny_mode
 def test_precision_check_scores_the_profiles_test_split_with_a_held_out_model(tiny_model_dir, tmp_path, data_dir):
     """benchmarks/precision_check.py on a sweep candidate: chapter 8's check on the profile's own test split, and
     a model trained on that split is refused."""
-    spec = importlib.util.spec_from_file_location("precision_check", ROOT / "benchmarks" / "precision_check.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = _load("benchmarks/precision_check.py")
     common = ["--set", f"model.name={tiny_model_dir}", "--set", "data.train.max_pairs=40"]
     _sweep().main(["--profile", "tiny", "--only", "lora-profile", "--work", str(tmp_path / "sweep"),
                    "--results", str(tmp_path / "rows.jsonl"), "--data-dir", str(data_dir),
