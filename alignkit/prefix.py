@@ -71,10 +71,13 @@ class PrefixCache:
     Kept on the device they were computed on until `max_bytes` are held; rows beyond that go to a file in
     `spill_dir` (read back per batch). `hits`/`misses` count rows served from the cache / computed."""
 
-    def __init__(self, frozen_blocks: int, *, max_bytes: int = 8 << 30, spill_dir: str | Path | None = None):
+    def __init__(self, frozen_blocks: int, *, max_bytes: int = 8 << 30, spill_dir: str | Path | None = None,
+                 compute_dtype: torch.dtype = torch.float32):
         if frozen_blocks < 1:
             raise AlignkitError(f"a cached prefix needs at least one frozen block, got {frozen_blocks}")
-        self.frozen_blocks, self.max_bytes = frozen_blocks, max_bytes
+        if compute_dtype not in (torch.float32, torch.bfloat16):
+            raise AlignkitError(f"a cached prefix is computed in float32 or bfloat16, got {compute_dtype}")
+        self.frozen_blocks, self.max_bytes, self.compute_dtype = frozen_blocks, max_bytes, compute_dtype
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         self._rows: dict[bytes, torch.Tensor | tuple[int, tuple[int, ...], torch.dtype]] = {}
         self._file = None
@@ -84,8 +87,10 @@ class PrefixCache:
         return len(self._rows)
 
     def stats(self) -> dict:
-        return {"rows": len(self), "frozen_blocks": self.frozen_blocks, "hits": self.hits, "misses": self.misses,
-                "mb_in_memory": round(self.bytes_in_memory / 2**20, 1), "mb_on_disk": round(self.bytes_on_disk / 2**20, 1)}
+        return {"rows": len(self), "frozen_blocks": self.frozen_blocks,
+                "compute_dtype": str(self.compute_dtype).removeprefix("torch."), "hits": self.hits,
+                "misses": self.misses, "mb_in_memory": round(self.bytes_in_memory / 2**20, 1),
+                "mb_on_disk": round(self.bytes_on_disk / 2**20, 1)}
 
     @staticmethod
     def key(ids: torch.Tensor, positions: torch.Tensor | None) -> bytes:
@@ -124,7 +129,8 @@ class PrefixCache:
                position_ids: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, H) states after the frozen blocks for a right-padded batch: cached rows as they are, the
         others computed now (without gradients) and kept. Positions past a row's length are 0; its mask keeps
-        every real token from reading them."""
+        every real token from reading them. With a bfloat16 `compute_dtype` the frozen blocks run under bf16
+        autocast and their output is kept in the embeddings' dtype."""
         lengths = (row_lengths(attention_mask) if lengths is None else lengths).tolist()
         ids_cpu = input_ids.cpu()
         pos_cpu = position_ids.cpu() if position_ids is not None else None
@@ -134,10 +140,13 @@ class PrefixCache:
         if missing:
             rows = torch.tensor(missing, device=input_ids.device)
             with torch.no_grad():
-                states = blocks_forward(backbone, backbone.embed_tokens(input_ids.index_select(0, rows)),
-                                        attention_mask.index_select(0, rows),
-                                        None if position_ids is None else position_ids.index_select(0, rows),
-                                        0, self.frozen_blocks, final_norm=False)
+                embeds = backbone.embed_tokens(input_ids.index_select(0, rows))
+                with torch.autocast(embeds.device.type, dtype=torch.bfloat16,
+                                    enabled=self.compute_dtype == torch.bfloat16 and embeds.dtype != torch.bfloat16):
+                    states = blocks_forward(backbone, embeds, attention_mask.index_select(0, rows),
+                                            None if position_ids is None else position_ids.index_select(0, rows),
+                                            0, self.frozen_blocks, final_norm=False)
+                states = states.to(embeds.dtype)
             for j, r in enumerate(missing):
                 if keys[r] not in self._rows:
                     self._put(keys[r], states[j, :lengths[r]])
@@ -166,9 +175,11 @@ def backbone_hidden(backbone: nn.Module, input_ids: torch.Tensor, attention_mask
     return blocks_forward(backbone, hidden, attention_mask, position_ids, prefix.frozen_blocks, n, final_norm=True)
 
 
-def prefix_cache_for(trainable: TrainableConfig, backbone: nn.Module, spill_dir: str | Path) -> PrefixCache | None:
+def prefix_cache_for(trainable: TrainableConfig, backbone: nn.Module, spill_dir: str | Path,
+                     compute_dtype: torch.dtype = torch.float32) -> PrefixCache | None:
     """The cache a run with these `trainable` options keeps for `backbone` (its decoder): one for `last_k` with
-    `cache_prefix` on and at least one frozen block, else None."""
+    `cache_prefix` on and at least one frozen block, else None. `compute_dtype`: `trainable.prefix_dtype` as
+    the device resolves it (alignkit.models.weights_dtype)."""
     if trainable.mode != "last_k" or not trainable.cache_prefix:
         return None
     n = len(decoder_parts(backbone))
@@ -176,4 +187,5 @@ def prefix_cache_for(trainable: TrainableConfig, backbone: nn.Module, spill_dir:
         raise AlignkitError(f"trainable.last_k must be in 1..{n}, got {trainable.last_k}")
     if trainable.last_k == n:
         return None
-    return PrefixCache(n - trainable.last_k, max_bytes=int(trainable.prefix_cache_gb * 2**30), spill_dir=spill_dir)
+    return PrefixCache(n - trainable.last_k, max_bytes=int(trainable.prefix_cache_gb * 2**30), spill_dir=spill_dir,
+                       compute_dtype=compute_dtype)

@@ -111,16 +111,18 @@ def _trl_trainer(model_path: str, tokenizer, pairs, *, batch_size: int, max_leng
 def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_rows: int | None = None,
         batch_size: int = 4, max_length: int = 160, max_prompt_length: int = 64, lr: float = 1e-4,
         seed: int = 0, trainable: str = "lora", device: str = "cpu", bf16: bool = False,
-        tokenizer: str = "smollm2", last_k: int = 8, epochs: int = 1, cache_prefix: bool = True) -> dict:
+        tokenizer: str = "smollm2", last_k: int = 8, epochs: int = 1, cache_prefix: bool = True,
+        prefix_dtype: str = "float32") -> dict:
     """Per repeat r, both sides train `epochs` epochs over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs that alignkit encodes without truncation); tokens/s of each, and the ratio.
     `quick` uses a tiny random Llama (unless `model` is given); 'random:SHAPE' = random weights of a known
     architecture with `tokenizer` (common.SHAPES). `trainable`: 'lora' (all-linear r=16), 'full', or 'last_k'
     (the top `last_k` blocks and final norm; alignkit's reference pass also fills its frozen-prefix cache,
-    alignkit.prefix, unless `cache_prefix` is off, so its training steps run the top blocks only)."""
+    alignkit.prefix, unless `cache_prefix` is off, so its training steps run the top blocks only), computed in
+    `prefix_dtype` ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype)."""
     common.quiet()
     from alignkit.config import DPOConfig, TrainConfig
-    from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model
+    from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model, weights_dtype
     from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
     from alignkit.train import loop as training_loop
     t0 = time.perf_counter()
@@ -145,7 +147,9 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                      else TrainableConfig(mode=trainable, last_k=last_k, cache_prefix=cache_prefix))
     ours = Policy.from_pretrained(model).to(device)
     from alignkit.prefix import prefix_cache_for
-    ours.prefix = prefix_cache_for(trainable_cfg, ours.lm.get_decoder(), None)  # filled by the reference pass
+    prefix_compute = weights_dtype(prefix_dtype, device)
+    ours.prefix = prefix_cache_for(trainable_cfg, ours.lm.get_decoder(), None,
+                                   prefix_compute)  # filled by the reference pass
     start = time.perf_counter()
     with training_loop.autocast(bf16, device):  # the untrained policy = the reference
         refs = reference_logps(ours, encoded, pad, cache=None, batch_size=8)
@@ -187,7 +191,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "mean_prompt_tokens": round(prompt_tokens / len(encoded), 1),
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
                 "trainable": trainable, **({"lora": LORA} if trainable == "lora" else {}), "epochs": epochs,
-                **({"last_k": last_k, "cache_prefix": cache_prefix} if trainable == "last_k" else {}),
+                **({"last_k": last_k, "cache_prefix": cache_prefix,
+                    "prefix_dtype": str(prefix_compute).removeprefix("torch.")} if trainable == "last_k" else {}),
                 "trainable_params": n_ours, "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "loss": "sigmoid", "beta": BETA, "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "reference_precompute_s": {"alignkit": round(ours_precompute, 2), "peer": round(peer_precompute, 2),
@@ -202,7 +207,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "memory": common.memory_note(device)}
     n_matmul = common.matmul_params(trainer.model, lm_head=True)
     tmp.cleanup()
-    label = "alignkit DPOTask (cached reference" + (f", cached prefix, last {last_k} blocks)"
+    bf16_prefix = "bf16 " if prefix_compute == torch.bfloat16 else ""
+    label = "alignkit DPOTask (cached reference" + (f", cached {bf16_prefix}prefix, last {last_k} blocks)"
                                                    if trainable == "last_k" and cache_prefix else ")")
     result = common.make_result("dpo", "tokens/s", label,
                                 f"trl {common._version('trl')} DPOTrainer", measured, settings,

@@ -94,7 +94,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
         batch_size: int = 4, max_length: int | None = None, max_prompt_length: int | None = None,
         trainable: str = "lora", lr: float = 1e-4, peer_sampling: str = "random", alignkit_task: str = "packed",
         seed: int = 0, device: str = "cpu", bf16: bool = False, tokenizer: str = "smollm2", last_k: int = 8,
-        epochs: int = 1, cache_prefix: bool = True) -> dict:
+        epochs: int = 1, cache_prefix: bool = True,
+        prefix_dtype: str = "float32") -> dict:
     """Per repeat r, both sides train `epochs` epochs over the same `n_rows` pairs (chunk r of a seeded sample of
     `n_rows * repeats` pairs, so the repeats cover different rows); tokens/s of each, and the ratio.
     `quick` uses a tiny random Llama (unless `model` is given) and short sequences. `alignkit_task`:
@@ -102,9 +103,11 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `model` 'random:SHAPE' builds random weights of a known architecture with `tokenizer` (common.SHAPES).
     `trainable` 'last_k': the top `last_k` blocks, final norm and head on both sides (TRL's bottom blocks
     `requires_grad=False`); alignkit then keeps the frozen prefix's output (alignkit.prefix) unless
-    `cache_prefix` is off, a fresh cache per repeat, filled in its first epoch."""
+    `cache_prefix` is off, a fresh cache per repeat, filled in its first epoch, computed in `prefix_dtype`
+    ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype; TRL stays float32)."""
     common.quiet()
-    from alignkit.models import RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model
+    from alignkit.models import (RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model,
+                                 weights_dtype)
     from alignkit.data.packing import packed_length
     from alignkit.prefix import prefix_cache_for
     from alignkit.train.rm import PackedRewardTask
@@ -135,8 +138,10 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     ours.backbone = make_trainable(ours.backbone, trainable_cfg)
     ours.to(device)
 
+    prefix_compute = weights_dtype(prefix_dtype, device)
+
     def fresh_prefix():
-        ours.prefix = prefix_cache_for(trainable_cfg, ours.backbone, None)
+        ours.prefix = prefix_cache_for(trainable_cfg, ours.backbone, None, prefix_compute)
     task = tasks[alignkit_task](tokenizer.pad_token_id)
     group_key = packed_length if alignkit_task == "packed" else (lambda pair: pair.length)
     trainer, window = _trl_trainer(resolve_model(model), tokenizer, chunks[0], batch_size=batch_size,
@@ -158,7 +163,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "sequences": 2 * n_rows, "tokens_per_repeat": tokens,
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
                 "trainable": trainable, "trainable_params": n_ours, "epochs": epochs,
-                **({"last_k": last_k, "cache_prefix": cache_prefix} if trainable == "last_k" else {}),
+                **({"last_k": last_k, "cache_prefix": cache_prefix,
+                    "prefix_dtype": str(prefix_compute).removeprefix("torch.")} if trainable == "last_k" else {}),
                 "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "peer": {"pad_token": PEER_PAD, "bf16": bf16, "gradient_checkpointing": False,
@@ -174,7 +180,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     tmp.cleanup()
     label = "alignkit PackedRewardTask" if alignkit_task == "packed" else "alignkit RewardTask"
     if trainable == "last_k" and cache_prefix:
-        label += f" (cached prefix, last {last_k} blocks)"
+        label += f" (cached {'bf16 ' if prefix_compute == torch.bfloat16 else ''}prefix, last {last_k} blocks)"
     result = common.make_result("rm", "tokens/s", label, f"trl {common._version('trl')} RewardTrainer",
                                 measured, settings, time.perf_counter() - t0, aim=1.5)
     if device.type == "cuda" and bf16:

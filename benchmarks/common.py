@@ -483,18 +483,27 @@ def by_epochs(race: Callable[..., dict], name: str, doc: str, *, epochs: Sequenc
     """(run, main) of a cached-`last_k` race against TRL: `race` (bench_rm.run or bench_dpo.run) with
     trainable='last_k' at each count in `epochs`. `run(quick, repeats)` returns the last count's result,
     named `name`, with {"by_epochs": {e: that race's ratio}} beside it; `main` is its command line."""
-    def run(quick: bool = False, repeats: int = 3, *, last_k: int = last_k, n_rows: int | None = None, **kwargs):
+    def run(quick: bool = False, repeats: int = 3, *, last_k: int = last_k, n_rows: int | None = None,
+            counts: Sequence[int] = epochs, **kwargs):
         results = {e: race(quick, repeats, trainable="last_k", last_k=1 if quick else last_k, epochs=e,
-                           n_rows=n_rows or (16 if quick else 24), **kwargs) for e in epochs}
-        return {**results[epochs[-1]], "name": name, "aim": 3.0, "by_epochs": {
+                           n_rows=n_rows or (16 if quick else 24), **kwargs) for e in counts}
+        return {**results[counts[-1]], "name": name, "aim": 3.0, "by_epochs": {
             str(e): {"ratio": r["ratio"], "cpu_ratio": r["cpu_ratio"], "wall_s": r["wall_s"]} for e, r in results.items()}}
 
     def main() -> None:
         parser = bench_parser(doc, "tiny random model")
         parser.add_argument("--last-k", type=int, default=last_k, help=f"blocks trained (default {last_k})")
         parser.add_argument("--n-rows", type=int, help="pairs per repeat (default 24; 16 with --quick)")
+        parser.add_argument("--prefix-dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                            help="precision of alignkit's frozen prefix (TrainableConfig.prefix_dtype; 'auto': "
+                                 "bfloat16 where the CPU computes it natively); TRL stays float32 (default float32)")
+        parser.add_argument("--epochs", type=int, nargs="+", default=list(epochs),
+                            help=f"epoch counts raced, one race each (default {' '.join(map(str, epochs))})")
         args = parser.parse_args()
-        finish(run(args.quick, args.repeats, last_k=args.last_k, n_rows=args.n_rows, model=args.model), args.json)
+        if any(e < 1 for e in args.epochs):
+            parser.error(f"--epochs takes positive epoch counts, got {args.epochs}")
+        finish(run(args.quick, args.repeats, last_k=args.last_k, n_rows=args.n_rows, counts=args.epochs,
+                   model=args.model, prefix_dtype=args.prefix_dtype), args.json)
 
     return run, main
 

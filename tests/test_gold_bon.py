@@ -175,6 +175,17 @@ def test_gold_bon_and_safety_pairs_steps_on_the_tiny_model(tiny_model_dir, tmp_p
     assert reuse(folder / "summary.json", runner.rm_only_identity(cfg, "gold_bon", rm_dir, data)) is not None
     changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "gold_bon.prompts": 4})
     assert reuse(folder / "summary.json", runner.rm_only_identity(changed, "gold_bon", rm_dir, data)) is None
+    # `rm.score_dtype`: the scorer reads in bfloat16, a new identity whose scores are close to float32's, not equal
+    bf16 = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "gold_bon.prompts": 3,
+                                                               "safety_pairs.pairs": 6, "rm.score_dtype": "bfloat16"})
+    assert reuse(folder / "summary.json", runner.rm_only_identity(bf16, "gold_bon", rm_dir, data)) is None
+    assert runner.rm_only_identity(bf16, "gold_bon", rm_dir, data)["score_dtype"] == "bfloat16"
+    monkeypatch.undo()
+    monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(data_dir))
+    monkeypatch.setitem(runner.SETTINGS, "gold_bon", {"n_resamples": 30})
+    runner.run_experiment(bf16, "gold_bon")
+    low = pd.read_parquet(folder / "scores.parquet").score
+    assert not np.array_equal(low, table.score) and np.allclose(low, table.score, atol=0.05 * table.score.abs().max())
     monkeypatch.setenv("ALIGNKIT_DATA_DIR", str(tmp_path))
     with pytest.raises(AlignkitError, match=r"alpacaeval_bon11.json not found.*ALIGNKIT_DATA_DIR"):
         runner.run_experiment(cfg, "gold_bon", force=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from alignkit.config import TrainableConfig
+from alignkit.errors import AlignkitError
 from alignkit.data.packing import pack_pairs, packed_length
 from alignkit.data.tokenize import ChatEncoder, causal_padding_mask, collate_pairs, encode_pairs
 from alignkit.models import Policy, RewardModel, make_trainable
@@ -152,7 +153,6 @@ def test_a_prefix_needs_a_frozen_block_and_the_options_are_read(tiny_model_dir):
     assert prefix_cache_for(TrainableConfig(mode="last_k", last_k=1, cache_prefix=False), backbone, None) is None
     assert prefix_cache_for(TrainableConfig(mode="last_k", last_k=2), backbone, None) is None  # nothing frozen
     assert prefix_cache_for(LAST_K, backbone, None).frozen_blocks == 1
-    from alignkit.errors import AlignkitError
     with pytest.raises(AlignkitError, match="last_k must be in 1..2"):
         prefix_cache_for(TrainableConfig(mode="last_k", last_k=3), backbone, None)
     with pytest.raises(AlignkitError, match="at least one frozen block"):
@@ -198,3 +198,54 @@ def test_cached_run_equals_the_uncached_run_and_resumes_exactly(tiny_model_dir, 
     _, resumed = run("resumed")  # a fresh model and an empty cache, from the checkpoint of step 6
     assert resumed["eval"]["loss"] == cached["eval"]["loss"]
     assert [r["loss"] for r in resumed["train_history"]] == [r["loss"] for r in cached["train_history"]]
+
+
+def test_a_bf16_prefix_runs_the_frozen_blocks_under_bf16_autocast(tiny_model_dir, tokenizer, homework_pairs):
+    """`prefix_dtype: bfloat16`: the frozen blocks run under bf16 autocast (exactly what autocast gives, not the
+    float32 states), their output is kept in the weights' float32, and the scores stay close to float32's."""
+    items = _items(tokenizer, homework_pairs)
+    batch = collate_pairs(items, tokenizer.pad_token_id)
+    fp32, bf16 = _reward_model(tiny_model_dir, False), _reward_model(tiny_model_dir, False)
+    bf16.prefix = prefix_cache_for(LAST_K, bf16.backbone, None, torch.bfloat16)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        got = bf16.prefix.hidden(bf16.backbone, ids, mask)
+        plain = blocks_forward(fp32.backbone, fp32.backbone.embed_tokens(ids), mask, None, 0, 1, final_norm=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = blocks_forward(fp32.backbone, fp32.backbone.embed_tokens(ids), mask, None, 0, 1,
+                                      final_norm=False)
+        expected, scores = _scores(fp32, "padded", batch), _scores(bf16, "padded", batch)
+    real = mask.bool()
+    assert got.dtype == torch.float32 and bf16.prefix.stats()["compute_dtype"] == "bfloat16"
+    assert torch.equal(got[real], autocast.float()[real])
+    assert (got[real] - plain[real]).abs().max() > 1e-4  # bf16 rounding shows: the autocast ran
+    assert torch.allclose(scores, expected, atol=0.05 * expected.abs().max().item())
+    with pytest.raises(AlignkitError, match="float32 or bfloat16"):
+        PrefixCache(1, compute_dtype=torch.float16)
+
+
+def test_the_prefix_precision_is_checked_and_part_of_a_runs_identity(tiny_model_dir, tmp_path, data_dir, tokenizer,
+                                                                    homework_pairs):
+    from alignkit.config import load_config
+    from alignkit.models import native_bf16
+    from alignkit.train.dpo import dpo_identity, reference_key
+    from alignkit.train.rm import rm_identity
+    with pytest.raises(AlignkitError, match="dpo.trainable.prefix_dtype must be one of"):
+        load_config("tiny", {"dpo.trainable.prefix_dtype": "fp16"})
+    with pytest.raises(AlignkitError, match="rm.trainable.prefix_dtype must be one of"):
+        load_config("tiny", {"rm.trainable.prefix_dtype": "half"})
+    base = tiny_config(tiny_model_dir, tmp_path, data_dir)
+    assert "prefix_dtype" not in rm_identity(base)["rm"]["trainable"]  # float32: identities from before it hold
+    auto = f"auto: {'bfloat16' if native_bf16(torch.device('cpu')) else 'float32'}"
+    for setting, recorded in (("bfloat16", "bfloat16"), ("auto", auto)):
+        cfg = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.trainable.prefix_dtype": setting,
+                                                                 "dpo.trainable.prefix_dtype": setting})
+        assert rm_identity(cfg)["rm"]["trainable"]["prefix_dtype"] == recorded
+        assert dpo_identity(cfg)["dpo"]["trainable"]["prefix_dtype"] == recorded
+    pairs = _items(tokenizer, homework_pairs, 2)
+    backbone = RewardModel.from_pretrained(str(tiny_model_dir)).backbone
+    keys = {dtype: reference_key(str(tiny_model_dir), tokenizer, pairs, torch.float32,
+                                 prefix_cache_for(LAST_K, backbone, None, dtype))
+            for dtype in (torch.float32, torch.bfloat16)}
+    assert keys[torch.float32] == reference_key(str(tiny_model_dir), tokenizer, pairs, torch.float32)
+    assert keys[torch.bfloat16] != keys[torch.float32]  # a bf16 reference pass never reuses a float32 one

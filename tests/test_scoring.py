@@ -178,3 +178,8 @@ def test_precision_check_samples_pairs_only_where_bf16_is_emulated(tiny_model_di
     assert result["native_bf16"] is native and result["n"] == (metrics["eval"]["n"] if native else 3)
     en, zh = precision_reading(result)
     assert ("emulated" in en) is (not native) and ("模拟" in zh) is (not native)
+    assert result["score_dtype"] == {"setting": "float32", "here": "float32"} and "scored in float32" in en
+    # what chapters 5 and 6 scored in is said; bf16 scoring where the check fails says how to undo it
+    failed = {**result, "holds": False, "score_dtype": {"setting": "auto", "here": "bfloat16"}}
+    assert "rm.score_dtype=float32" in precision_reading(failed)[0]
+    assert "rm.score_dtype=float32" not in precision_reading({**failed, "holds": True})[0]

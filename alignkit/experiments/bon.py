@@ -32,8 +32,9 @@ from alignkit.data.splits import seeded_sample
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.experiments.safety import score_with_heads
 from alignkit.infer import decoding_settings, generate, score_texts
-from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
+from alignkit.models import compute_device, load_tokenizer, resolve_model, weights_dtype
 from alignkit.stats import bootstrap_ci, correlations
+from alignkit.train.rm import scorer
 
 
 def kl_bon(n: int) -> float:
@@ -202,7 +203,7 @@ def bon_experiment(cfg, prompts: list[tuple[str, tuple]], heads: dict, *, n_resa
     seconds["generate"] = time.perf_counter() - start
     texts = ([p for _, _, p in flat], [m["response"] for m in made])
     rm_dir = cfg.out / "rm"
-    rm = RewardModel.from_pretrained(str(rm_dir))
+    rm = scorer(cfg, rm_dir)
     proxy = score_texts(rm, ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths()), *texts,
                         batch_size=gen.score_batch_size)
     del rm

@@ -143,18 +143,17 @@ def sizing(rows: list[dict], half_width: float = 0.05) -> dict:
     return {**spread, "half_width": half_width, "prompts_needed": n_for_half_width(sd, half_width)}
 
 
-def gold_bon_experiment(rm_dir: Path, rows: list[dict], eval_lengths: tuple[int, int], *, batch_size: int = 16,
-                        seed: int = 0, n_resamples: int = 1000) -> tuple[dict, pd.DataFrame]:
-    """Score every answer of `rows` with the reward model in `rm_dir` (alignkit.infer.score_texts, at the
-    evaluation lengths `eval_lengths`: answers longer than that are cut, and counted), then `gold_curves` for
-    n = 1..k. Returns (record, one row per prompt x answer: id, dataset, answer, chars, response_tokens,
-    response_cut, score, gold)."""
+def gold_bon_experiment(model: RewardModel, rm_dir: Path, rows: list[dict], eval_lengths: tuple[int, int], *,
+                        batch_size: int = 16, seed: int = 0, n_resamples: int = 1000) -> tuple[dict, pd.DataFrame]:
+    """Score every answer of `rows` with `model`, the reward model in `rm_dir` as chapter 6 loads it
+    (alignkit.train.rm.scorer), through alignkit.infer.score_texts at the evaluation lengths `eval_lengths`
+    (answers longer than that are cut, and counted), then `gold_curves` for n = 1..k. Returns (record, one row
+    per prompt x answer: id, dataset, answer, chars, response_tokens, response_cut, score, gold)."""
     k = len(rows[0]["outputs"])
     flat = [(r, i) for r in rows for i in range(k)]
     prompts = [({"role": "user", "content": r["instruction"]},) for r, _ in flat]
     answers = [r["outputs"][i] for r, i in flat]
     start = time.perf_counter()
-    model = RewardModel.from_pretrained(str(rm_dir))
     scored = score_texts(model, ChatEncoder(load_tokenizer(str(rm_dir)), *eval_lengths), prompts, answers,
                          batch_size=batch_size)
     seconds = time.perf_counter() - start

@@ -53,6 +53,7 @@ from alignkit.infer import decoding_settings
 from alignkit.io import atomic_path, atomic_write_json, file_fingerprint, reuse, stamped
 from alignkit.study.scores import paired
 from alignkit.train.launch import LAUNCH_FIELDS
+from alignkit.train.rm import scorer, scorer_identity
 
 SCORE_TABLES = ("trained-train", "trained-test")
 """The score tables the experiments read: the trained RM on the train sample and on the held-out split."""
@@ -185,7 +186,7 @@ def bon_identity(cfg, rm_dir: Path, test: Path, heads: Path) -> dict:
             "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
             "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
             "best_of_n": dataclasses.asdict(cfg.best_of_n),
-            "decoding": decoding_settings(bon_generation(cfg), cfg.seed), **SETTINGS["bon"]}
+            "decoding": decoding_settings(bon_generation(cfg), cfg.seed), **SETTINGS["bon"], **scorer_identity(cfg)}
 
 
 def run_bon(cfg, *, force: bool = False) -> dict:
@@ -218,13 +219,15 @@ def variants_identity(cfg, rm_dir: Path, test: Path) -> dict:
     dpo = {k: v for k, v in dataclasses.asdict(cfg.dpo).items() if k not in ("loss", "label_smoothing", "reference")}
     unused = (*LAUNCH_FIELDS, "deepspeed", "eval_every", "save_every", "log_every")
     dpo["train"] = {k: v for k, v in dpo["train"].items() if k not in unused}
+    del dpo["trainable"]["prefix_dtype"]  # the methods' fresh policies keep no cached prefix
     return {"experiment": "dpo_variants", "policy": model_identity(cfg.model.name), "dtype": cfg.model.dtype,
             "rm": model_identity(str(rm_dir)), "train_split": file_fingerprint(test.with_name("train.jsonl")),
             "test_split": file_fingerprint(test), "encoding": ENCODING, "truncation": cfg.data.truncation,
             "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
             "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed, "dpo": dpo,
             "dpo_variants": dataclasses.asdict(cfg.dpo_variants),
-            "decoding": decoding_settings(variants_generation(cfg), cfg.seed), **SETTINGS["dpo_variants"]}
+            "decoding": decoding_settings(variants_generation(cfg), cfg.seed), **SETTINGS["dpo_variants"],
+            **scorer_identity(cfg)}
 
 
 def run_variants(cfg, *, force: bool = False) -> dict:
@@ -274,7 +277,7 @@ def rm_only_identity(cfg, name: str, rm_dir: Path, data: Path) -> dict:
     encoding and evaluation lengths, the seed, the experiment's config section and its own settings."""
     return {"experiment": name, "rm": model_identity(str(rm_dir)), "data": file_fingerprint(data),
             "encoding": ENCODING, "eval_lengths": list(cfg.data.eval_lengths()), "seed": cfg.seed,
-            name: dataclasses.asdict(getattr(cfg, name)), **SETTINGS[name]}
+            name: dataclasses.asdict(getattr(cfg, name)), **SETTINGS[name], **scorer_identity(cfg)}
 
 
 def run_rm_only(cfg, name: str, *, force: bool = False) -> dict:
@@ -290,12 +293,13 @@ def run_rm_only(cfg, name: str, *, force: bool = False) -> dict:
     batch, lengths = cfg.generation.score_batch_size, cfg.data.eval_lengths()
     if name == "gold_bon":
         every = load_gold(data)
-        record, table = gold_bon_experiment(rm_dir, pick_prompts(every, cfg.gold_bon.prompts, cfg.seed), lengths,
-                                            batch_size=batch, seed=cfg.seed, **SETTINGS[name])
+        record, table = gold_bon_experiment(scorer(cfg, rm_dir), rm_dir, pick_prompts(every, cfg.gold_bon.prompts,
+                                            cfg.seed), lengths, batch_size=batch, seed=cfg.seed, **SETTINGS[name])
         record["sizing"] = sizing(every)
     else:
-        record, table = safety_pairs_experiment(rm_dir, data, lengths, pairs=cfg.safety_pairs.pairs, seed=cfg.seed,
-                                                batch_size=batch, **SETTINGS[name])
+        record, table = safety_pairs_experiment(scorer(cfg, rm_dir), rm_dir, data, lengths,
+                                                pairs=cfg.safety_pairs.pairs, seed=cfg.seed, batch_size=batch,
+                                                **SETTINGS[name])
     with atomic_path(folder / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     record = stamped(record, identity)

@@ -46,14 +46,15 @@ def safety_pairs_summary(score_safer, score_less_safe, length_safer, length_less
     return out
 
 
-def safety_pairs_experiment(rm_dir: Path, path: Path, eval_lengths: tuple[int, int], *, pairs: int | None,
-                            seed: int, batch_size: int = 16, n_resamples: int = 1000) -> tuple[dict, pd.DataFrame]:
-    """A seeded sample of `pairs` safety pairs (None = all) scored by the reward model in `rm_dir` at the
-    evaluation lengths (answers longer than that are cut, and counted), then `safety_pairs_summary`. Returns
-    (record, one row per pair: pair_id, prompt, chars and score of both answers, response_cut)."""
+def safety_pairs_experiment(model: RewardModel, rm_dir: Path, path: Path, eval_lengths: tuple[int, int], *,
+                            pairs: int | None, seed: int, batch_size: int = 16,
+                            n_resamples: int = 1000) -> tuple[dict, pd.DataFrame]:
+    """A seeded sample of `pairs` safety pairs (None = all) scored by `model`, the reward model in `rm_dir` as
+    chapter 6 loads it (alignkit.train.rm.scorer), at the evaluation lengths (answers longer than that are cut,
+    and counted), then `safety_pairs_summary`. Returns (record, one row per pair: pair_id, prompt, chars and
+    score of both answers, response_cut)."""
     loaded, report = load_pairs(str(path), TEMPLATE, max_rows=pairs, seed=seed)
     start = time.perf_counter()
-    model = RewardModel.from_pretrained(str(rm_dir))
     scored = score_pairs(model, ChatEncoder(load_tokenizer(str(rm_dir)), *eval_lengths), loaded,
                          batch_size=batch_size)
     seconds = time.perf_counter() - start

@@ -38,10 +38,11 @@ from alignkit.data.tokenize import ChatEncoder, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.experiments.online import SAMPLES, online_vs_offline, sample_onpolicy
 from alignkit.infer import answer_encoder, decoding_settings, generate, response_logps, score_texts, sequence_kl
-from alignkit.models import (Policy, RewardModel, load_tokenizer, make_trainable, merged, trainable_in_fp32,
+from alignkit.models import (Policy, load_tokenizer, make_trainable, merged, trainable_in_fp32,
                              weights_dtype)
 from alignkit.stats import accuracy_summary, correctness, mean_ci, paired_comparison
 from alignkit.train.dpo import DPOItem, DPOTask, reference_key, reference_logps
+from alignkit.train.rm import scorer
 from alignkit.train.kto import KTOItem, KTOTask, mismatched_pairs
 from alignkit.train.loop import make_plan, train
 
@@ -220,7 +221,7 @@ def variants_experiment(cfg, train_split, test_split, rm_dir, *, val_fraction: f
     if "kto" in methods:  # their prompts with other prompts' answers, never dropped
         encoded["mismatched"] = encode_pairs(encoder, mismatched_pairs(kept), "cut")[0]
     base = Policy.from_pretrained(cfg.model.name, dtype=dtype)
-    rm = RewardModel.from_pretrained(str(rm_dir))
+    rm = scorer(cfg, rm_dir)
     rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     if "online" in methods:  # the base policy's own answers to the training prompts, labelled by the RM
         t0 = time.perf_counter()

@@ -194,6 +194,10 @@ def precision_reading(precision: dict) -> tuple[str, str]:
     en, zh = words("bfloat16", category, "en", **values), words("bfloat16", category, "zh", **values)
     if precision.get("native_bf16") is False:
         en, zh = en + " " + words("bfloat16", "emulated", "en", **values), zh + words("bfloat16", "emulated", "zh", **values)
+    if "score_dtype" in precision:  # what chapters 5 and 6 scored in on this machine
+        used = precision["score_dtype"]
+        key = "unchecked" if used["here"] == "bfloat16" and not precision["holds"] else "scoring"
+        en, zh = (en + " " + words("bfloat16", key, "en", **used), zh + words("bfloat16", key, "zh", **used))
     if "int8" in precision:
         arm = precision["int8"]
         values = {"flips": arm["flips"], "n": arm["n"], "spearman": f"{arm['spearman']:.4f}", "speedup": arm["speedup"]}

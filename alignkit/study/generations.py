@@ -20,11 +20,11 @@ from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import answer_encoder, decoding_settings, generate, score_texts, sequence_kl
 from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, compute_device, load_tokenizer, resolve_model, weights_dtype
+from alignkit.models import compute_device, load_tokenizer, resolve_model, weights_dtype
 from alignkit.stats import correlations, mean_ci, outside_range, paired_comparison
 from alignkit.study.scores import write_table
 from alignkit.train.dpo import dpo_identity, dpo_training_pairs
-from alignkit.train.rm import rm_identity
+from alignkit.train.rm import rm_identity, scorer, scorer_identity
 
 MODELS = ("base", "dpo")
 
@@ -52,7 +52,8 @@ def _identity(cfg: RunConfig) -> dict:
     """What the generations and their scores depend on: both models (by their identities), the decoding
     settings and the reward model's evaluation encoding."""
     return {"rm": fingerprint(rm_identity(cfg)), "dpo": fingerprint(dpo_identity(cfg)),
-            "generation": cfg.to_dict()["generation"], "eval_lengths": list(cfg.data.eval_lengths())}
+            "generation": cfg.to_dict()["generation"], "eval_lengths": list(cfg.data.eval_lengths()),
+            **scorer_identity(cfg)}
 
 
 SEED_STRIDE = 1000
@@ -83,7 +84,7 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
     kl = kl_to_base(cfg, lms, rows)
     del lms
     rm_dir = cfg.out / "rm"
-    rm = RewardModel.from_pretrained(str(rm_dir))
+    rm = scorer(cfg, rm_dir)
     rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
     scored = score_texts(rm, rm_encoder, [r["prompt"] for r in rows], [r["response"] for r in rows],
                          batch_size=cfg.generation.score_batch_size)

@@ -19,10 +19,10 @@ from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
 from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16
+from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16, weights_dtype
 from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, correlations, length_diagnostics,
                             precision_agreement, preference_summary)
-from alignkit.train.rm import EVAL_SCORES, rm_identity
+from alignkit.train.rm import EVAL_SCORES, rm_identity, scorer_identity
 
 
 def per_category(table: pd.DataFrame) -> dict:
@@ -155,14 +155,16 @@ EMULATED_BF16_PAIRS = 40
 
 def precision_check(cfg, *, force: bool = False) -> dict:
     """The trained reward model on the profile's test split in float32 and with bfloat16 weights, each
-    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup', 'native_bf16'}.
+    timed: `stats.precision_agreement` of the two plus {'float32_s', 'bfloat16_s', 'speedup', 'native_bf16',
+    'score_dtype': `rm.score_dtype` and what it resolves to here, the precision chapters 5 and 6 score in}.
     Where bf16 is emulated (no AVX512-BF16/AMX), on a seeded sample of `EMULATED_BF16_PAIRS` pairs.
     On the CPU, `int8`: the same for int8 dynamic quantization of the backbone's linear layers
     (`models.int8_linears`), its agreement on the whole split against the float32 scores (those the training
     run's evaluation saved, when it scored this split), its speed-up timed against float32 on the same
     sequences. Writes outputs/<profile>/scores/precision.json; reused while the reward model is the same."""
     path = cfg.out / "scores" / "precision.json"
-    saved = None if force else reuse(path, _scoring_identity(cfg))
+    identity = {**_scoring_identity(cfg), **scorer_identity(cfg)}  # its reading says what chapters 5 and 6 used
+    saved = None if force else reuse(path, identity)
     if saved is not None:
         return saved
     rm_dir = _require_rm(cfg)
@@ -183,7 +185,9 @@ def precision_check(cfg, *, force: bool = False) -> dict:
     other, bfloat16_s = scored(pairs, torch.bfloat16)
     result = {**precision_agreement(reference, other, seed=cfg.seed), "float32_s": float32_s,
               "bfloat16_s": bfloat16_s, "speedup": round(float32_s / bfloat16_s, 2), "threads": torch.get_num_threads(),
-              "native_bf16": native, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+              "native_bf16": native, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "score_dtype": {"setting": cfg.rm.score_dtype,
+                              "here": str(weights_dtype(cfg.rm.score_dtype)).removeprefix("torch.")}}
     if compute_device().type == "cpu":
         saved_scores = json.loads((rm_dir / EVAL_SCORES).read_text()).get("trained-test") if (
             rm_dir / EVAL_SCORES).exists() else None
@@ -197,6 +201,6 @@ def precision_check(cfg, *, force: bool = False) -> dict:
         result["int8"] = {**precision_agreement(whole, int8_whole, seed=cfg.seed), "timed_pairs": len(pairs),
                           "float32_s": timed_float32_s, "int8_s": int8_s, "speedup": round(timed_float32_s / int8_s, 2),
                           "engine": torch.backends.quantized.engine}
-    result = stamped(result, _scoring_identity(cfg))
+    result = stamped(result, identity)
     atomic_write_json(path, result)
     return result

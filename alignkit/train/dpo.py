@@ -31,10 +31,11 @@ from alignkit.infer import in_length_order, response_logps
 from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
 from alignkit.models import (Policy, decoder_and_head, load_tokenizer, make_trainable, resolve_model,
                              response_positions, trainable_in_fp32, weights_dtype)
-from alignkit.prefix import prefix_cache_for
+from alignkit.prefix import PrefixCache, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, mean_ci
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
 from alignkit.train.loop import save_final, train
+from alignkit.train.rm import dtype_identity, trainable_identity
 
 LOSSES = ("sigmoid", "robust", "ipo", "rdpo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -148,9 +149,11 @@ class DPOTask:
 
 # ----------------------------------------------------------------------------- reference log-probs
 
-def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtype: torch.dtype) -> str:
+def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtype: torch.dtype,
+                  prefix: PrefixCache | None = None) -> str:
     """Content address of a reference cache: the model's files (their bytes), the weights' dtype, the
-    tokenizer, the exact token ids."""
+    tokenizer, the exact token ids, and the precision of a cached `prefix` the reference pass runs through
+    (when it is not float32)."""
     h = hashlib.sha256()
     resolved = Path(resolve_model(model_name))
     if resolved.is_dir():
@@ -158,6 +161,8 @@ def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtyp
             if f.exists():
                 h.update(f"{f.name}:{file_fingerprint(f)}".encode())
     h.update(f"{model_name}|{str(dtype).removeprefix('torch.')}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
+    if prefix is not None and prefix.compute_dtype != torch.float32:
+        h.update(f"|prefix {str(prefix.compute_dtype).removeprefix('torch.')}".encode())
     for p in pairs:
         h.update(repr((p.better.input_ids, p.better.prompt_length, p.worse.input_ids, p.worse.prompt_length)).encode())
     return h.hexdigest()[:20]
@@ -248,8 +253,8 @@ def dpo_identity(cfg: RunConfig) -> dict:
     training is launched)."""
     full = cfg.to_dict()
     full["dpo"]["train"] = {k: v for k, v in full["dpo"]["train"].items() if k not in LAUNCH_FIELDS}
-    if cfg.model.dtype == "auto":  # as this machine resolves it
-        full["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
+    trainable_identity(full["dpo"]["trainable"])
+    full["model"]["dtype"] = dtype_identity(cfg.model.dtype)
     if cfg.hub_mirror.enabled:  # the Hub ids then name the mirror's splits, which these settings size
         full["data"]["hub_mirror"] = full["hub_mirror"]
     return {"encoding": ENCODING, **{k: full[k] for k in ("seed", "model", "data", "dpo")}}
@@ -280,7 +285,8 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
     dtype = weights_dtype(cfg.model.dtype)
     policy = Policy.from_pretrained(cfg.model.name, dtype=dtype)
     # filled by the reference pass below (or the first epoch): later epochs and evaluations run the top blocks only
-    policy.prefix = prefix_cache_for(d.trainable, decoder_and_head(policy.lm)[0], cfg.out / "cache")
+    policy.prefix = prefix_cache_for(d.trainable, decoder_and_head(policy.lm)[0], cfg.out / "cache",
+                                     weights_dtype(d.trainable.prefix_dtype))
     pad = tokenizer.pad_token_id
 
     train_refs = eval_refs = None
@@ -292,7 +298,7 @@ def run_dpo(cfg: RunConfig, *, resume: bool = False) -> dict:
         rank, world = _launched_ranks(d.train)
         train_refs, eval_refs = (shared_reference_logps(
             policy, encoded, pad, rank=rank, world=world, batch_size=d.train.eval_batch_size,
-            cache=caches / f"ref-{reference_key(cfg.model.name, tokenizer, encoded, dtype)}.pt")
+            cache=caches / f"ref-{reference_key(cfg.model.name, tokenizer, encoded, dtype, policy.prefix)}.pt")
             for encoded in (train_encoded, eval_encoded))
         timings["reference_s"] = round(time.time() - t, 1)
     elif d.loss not in REFERENCE_FREE and d.trainable.mode != "lora":

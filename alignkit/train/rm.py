@@ -155,7 +155,8 @@ def run_reward_model(cfg: RunConfig, *, resume: bool = False) -> dict:
     train_items, train_cut = encode_pairs(encoder, train_pairs, cfg.data.truncation)
     eval_items, eval_cut = encode_pairs(eval_encoder, eval_pairs, cfg.data.truncation)
     model = RewardModel.from_pretrained(cfg.model.name, seed=cfg.seed, dtype=weights_dtype(cfg.model.dtype))
-    model.prefix = prefix_cache_for(cfg.rm.trainable, model.backbone, cfg.out / "cache")
+    model.prefix = prefix_cache_for(cfg.rm.trainable, model.backbone, cfg.out / "cache",
+                                    weights_dtype(cfg.rm.trainable.prefix_dtype))
     task = PackedRewardTask(tokenizer.pad_token_id, cfg.rm.margin, cfg.rm.center_coef, cfg.rm.train.eval_batch_size,
                             length_expert=cfg.rm.length_expert, expert_tokens=whole_response_tokens(
                                 eval_encoder, train_pairs) if cfg.rm.length_expert else None)
@@ -235,6 +236,32 @@ def rm_preflight(cfg: RunConfig, index: int | None = None):
     return preflight(encoder, pairs[index], export_tokenizer(encoder.tokenizer, encoder.ending).pad_token_id)
 
 
+def dtype_identity(setting: str) -> str:
+    """A dtype setting as a run's identity records it: 'auto' as this machine resolves it ('auto: bfloat16'),
+    so a run is never reused across precisions."""
+    return f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}" if setting == "auto" else setting
+
+
+def trainable_identity(trainable: dict) -> dict:
+    """A `trainable` section (as a dict) as a run's identity records it: `prefix_dtype` left out at float32 (runs
+    from before the option keep their identity), otherwise resolved by `dtype_identity`. In place; returns it."""
+    if (setting := trainable.pop("prefix_dtype", "float32")) != "float32":
+        trainable["prefix_dtype"] = dtype_identity(setting)
+    return trainable
+
+
+def scorer(cfg: RunConfig, rm_dir: Path) -> RewardModel:
+    """The trained reward model in `rm_dir`, frozen, in `rm.score_dtype` as this device resolves it: the scorer of
+    chapters 5 and 6 (the training run's evaluations and chapter 3 score in the weights' dtype)."""
+    return RewardModel.from_pretrained(str(rm_dir), dtype=weights_dtype(cfg.rm.score_dtype)).eval()
+
+
+def scorer_identity(cfg: RunConfig) -> dict:
+    """`rm.score_dtype` as a scoring step's identity records it: nothing at float32 (identities from before the
+    option hold), else {'score_dtype': its resolution here}."""
+    return {} if cfg.rm.score_dtype == "float32" else {"score_dtype": dtype_identity(cfg.rm.score_dtype)}
+
+
 def rm_identity(cfg: RunConfig) -> dict:
     """Everything a reward model's numbers depend on: the encoding, seed, model, data and `rm` settings (not
     the DPO or generation sections, nor how training is launched)."""
@@ -243,8 +270,9 @@ def rm_identity(cfg: RunConfig) -> dict:
     if not rm["length_expert"]:  # off, as before the option existed: earlier runs keep their identity
         del rm["length_expert"]
     rm["train"] = {k: v for k, v in rm["train"].items() if k not in LAUNCH_FIELDS}
-    if cfg.model.dtype == "auto":  # as this machine resolves it
-        settings["model"]["dtype"] = f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}"
+    del rm["score_dtype"]  # how the trained model is read later, not what it is
+    trainable_identity(rm["trainable"])
+    settings["model"]["dtype"] = dtype_identity(cfg.model.dtype)
     if cfg.hub_mirror.enabled:  # the Hub ids then name the mirror's splits, which these settings size
         settings["data"]["hub_mirror"] = settings["hub_mirror"]
     return {"encoding": ENCODING, **{k: settings[k] for k in ("seed", "model", "data")}, "rm": rm}
