@@ -30,16 +30,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "sweeps"))
 
 ALL_PAIRS = {"dpo.max_pairs": None}
+LORA = {"dpo.trainable.mode": "lora", "dpo.train.epochs": 1}
 GRID: dict[str, dict] = {
-    "lora-profile": {},
+    # LoRA r16 on every linear layer, one pass over a seeded 320 pairs: the cheap recipe the others are judged by
+    "lora-320-1ep": {**LORA, "dpo.max_pairs": 320},
     # cached last_k: the reference pass fills the frozen prefix, so each epoch runs only the top k blocks and the head
     "cached-k8-lr1e-4-2ep": {"dpo.trainable.mode": "last_k", "dpo.trainable.last_k": 8, "dpo.train.lr": 1.0e-4,
                              "dpo.train.epochs": 2, **ALL_PAIRS},
     "cached-k4-lr3e-4-2ep": {"dpo.trainable.mode": "last_k", "dpo.trainable.last_k": 4, "dpo.train.lr": 3.0e-4,
                              "dpo.train.epochs": 2, **ALL_PAIRS},
-    "lora-lr5e-4-all": {"dpo.train.lr": 5.0e-4, **ALL_PAIRS},
+    "lora-lr5e-4-all": {**LORA, "dpo.train.lr": 5.0e-4, **ALL_PAIRS},
 }
-"""Candidates: name -> overrides of the profile. The profile's own setting comes first."""
+"""Candidates: name -> overrides of the profile, each stating its recipe whole (`cached-k8-lr1e-4-2ep` is the cpu
+profile's own)."""
 
 
 def parse_args(argv=None):
