@@ -408,3 +408,43 @@ def test_every_notebook_is_valid_with_unique_cell_ids():
         assert None not in ids, f"{path.name}: a cell has no id"
         assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
         nbformat.validate(nbformat.from_dict(raw))
+
+
+def test_study_questions_take_one_headline_row_each_and_count_its_verdict(tmp_path):
+    """Each of the study's questions (evidence.STUDY) reads one row of chapter 7's evidence: before any run only
+    the data's own row has a verdict; an interval put in its place moves that question's verdict and count; a
+    headline naming no row is an error that names the question's rows."""
+    from alignkit.config import load_config
+    from alignkit.report import evidence, qa_numbers
+    from alignkit.report.readings import NOT_RUN
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
+    numbers = qa_numbers.key_numbers(cfg)
+    table = evidence.study_questions(numbers)
+    assert len(table) == len(evidence.STUDY) and table.question.is_unique
+    assert evidence.study_count(numbers) == {"shown": 1, "shown_absent": 0, "undecided": 0}  # PKU's two labels
+    assert (table.value == NOT_RUN).sum() == len(evidence.STUDY) - 1
+    numbers.update({"rm.test_acc": 0.62, "rm.test_ci": [0.55, 0.69], "rm.test_n": 169, "rm.longer_wins_acc": 0.60,
+                    "exp.safety_pairs_rm": 0.49, "exp.safety_pairs_rm_ci": [0.48, 0.51], "exp.safety_pairs_n": 1800})
+    table = evidence.study_questions(numbers).set_index(
+        pd.Index([key for key, *_ in evidence.STUDY]))
+    assert table.loc["rm_learns", "verdict"].startswith("shown /") and table.loc["rm_learns", "n"] == 169
+    assert table.loc["rm_vs_length", "verdict"].startswith("undecided: the smallest effect detectable at n = 169")
+    assert table.loc["rm_vs_length", "null ± margin"] == "0.600 ± 0.03"
+    assert table.loc["safety_pairs", "verdict"].startswith("shown absent") and table.loc["safety_pairs", "n"] == 1800
+    assert evidence.study_count(numbers) == {"shown": 2, "shown_absent": 1, "undecided": 1}
+    assert "shown 2, shown absent 1, undecided 1" in evidence.verdicts_sentence(numbers)
+    broken = tuple((k, q, "no such measure" if k == "ood" else m) for k, q, m in evidence.STUDY)
+    with pytest.raises(KeyError, match="no such measure.*robustness.*train − test accuracy"):
+        evidence._headline(evidence._rows(numbers, "robustness"), "robustness", broken[6][2])
+
+
+def test_the_cpu_profile_leaves_online_dpo_and_the_variants_to_the_gpu_profile_without_a_verdict(tmp_path):
+    from alignkit.config import load_config
+    from alignkit.report import evidence, qa_numbers
+    cfg = load_config("tiny", {"output_dir": str(tmp_path / "empty")})
+    numbers = {**qa_numbers.key_numbers(cfg), "exp.variants_not_run": "gpu"}
+    rows = dict(evidence.study_rows(numbers))
+    for key in ("online", "variants"):
+        assert rows[key][4] is None and "gpu" in rows[key][1], rows[key]
+    sentence = evidence.verdicts_sentence(numbers)
+    assert "2 more are left to another profile (Does online DPO beat offline DPO? Do the DPO variants differ?)" in sentence

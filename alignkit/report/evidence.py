@@ -39,6 +39,34 @@ def _fmt(value) -> str:
     return str(value)
 
 
+STUDY = (
+    ("rm_learns", "applications", "RM accuracy, held-out test [95% CI]"),
+    ("rm_vs_length", "length_bias", "RM accuracy, test [95% CI]"),
+    ("beyond_length", "length_bias", "RM accuracy on length-matched pairs (±10%) [95% CI]"),
+    ("length_correction", "length_bias", "length-corrected − plain RM accuracy, same pairs [95% CI]"),
+    ("calibration", "robustness", "ECE change, after − before [95% CI]"),
+    ("overfitting", "robustness", "train − test accuracy [95% CI]"),
+    ("ood", "robustness", "accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]"),
+    ("safety_pairs", "robustness", "safety pairs (PKU-SafeRLHF, the safer answer preferred): RM accuracy [95% CI]"),
+    ("gold_bon", "robustness", "gold best-of-n (GPT-4-turbo), largest n: RM pick − random answer, win rate [95% CI]"),
+    ("pluralistic", "pluralistic", "PKU-SafeRLHF pairs where 'more helpful' ≠ 'safer' [95% CI]"),
+    ("dpo_moves", "dpo_limits", "held-out log π/π_ref of the chosen answers, nats [95% CI]"),
+    ("dpo_ranking", "dpo_vs_rlhf", "implicit-reward accuracy on held-out pairs [95% CI]"),
+    ("dpo_overfits", "dpo_limits", "implicit-reward accuracy: train → held-out"),
+    ("dpo_vs_base", "applications", "DPO-vs-base win rate judged by the RM [95% CI]"),
+    ("dpo_length", "length_bias", "mean response tokens: base → DPO"),
+    ("dpo_beyond_length", "length_bias", "length-controlled DPO effect on RM score [95% CI]"),
+    ("online", "dpo_policy", ("online − offline DPO win rate vs base, same held-out prompts [95% CI]",
+                              "online − offline DPO")),
+    ("variants", "variants", None),
+)
+"""The study's questions, one headline reading each: (key, the chapter-7 question whose evidence holds the
+reading, its measure there: a name, or names tried in turn, the second the row a profile that leaves the
+step to another shows; None = that question's first row). The question's words are text/readings.yaml
+`study_question`; `study_questions` tabulates them and `study_count` counts their verdicts. A question whose
+step this profile does not run (the DPO variants and online DPO on the cpu profile) shows the row that says
+which profile decides it, and has no verdict."""
+
 N_OF = {"RM accuracy, held-out test [95% CI]": "rm.test_n", "untrained RM accuracy, same pairs [95% CI]": "rm.test_n",
         "DPO-vs-base win rate judged by the RM [95% CI]": "gen.n", "train − test accuracy [95% CI]": "rm.test_n",
         "accuracy on another dataset (PKU-SafeRLHF, OOD) [95% CI]": "ood.n",
@@ -291,12 +319,57 @@ def verdicts_by_question(numbers: dict) -> pd.DataFrame:
     return frame.rename(columns={"shown_absent": "shown absent"})
 
 
+def _headline(rows: list[Row], question: str, measure) -> Row:
+    """The row of `measure` (a name, or names tried in turn) among one question's rows; None = the first row."""
+    if measure is None:
+        return rows[0]
+    for name in (measure,) if isinstance(measure, str) else measure:
+        for row in rows:
+            if row[0] == name:
+                return row
+    raise KeyError(f"the study's headline {measure!r} is no row of question {question!r}; rows: "
+                   + "; ".join(str(row[0]) for row in rows))
+
+
+def study_rows(numbers: dict) -> list[tuple[str, Row]]:
+    """(key, row) for each of the study's questions (STUDY), the row its headline reading."""
+    by_question = {question: _rows(numbers, question) for question in {q for _, q, _ in STUDY}}
+    return [(key, _headline(by_question[question], question, measure)) for key, question, measure in STUDY]
+
+
+def study_questions(numbers: dict) -> pd.DataFrame:
+    """One row per study question: the question, its headline measure and value [95% CI], n, the null and
+    margin it is read against, its reading (for a change 'a → b', the change's interval) and its verdict (empty
+    where the step has not run or this profile leaves it to another)."""
+    out = []
+    for key, (measure, value, _source, reading, verdict) in study_rows(numbers):
+        text = value if isinstance(value, str) else _fmt(value)
+        read = text != NOT_RUN and verdict is not None
+        out.append({"question": both("study_question", key), "measure": measure, "value": text,
+                    "n": numbers.get(N_OF.get(measure, ""), None) if read else None,
+                    "null ± margin": f"{number(verdict.null)} ± {verdict.margin:g}" if read else "",
+                    "reading": reading if read else "", "verdict": verdict_cell(verdict) if read else ""})
+    return pd.DataFrame(out).astype({"n": "Int64"})
+
+
+def study_count(numbers: dict) -> dict:
+    """{verdict: how many} over the study's questions that have a verdict (alignkit.verdicts.count)."""
+    return verdicts.count(row[4] for _, row in study_rows(numbers))
+
+
 def verdicts_sentence(numbers: dict, lang: str = "en") -> str:
-    """The count of verdicts over chapter 7's questions in one sentence, with the margins they are read against."""
+    """The count of verdicts in one sentence: over the study's questions (one headline reading each, STUDY) and
+    over every row chapter 7 reads from an interval, with the margins they are read against."""
     total = verdicts_by_question(numbers).loc["total"]
     margins = ", ".join(f"{kind} ± {value:g}" for kind, value in verdicts.MARGINS.items())
-    return words("verdicts_summary", lang=lang, total=int(total.sum()), shown=int(total["shown"]),
-                 absent=int(total["shown absent"]), undecided=int(total["undecided"]), margins=margins)
+    study = study_rows(numbers)
+    headline = study_count(numbers)
+    without = [words("study_question", key, lang) for key, row in study if isinstance(row[1], str) and row[1]]
+    elsewhere = words("verdicts_elsewhere", lang=lang, count=len(without), which=" ".join(without)) if without else ""
+    return words("verdicts_summary", lang=lang, questions=sum(headline.values()), q_shown=headline["shown"],
+                 q_absent=headline["shown_absent"], q_undecided=headline["undecided"], elsewhere=elsewhere,
+                 total=int(total.sum()), shown=int(total["shown"]), absent=int(total["shown absent"]),
+                 undecided=int(total["undecided"]), margins=margins)
 
 
 def loss_shapes(margins=(-2.0, 0.0, 2.0, 5.0, 10.0, 22.0), *, beta: float = 0.1, tau: float = 0.1,
