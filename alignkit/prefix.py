@@ -87,8 +87,9 @@ class PrefixCache:
         return len(self._rows)
 
     def stats(self) -> dict:
+        from alignkit.models import dtype_name  # alignkit.models imports this module
         return {"rows": len(self), "frozen_blocks": self.frozen_blocks,
-                "compute_dtype": str(self.compute_dtype).removeprefix("torch."), "hits": self.hits,
+                "compute_dtype": dtype_name(self.compute_dtype), "hits": self.hits,
                 "misses": self.misses, "mb_in_memory": round(self.bytes_in_memory / 2**20, 1),
                 "mb_on_disk": round(self.bytes_on_disk / 2**20, 1)}
 

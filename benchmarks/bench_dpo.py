@@ -122,7 +122,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `prefix_dtype` ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype)."""
     common.quiet()
     from alignkit.config import DPOConfig, TrainConfig
-    from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model, weights_dtype
+    from alignkit.models import (Policy, TrainableConfig, dtype_name, load_tokenizer, make_trainable, resolve_model,
+                                 weights_dtype)
     from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
     from alignkit.train import loop as training_loop
     t0 = time.perf_counter()
@@ -192,7 +193,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
                 "trainable": trainable, **({"lora": LORA} if trainable == "lora" else {}), "epochs": epochs,
                 **({"last_k": last_k, "cache_prefix": cache_prefix,
-                    "prefix_dtype": str(prefix_compute).removeprefix("torch.")} if trainable == "last_k" else {}),
+                    "prefix_dtype": dtype_name(prefix_compute)} if trainable == "last_k" else {}),
                 "trainable_params": n_ours, "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "loss": "sigmoid", "beta": BETA, "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "reference_precompute_s": {"alignkit": round(ours_precompute, 2), "peer": round(peer_precompute, 2),

@@ -106,8 +106,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `cache_prefix` is off, a fresh cache per repeat, filled in its first epoch, computed in `prefix_dtype`
     ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype; TRL stays float32)."""
     common.quiet()
-    from alignkit.models import (RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model,
-                                 weights_dtype)
+    from alignkit.models import (RewardModel, TrainableConfig, dtype_name, load_tokenizer, make_trainable,
+                                 resolve_model, weights_dtype)
     from alignkit.data.packing import packed_length
     from alignkit.prefix import prefix_cache_for
     from alignkit.train.rm import PackedRewardTask
@@ -164,7 +164,7 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
                 "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
                 "trainable": trainable, "trainable_params": n_ours, "epochs": epochs,
                 **({"last_k": last_k, "cache_prefix": cache_prefix,
-                    "prefix_dtype": str(prefix_compute).removeprefix("torch.")} if trainable == "last_k" else {}),
+                    "prefix_dtype": dtype_name(prefix_compute)} if trainable == "last_k" else {}),
                 "dtype": "float32 weights, bf16 autocast" if bf16 else "float32",
                 "steps_per_repeat": epochs * (n_rows // batch_size), "lr": lr,
                 "peer": {"pad_token": PEER_PAD, "bf16": bf16, "gradient_checkpointing": False,

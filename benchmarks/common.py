@@ -499,11 +499,13 @@ def by_epochs(race: Callable[..., dict], name: str, doc: str, *, epochs: Sequenc
                                  "bfloat16 where the CPU computes it natively); TRL stays float32 (default float32)")
         parser.add_argument("--epochs", type=int, nargs="+", default=list(epochs),
                             help=f"epoch counts raced, one race each (default {' '.join(map(str, epochs))})")
+        add_device_options(parser)
         args = parser.parse_args()
         if any(e < 1 for e in args.epochs):
             parser.error(f"--epochs takes positive epoch counts, got {args.epochs}")
         finish(run(args.quick, args.repeats, last_k=args.last_k, n_rows=args.n_rows, counts=args.epochs,
-                   model=args.model, prefix_dtype=args.prefix_dtype), args.json)
+                   model=args.model, prefix_dtype=args.prefix_dtype, device=args.device, bf16=args.bf16,
+                   tokenizer=args.tokenizer), args.json)
 
     return run, main
 

@@ -204,3 +204,24 @@ def test_results_without_ratio_medians_are_refused_by_name(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(results))
     with pytest.raises(AlignkitError, match="'dpo' has no ratio medians"):
         bench.load_results(tmp_path / "old.json")
+
+
+def test_by_epochs_command_line_reaches_the_race(monkeypatch):
+    """The cached-prefix races' options (--epochs, --prefix-dtype, --bf16, --device) reach every race they
+    start, one race per epoch count, and the result carries the ratio of each count."""
+    common = _bench("rm").common
+    seen = []
+
+    def race(quick, repeats, **kwargs):
+        seen.append(kwargs)
+        ratio = {"median": float(kwargs["epochs"]), "min": 1.0, "max": 2.0}
+        return {"ratio": ratio, "cpu_ratio": ratio, "wall_s": 1.0}
+    printed = []
+    monkeypatch.setattr(common, "finish", lambda result, path: printed.append(result))
+    _run, main = common.by_epochs(race, "rm_last_k", "doc")
+    monkeypatch.setattr("sys.argv", ["bench", "--epochs", "1", "2", "--prefix-dtype", "auto", "--bf16",
+                                     "--repeats", "2"])
+    main()
+    assert [k["epochs"] for k in seen] == [1, 2]
+    assert all(k["bf16"] is True and k["prefix_dtype"] == "auto" and k["device"] == "cpu" for k in seen)
+    assert printed[0]["by_epochs"]["2"]["ratio"]["median"] == 2.0 and printed[0]["name"] == "rm_last_k"

@@ -19,7 +19,8 @@ from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
 from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16, weights_dtype
+from alignkit.models import (RewardModel, compute_device, dtype_name, int8_linears, load_tokenizer, native_bf16,
+                             weights_dtype)
 from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, correlations, length_diagnostics,
                             precision_agreement, preference_summary)
 from alignkit.train.rm import EVAL_SCORES, rm_identity, scorer_identity
@@ -187,7 +188,7 @@ def precision_check(cfg, *, force: bool = False) -> dict:
               "bfloat16_s": bfloat16_s, "speedup": round(float32_s / bfloat16_s, 2), "threads": torch.get_num_threads(),
               "native_bf16": native, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "score_dtype": {"setting": cfg.rm.score_dtype,
-                              "here": str(weights_dtype(cfg.rm.score_dtype)).removeprefix("torch.")}}
+                              "here": dtype_name(weights_dtype(cfg.rm.score_dtype))}}
     if compute_device().type == "cpu":
         saved_scores = json.loads((rm_dir / EVAL_SCORES).read_text()).get("trained-test") if (
             rm_dir / EVAL_SCORES).exists() else None

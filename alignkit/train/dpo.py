@@ -29,7 +29,7 @@ from alignkit.data.tokenize import (ENCODING, ChatEncoder, EncodedPair, causal_p
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order, response_logps
 from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
-from alignkit.models import (Policy, decoder_and_head, load_tokenizer, make_trainable, resolve_model,
+from alignkit.models import (Policy, decoder_and_head, dtype_name, load_tokenizer, make_trainable, resolve_model,
                              response_positions, trainable_in_fp32, weights_dtype)
 from alignkit.prefix import PrefixCache, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, mean_ci
@@ -160,9 +160,9 @@ def reference_key(model_name: str, tokenizer, pairs: Sequence[EncodedPair], dtyp
         for f in sorted(resolved.glob("*.safetensors")) + [resolved / "config.json"]:
             if f.exists():
                 h.update(f"{f.name}:{file_fingerprint(f)}".encode())
-    h.update(f"{model_name}|{str(dtype).removeprefix('torch.')}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
+    h.update(f"{model_name}|{dtype_name(dtype)}|{len(tokenizer)}|{tokenizer.chat_template}".encode())
     if prefix is not None and prefix.compute_dtype != torch.float32:
-        h.update(f"|prefix {str(prefix.compute_dtype).removeprefix('torch.')}".encode())
+        h.update(f"|prefix {dtype_name(prefix.compute_dtype)}".encode())
     for p in pairs:
         h.update(repr((p.better.input_ids, p.better.prompt_length, p.worse.input_ids, p.worse.prompt_length)).encode())
     return h.hexdigest()[:20]

@@ -22,8 +22,8 @@ from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores
 from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse, stamped
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy, poe_length_loss
-from alignkit.models import (RewardModel, attention_input, export_tokenizer, load_tokenizer, make_trainable,
-                             trainable_in_fp32, weights_dtype)
+from alignkit.models import (RewardModel, attention_input, dtype_name, export_tokenizer, load_tokenizer,
+                             make_trainable, trainable_in_fp32, weights_dtype)
 from alignkit.prefix import backbone_hidden, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
@@ -239,7 +239,7 @@ def rm_preflight(cfg: RunConfig, index: int | None = None):
 def dtype_identity(setting: str) -> str:
     """A dtype setting as a run's identity records it: 'auto' as this machine resolves it ('auto: bfloat16'),
     so a run is never reused across precisions."""
-    return f"auto: {str(weights_dtype('auto')).removeprefix('torch.')}" if setting == "auto" else setting
+    return f"auto: {dtype_name(weights_dtype('auto'))}" if setting == "auto" else setting
 
 
 def trainable_identity(trainable: dict) -> dict:
