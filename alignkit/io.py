@@ -63,6 +63,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def dtype_name(dtype) -> str:
+    """torch.bfloat16 -> 'bfloat16': a torch dtype as configs, identities and records spell it."""
+    return str(dtype).removeprefix("torch.")
+
+
 def fingerprint(identity) -> str:
     """Content hash of a JSON-able description of what determines a result (settings, inputs' fingerprints)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -99,11 +99,6 @@ def weights_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype
     return getattr(torch, dtype)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    """torch.bfloat16 -> 'bfloat16': a dtype as configs, identities and records spell it."""
-    return str(dtype).removeprefix("torch.")
-
-
 def int8_linears(model: nn.Module) -> nn.Module:
     """`model` with every linear layer of its `backbone` dynamically quantized to int8 (weights int8 per output
     channel, activations quantized per batch; torch's fbgemm/x86 kernels, which use VNNI where the CPU has it

@@ -22,6 +22,7 @@ from torch import nn
 
 from alignkit.config import TrainableConfig
 from alignkit.errors import AlignkitError
+from alignkit.io import dtype_name
 
 
 def decoder_parts(backbone: nn.Module) -> nn.ModuleList:
@@ -87,7 +88,6 @@ class PrefixCache:
         return len(self._rows)
 
     def stats(self) -> dict:
-        from alignkit.models import dtype_name  # alignkit.models imports this module
         return {"rows": len(self), "frozen_blocks": self.frozen_blocks,
                 "compute_dtype": dtype_name(self.compute_dtype), "hits": self.hits,
                 "misses": self.misses, "mb_in_memory": round(self.bytes_in_memory / 2**20, 1),

@@ -122,8 +122,8 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `prefix_dtype` ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype)."""
     common.quiet()
     from alignkit.config import DPOConfig, TrainConfig
-    from alignkit.models import (Policy, TrainableConfig, dtype_name, load_tokenizer, make_trainable, resolve_model,
-                                 weights_dtype)
+    from alignkit.io import dtype_name
+    from alignkit.models import Policy, TrainableConfig, load_tokenizer, make_trainable, resolve_model, weights_dtype
     from alignkit.train.dpo import DPOItem, DPOTask, reference_logps
     from alignkit.train import loop as training_loop
     t0 = time.perf_counter()

@@ -106,8 +106,9 @@ def run(quick: bool = False, repeats: int = 3, *, model: str | None = None, n_ro
     `cache_prefix` is off, a fresh cache per repeat, filled in its first epoch, computed in `prefix_dtype`
     ('float32', 'bfloat16' or 'auto': alignkit.config.TrainableConfig.prefix_dtype; TRL stays float32)."""
     common.quiet()
-    from alignkit.models import (RewardModel, TrainableConfig, dtype_name, load_tokenizer, make_trainable,
-                                 resolve_model, weights_dtype)
+    from alignkit.io import dtype_name
+    from alignkit.models import (RewardModel, TrainableConfig, load_tokenizer, make_trainable, resolve_model,
+                                 weights_dtype)
     from alignkit.data.packing import packed_length
     from alignkit.prefix import prefix_cache_for
     from alignkit.train.rm import PackedRewardTask

@@ -321,12 +321,10 @@ def verdicts_by_question(numbers: dict) -> pd.DataFrame:
 
 def _headline(rows: list[Row], question: str, measure) -> Row:
     """The row of `measure` (a name, or names tried in turn) among one question's rows; None = the first row."""
-    if measure is None:
-        return rows[0]
-    for name in (measure,) if isinstance(measure, str) else measure:
-        for row in rows:
-            if row[0] == name:
-                return row
+    found = [row for name in ((measure,) if isinstance(measure, str) else measure or ()) for row in rows
+             if row[0] == name]
+    if found or measure is None:
+        return (found or rows)[0]
     raise KeyError(f"the study's headline {measure!r} is no row of question {question!r}; rows: "
                    + "; ".join(str(row[0]) for row in rows))
 

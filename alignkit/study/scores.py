@@ -18,9 +18,8 @@ from alignkit.data.splits import seeded_sample, train_check_pairs
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores, score_pairs
-from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
-from alignkit.models import (RewardModel, compute_device, dtype_name, int8_linears, load_tokenizer, native_bf16,
-                             weights_dtype)
+from alignkit.io import atomic_path, atomic_write_json, dtype_name, fingerprint, reuse, stamped
+from alignkit.models import RewardModel, compute_device, int8_linears, load_tokenizer, native_bf16, weights_dtype
 from alignkit.stats import (accuracy_summary, bootstrap_ci, correctness, correlations, length_diagnostics,
                             precision_agreement, preference_summary)
 from alignkit.train.rm import EVAL_SCORES, rm_identity, scorer_identity

@@ -28,8 +28,8 @@ from alignkit.data.tokenize import (ENCODING, ChatEncoder, EncodedPair, causal_p
                                     encode_pairs)
 from alignkit.errors import AlignkitError
 from alignkit.infer import in_length_order, response_logps
-from alignkit.io import atomic_path, file_fingerprint, fingerprint, main_process, reuse, stamped
-from alignkit.models import (Policy, decoder_and_head, dtype_name, load_tokenizer, make_trainable, resolve_model,
+from alignkit.io import atomic_path, dtype_name, file_fingerprint, fingerprint, main_process, reuse, stamped
+from alignkit.models import (Policy, decoder_and_head, load_tokenizer, make_trainable, resolve_model,
                              response_positions, trainable_in_fp32, weights_dtype)
 from alignkit.prefix import PrefixCache, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, mean_ci

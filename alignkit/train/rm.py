@@ -20,10 +20,10 @@ from alignkit.data.splits import train_check_pairs
 from alignkit.data.tokenize import ENCODING, ChatEncoder, EncodedPair, collate_pairs, encode_pairs
 from alignkit.errors import AlignkitError
 from alignkit.infer import end_scores
-from alignkit.io import atomic_write_json, file_fingerprint, fingerprint, reuse, stamped
+from alignkit.io import atomic_write_json, dtype_name, file_fingerprint, fingerprint, reuse, stamped
 from alignkit.losses import bradley_terry_loss, pairwise_accuracy, poe_length_loss
-from alignkit.models import (RewardModel, attention_input, dtype_name, export_tokenizer, load_tokenizer,
-                             make_trainable, trainable_in_fp32, weights_dtype)
+from alignkit.models import (RewardModel, attention_input, export_tokenizer, load_tokenizer, make_trainable,
+                             trainable_in_fp32, weights_dtype)
 from alignkit.prefix import backbone_hidden, prefix_cache_for
 from alignkit.stats import accuracy_summary, correctness, length_diagnostics
 from alignkit.train.launch import LAUNCH_FIELDS, launch, wants_launcher
