@@ -68,7 +68,7 @@ def test_answer_encoder_reads_generated_answers_whole_after_the_prompt_generatio
     assert answer_encoder(tokenizer, DataConfig(eval_max_length=4096), 8).max_length == 4096
 
 
-def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir, tmp_path, data_dir):
+def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir, tmp_path, data_dir, monkeypatch):
     from alignkit.io import reuse
     from alignkit.study.generations import _identity, compare_profile, load_generations
     from alignkit.errors import AlignkitError
@@ -112,6 +112,22 @@ def test_compare_profile_on_tiny_writes_tables_summary_and_reuses(tiny_model_dir
     changed = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "dpo.train.max_steps": 1,
                                                                  "dpo.max_pairs": 12, "generation.temperature": 0.9})
     assert reuse(tmp_path / "out" / "generations" / "summary.json", _identity(changed)) is None
+    # scoring in another precision re-scores the saved answers (and keeps their KL) without sampling again;
+    # new generation settings sample anew
+    import numpy as np
+    from alignkit.study import generations
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again")
+    monkeypatch.setattr(generations, "generate", no_sampling)
+    bf16 = tiny_config(tiny_model_dir, tmp_path, data_dir, **{"rm.train.max_steps": 1, "dpo.train.max_steps": 1,
+                                                              "dpo.max_pairs": 12, "rm.score_dtype": "bfloat16"})
+    assert not compare_profile(bf16).get("reused")
+    again = load_generations(bf16)
+    assert again.response.tolist() == table.response.tolist() and again.prompt.tolist() == table.prompt.tolist()
+    assert again.kl_to_base.equals(table.kl_to_base) and not np.allclose(again.score, table.score)
+    with pytest.raises(AssertionError, match="sampled again"):
+        compare_profile(changed)
     # train prompts are drawn from the pairs DPO trained on
     all_train = load_pairs(str(cfg.out / "data" / "train.jsonl"), "ALIGNKIT")[0]
     trained_on = {p.prompt_id for p in seeded_sample(all_train, 12, cfg.seed)}

@@ -1,12 +1,16 @@
 """Base vs DPO policy, judged by the trained reward model: generate on held-out test prompts and on random
 training prompts, score every response, compare with and without length control, pick case studies.
 
-Writes outputs/<profile>/generations/: generations.parquet/.jsonl (one row per prompt x model),
-case_studies.parquet/.jsonl and summary.json (statistics and decoding settings), reused while the reward
-model, the DPO model and the generation settings are the same (alignkit.io.reuse).
+Writes outputs/<profile>/generations/: samples.parquet and samples.json (the answers of both models and DPO's
+KL to base, reused while the DPO model and the generation settings are the same: retraining the reward model
+or changing the precision it scores in re-scores them without sampling again), generations.parquet/.jsonl (one
+row per prompt x seed x model, scored), case_studies.parquet/.jsonl and summary.json (statistics and decoding
+settings), reused while the reward model, the DPO model and the generation settings are the same
+(alignkit.io.reuse).
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from alignkit.data.sources import load_pairs
 from alignkit.data.tokenize import ChatEncoder
 from alignkit.errors import AlignkitError
 from alignkit.infer import answer_encoder, decoding_settings, generate, score_texts, sequence_kl
-from alignkit.io import atomic_write_json, fingerprint, reuse, stamped
+from alignkit.io import atomic_path, atomic_write_json, fingerprint, reuse, stamped
 from alignkit.models import compute_device, load_tokenizer, resolve_model, weights_dtype
 from alignkit.stats import correlations, mean_ci, outside_range, paired_comparison
 from alignkit.study.scores import write_table
@@ -56,6 +60,14 @@ def _identity(cfg: RunConfig) -> dict:
             **scorer_identity(cfg)}
 
 
+def _sampling_identity(cfg: RunConfig) -> dict:
+    """What the sampled answers and their KL depend on: the DPO model (its identity holds the base model, the
+    data, the split's seed) and the generation settings, not the reward model that scores them."""
+    generation = cfg.to_dict()["generation"]
+    del generation["score_batch_size"]  # scoring only
+    return {"dpo": fingerprint(dpo_identity(cfg)), "generation": generation}
+
+
 SEED_STRIDE = 1000
 """Seed i of `generation.seeds` samples with cfg.seed + SEED_STRIDE * i (batch k adds k: the streams never meet)."""
 
@@ -65,10 +77,24 @@ def sampling_seeds(cfg: RunConfig) -> list[int]:
     return [cfg.seed + SEED_STRIDE * i for i in range(cfg.generation.seeds)]
 
 
-def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
-    """One row per (split, prompt, seed, model): response, tokens, hit_limit, RM score."""
-    if cfg.generation.threads:
-        torch.set_num_threads(cfg.generation.threads)
+def sampled(cfg: RunConfig) -> pd.DataFrame:
+    """One row per (split, prompt, seed, model): prompt (its messages), response, tokens, hit_limit and
+    kl_to_base; reused from generations/samples.* while `_sampling_identity` is unchanged, else sampled and
+    saved (the parquet first, the record last: a record means a complete table)."""
+    gen_dir = cfg.out / "generations"
+    if reuse(gen_dir / "samples.json", _sampling_identity(cfg)) is not None and (gen_dir / "samples.parquet").exists():
+        table = pd.read_parquet(gen_dir / "samples.parquet")
+        table["prompt"] = [json.loads(p) for p in table.prompt]
+        return table
+    table = sample(cfg)
+    with atomic_path(gen_dir / "samples.parquet") as tmp:
+        table.assign(prompt=[json.dumps(list(p), ensure_ascii=False) for p in table.prompt]).to_parquet(tmp, index=False)
+    atomic_write_json(gen_dir / "samples.json", stamped({"rows": len(table)}, _sampling_identity(cfg)))
+    return table
+
+
+def sample(cfg: RunConfig) -> pd.DataFrame:
+    """Both models answer the picked prompts under every sampling seed; DPO's KL to base on a sample of them."""
     prompts = pick_prompts(cfg)
     flat = [(split, pid, prompt) for split, items in prompts.items() for pid, prompt in items]
     sources = {"base": resolve_model(cfg.model.name), "dpo": str(cfg.out / "dpo")}
@@ -82,13 +108,20 @@ def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
             rows += [{"split": s, "prompt_id": pid, "seed": seed, "model": name, "prompt": list(p), **m}
                      for (s, pid, p), m in zip(flat, made)]
     kl = kl_to_base(cfg, lms, rows)
-    del lms
+    return pd.DataFrame(rows).assign(kl_to_base=kl)
+
+
+def generate_and_score(cfg: RunConfig) -> pd.DataFrame:
+    """`sampled` answers, each scored by the trained reward model (in `rm.score_dtype`): one row per (split,
+    prompt, seed, model) with response, tokens, hit_limit, kl_to_base and the RM score."""
+    if cfg.generation.threads:
+        torch.set_num_threads(cfg.generation.threads)
+    table = sampled(cfg)
     rm_dir = cfg.out / "rm"
-    rm = scorer(cfg, rm_dir)
     rm_encoder = ChatEncoder(load_tokenizer(str(rm_dir)), *cfg.data.eval_lengths())
-    scored = score_texts(rm, rm_encoder, [r["prompt"] for r in rows], [r["response"] for r in rows],
+    scored = score_texts(scorer(cfg, rm_dir), rm_encoder, list(table.prompt), list(table.response),
                          batch_size=cfg.generation.score_batch_size)
-    table = pd.DataFrame(rows)
+    kl = table.pop("kl_to_base")
     table["prompt"] = scored["prompt"]
     table["score"] = scored["score"]
     table["scored_tokens"] = scored["response_tokens"]
